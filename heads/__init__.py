@@ -1,0 +1,1 @@
+"""The commands: `python -m heads.<name>`; each module has `main(argv) -> int`."""

@@ -1,0 +1,166 @@
+"""Rendered scenes for the model organism.
+
+A scene is a 4x4 grid of cells on a grey canvas; each of its 2-3 objects (a colour x shape pair,
+colours and shapes distinct within a scene) sits inside one cell with a small pixel jitter. The
+cell size equals the vision tower's patch size, so each object falls inside one image token.
+
+The first two objects are the *subject* and the *object* of the scene: their relation is definite
+by construction (the cell offset along the named axis is strictly larger than along the other):
+
+    left / right   : |d_col| > |d_row|, sign of d_col
+    above / below  : |d_row| > |d_col|, sign of d_row
+
+Textual priors (the AdaptVis setting): some shape pairs appear in one relation most of the time in
+the ``"train"`` split, like a cup that is usually *on* a table in photos. The ``"controlled"``
+split puts every pair in every relation equally often (WhatsUp Controlled-style), so a model that
+learned the prior shows it as lower accuracy on prior-violating scenes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+GRID = 4
+CELL = 16
+IMAGE_SIZE = GRID * CELL  # 64 px
+BACKGROUND = (128, 128, 128)
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 80, 230),
+    "yellow": (235, 215, 40),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+RELATIONS = ("left", "right", "above", "below")
+INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+QUADRANTS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+# (subject shape, object shape) -> the relation the pair takes in most training scenes.
+# Read as "the triangle is usually above the square"; the reversed pair gets the inverse relation.
+PRIORS: dict[tuple[str, str], str] = {
+    ("triangle", "square"): "above",
+    ("circle", "cross"): "left",
+}
+PRIOR_STRENGTH = 0.88  # share of training scenes of a prior pair that follow the prior
+SPLITS = ("train", "controlled")
+
+
+@dataclass(frozen=True)
+class SceneObject:
+    colour: str
+    shape: str
+    row: int  # 0 = top
+    col: int  # 0 = left
+    dx: int  # pixel jitter inside the cell
+    dy: int
+    size: int  # bounding-box side in pixels
+
+    @property
+    def name(self) -> str:
+        return f"{self.colour} {self.shape}"
+
+    @property
+    def quadrant(self) -> str:
+        vertical = "top" if self.row < GRID // 2 else "bottom"
+        horizontal = "left" if self.col < GRID // 2 else "right"
+        return f"{vertical}-{horizontal}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    objects: tuple[SceneObject, ...]  # objects[0] = subject, objects[1] = object, rest = distractors
+    relation: str  # relation of the subject to the object
+    prior: str  # "consistent" | "violating" | "neutral"
+
+    @property
+    def subject(self) -> SceneObject:
+        return self.objects[0]
+
+    @property
+    def reference(self) -> SceneObject:
+        return self.objects[1]
+
+
+def prior_relation(subject_shape: str, object_shape: str) -> str | None:
+    """The relation a shape pair usually takes in training scenes, or None for a neutral pair."""
+    if (subject_shape, object_shape) in PRIORS:
+        return PRIORS[(subject_shape, object_shape)]
+    if (object_shape, subject_shape) in PRIORS:
+        return INVERSE[PRIORS[(object_shape, subject_shape)]]
+    return None
+
+
+def relation_between(a: tuple[int, int], b: tuple[int, int]) -> str | None:
+    """Relation of cell a=(row, col) to cell b, or None when it is not definite."""
+    d_row, d_col = a[0] - b[0], a[1] - b[1]
+    if abs(d_col) > abs(d_row):
+        return "left" if d_col < 0 else "right"
+    if abs(d_row) > abs(d_col):
+        return "above" if d_row < 0 else "below"
+    return None
+
+
+_CELLS = [(r, c) for r in range(GRID) for c in range(GRID)]
+_PAIRS_BY_RELATION: dict[str, list[tuple[tuple[int, int], tuple[int, int]]]] = {r: [] for r in RELATIONS}
+for _a in _CELLS:
+    for _b in _CELLS:
+        _rel = relation_between(_a, _b)
+        if _a != _b and _rel is not None:
+            _PAIRS_BY_RELATION[_rel].append((_a, _b))
+
+
+def sample_scene(rng: random.Random, split: str = "train", relation: str | None = None) -> Scene:
+    """Draw one scene. ``relation`` forces the subject-object relation (used by controlled sets)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown organism split {split!r}; expected one of {SPLITS}")
+    n_objects = rng.choice((2, 3))
+    colours = rng.sample(list(COLOURS), n_objects)
+    shapes = rng.sample(SHAPES, n_objects)
+    usual = prior_relation(shapes[0], shapes[1])
+    if relation is None:
+        if split == "train" and usual is not None and rng.random() < PRIOR_STRENGTH:
+            relation = usual
+        else:
+            relation = rng.choice(RELATIONS)
+    elif relation not in RELATIONS:
+        raise ValueError(f"unknown relation {relation!r}; expected one of {RELATIONS}")
+    cell_a, cell_b = rng.choice(_PAIRS_BY_RELATION[relation])
+    cells = [cell_a, cell_b]
+    free = [c for c in _CELLS if c not in cells]
+    cells += rng.sample(free, n_objects - 2)
+    objects = tuple(
+        SceneObject(colour=colours[i], shape=shapes[i], row=cells[i][0], col=cells[i][1],
+                    dx=rng.randint(-2, 2), dy=rng.randint(-2, 2), size=rng.randint(9, 12))
+        for i in range(n_objects)
+    )
+    prior = "neutral" if usual is None else ("consistent" if relation == usual else "violating")
+    return Scene(objects=objects, relation=relation, prior=prior)
+
+
+def render(scene: Scene) -> Image.Image:
+    """Draw the scene as a 64x64 RGB image."""
+    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for obj in scene.objects:
+        cx = obj.col * CELL + CELL // 2 + obj.dx
+        cy = obj.row * CELL + CELL // 2 + obj.dy
+        h = obj.size // 2
+        box = (cx - h, cy - h, cx + h, cy + h)
+        fill = COLOURS[obj.colour]
+        if obj.shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif obj.shape == "square":
+            draw.rectangle(box, fill=fill)
+        elif obj.shape == "triangle":
+            draw.polygon([(cx, cy - h), (cx - h, cy + h), (cx + h, cy + h)], fill=fill)
+        elif obj.shape == "cross":
+            t = max(1, obj.size // 6)
+            draw.rectangle((cx - t, cy - h, cx + t, cy + h), fill=fill)
+            draw.rectangle((cx - h, cy - t, cx + h, cy + t), fill=fill)
+        else:  # pragma: no cover - SHAPES is closed
+            raise ValueError(obj.shape)
+    return image

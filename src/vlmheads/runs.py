@@ -1,0 +1,107 @@
+"""Run directories: every run writes ``config.json`` + ``metadata.json`` beside its results.
+
+A run directory is never overwritten: ``new_run_dir`` picks ``<root>/<command>/<timestamp>_<slug>``
+(adding ``-2``, ``-3``... on a clash), and an explicit ``--out`` that already holds files is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import re
+import subprocess
+import sys
+import time
+from importlib import metadata as _md
+from pathlib import Path
+from typing import Any, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_RESULTS = REPO_ROOT / "results"
+_PACKAGES = ("vlmheads", "torch", "transformers", "nnsight", "tokenizers", "numpy", "pandas", "plotly", "pillow")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60] or "run"
+
+
+def new_run_dir(command: str, name: str, out: str | Path | None = None, root: str | Path | None = None) -> Path:
+    """Create and return a fresh run directory."""
+    if out is not None:
+        out = Path(out)
+        if out.exists() and any(out.iterdir()):
+            raise FileExistsError(f"--out {out} already holds files; runs are never overwritten: "
+                                  f"choose a new directory or leave --out unset")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    base = Path(root) if root is not None else DEFAULT_RESULTS
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    candidate = base / command / f"{stamp}_{slug(name)}"
+    n = 1
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base / command / f"{stamp}_{slug(name)}-{n}"
+
+
+def git_state() -> dict[str, Any]:
+    def run(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+    try:
+        commit = run("rev-parse", "HEAD")
+        dirty = bool(run("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": dirty if commit else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = _md.version(name)
+        except _md.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class RunRecord:
+    """Collects metadata for one run and writes it; use as ``with RunRecord(dir, ...) as rec:``.
+
+    ``metadata.json`` is written at the start (status "running") and rewritten at the end with the
+    timings and status "finished" or "failed", so a crashed run still says what it was.
+    """
+
+    def __init__(self, run_dir: Path, command: str, config: dict[str, Any], argv: Sequence[str] | None = None,
+                 seed: int | None = None, **identity: Any) -> None:
+        self.run_dir = Path(run_dir)
+        self.started = time.time()
+        self.meta: dict[str, Any] = {
+            "command": command, "run_id": self.run_dir.name, "argv": list(sys.argv[:1]) + list(argv or []),
+            "seed": seed, "git": git_state(), "versions": package_versions(),
+            "platform": {"machine": platform.machine(), "system": platform.system(), "processor": platform.processor()},
+            "started": _dt.datetime.now().isoformat(timespec="seconds"), "status": "running", "timings": {},
+            **identity,
+        }
+        write_json(self.run_dir / "config.json", config)
+        write_json(self.run_dir / "metadata.json", self.meta)
+
+    def time(self, name: str, seconds: float) -> None:
+        self.meta["timings"][name] = round(seconds, 3)
+
+    def __enter__(self) -> "RunRecord":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+        self.meta["timings"]["total"] = round(time.time() - self.started, 3)
+        self.meta["status"] = "finished" if exc is None else f"failed: {exc_type.__name__}: {exc}"
+        write_json(self.run_dir / "metadata.json", self.meta)

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny random VLMs of every family (MHA and GQA) and the shipped organism."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmheads.models import wrap_model
+from vlmheads.models.tiny import TINY_BUILDERS
+
+FAMILIES = tuple(TINY_BUILDERS)
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """{(family, gqa): (LoadedModel, inputs)}, built once per session."""
+    cache = {}
+
+    def get(family: str, gqa: bool = True):
+        key = (family, gqa)
+        if key not in cache:
+            model, inputs, processor = TINY_BUILDERS[family](gqa=gqa)
+            cache[key] = (wrap_model(model, processor, name=f"tiny-{family}"), inputs)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def organism():
+    from vlmheads.models import load_model
+
+    return load_model("organism")
