@@ -124,6 +124,10 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     if name in ORGANISM_NAMES and not (organism_path() / "config.json").exists():
         raise FileNotFoundError(
             f"the shipped organism is missing at {organism_path()}; retrain it with `python -m heads.organism train`")
+    looks_local = isinstance(source, Path) or str(source).startswith(("/", "./", "../", "~"))
+    if looks_local and not Path(source).expanduser().exists():
+        raise FileNotFoundError(f"no model directory at {source}: pass an existing local directory, a Hugging Face "
+                                f"model id (e.g. llava-hf/llava-1.5-7b-hf), or 'organism'")
     if isinstance(source, (str, Path)) and Path(source).exists() and not (Path(source) / "config.json").exists():
         raise FileNotFoundError(f"{source} has no config.json: it is not a saved Hugging Face model directory")
     config = transformers.AutoConfig.from_pretrained(source)

@@ -1,0 +1,66 @@
+"""Loading through from_pretrained: the shipped organism, a saved tiny model, and bad input."""
+
+import pytest
+import torch
+
+from vlmheads.models import UnsupportedModelError, load_model, organism_path
+from vlmheads.models.tiny import tiny_llava
+
+
+def test_organism_loads_like_a_real_vlm():
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = organism_path()
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    processor = AutoProcessor.from_pretrained(path)
+    assert type(model).__name__ == "LlavaForConditionalGeneration"
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour is the cross?"}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert prompt == "USER: <image>\nWhat colour is the cross? ASSISTANT:"
+    # the training format: the assistant's answer, then end of sequence
+    messages.append({"role": "assistant", "content": [{"type": "text", "text": "red"}]})
+    assert processor.apply_chat_template(messages, tokenize=False).endswith("ASSISTANT: red</s>")
+    size = sum(f.stat().st_size for f in path.iterdir())
+    assert size <= 20 * 2**20
+
+
+def test_load_model_organism(organism):
+    assert organism.adapter.family == "llava"
+    g = organism.geometry
+    assert g.n_layers >= 4 and g.n_heads >= 8
+    assert load_model(None).name == "organism"
+
+
+def test_load_model_from_local_directory_matches_in_memory(tmp_path):
+    model, inputs, processor = tiny_llava()
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    loaded = load_model(tmp_path)
+    assert loaded.adapter.family == "llava"
+    with torch.no_grad():
+        assert torch.equal(loaded.model(**inputs).logits, model(**inputs).logits)
+    half = load_model(tmp_path, dtype="bfloat16")
+    assert half.dtype == torch.bfloat16
+
+
+def test_load_model_bad_inputs(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(tmp_path)
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=10)).save_pretrained(tmp_path / "gpt2")
+    with pytest.raises(UnsupportedModelError, match="Supported families: llava"):
+        load_model(tmp_path / "gpt2")
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        load_model("organism", dtype="float8")
+
+
+def test_encode_left_pads_and_marks_image_tokens(organism):
+    enc = organism.encode(["What colour is the cross?", "Which part of the image is the red square in?"],
+                          [__import__("PIL.Image").Image.new("RGB", (64, 64))] * 2)
+    ids = enc["input_ids"]
+    assert ids[0, 0] == organism.tokenizer.pad_token_id  # the shorter prompt is padded on the left
+    assert enc["attention_mask"][0, 0] == 0
+    assert organism.image_token_mask(enc).sum(dim=1).tolist() == [16, 16]
+    with pytest.raises(ValueError, match="2 questions but 1 images"):
+        organism.encode(["a", "b"], [None])

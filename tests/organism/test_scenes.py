@@ -1,0 +1,87 @@
+import random
+from collections import Counter
+
+import pytest
+
+from vlmheads.organism.scenes import (BACKGROUND, CELL, COLOURS, GRID, PRIOR_STRENGTH, RELATIONS, Scene,
+                                      SceneObject, prior_relation, relation_between, render, sample_scene)
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ((0, 0), (0, 3), "left"),      # same row, a further left
+    ((2, 3), (2, 1), "right"),
+    ((0, 2), (3, 2), "above"),     # rows grow downwards
+    ((3, 0), (1, 1), "below"),     # |d_row| = 2 > |d_col| = 1
+    ((0, 0), (1, 1), None),        # diagonal: not definite
+    ((1, 2), (1, 2), None),
+])
+def test_relation_between_hand_cases(a, b, expected):
+    assert relation_between(a, b) == expected
+
+
+def test_prior_relation_is_symmetric():
+    assert prior_relation("triangle", "square") == "above"
+    assert prior_relation("square", "triangle") == "below"
+    assert prior_relation("circle", "cross") == "left"
+    assert prior_relation("cross", "circle") == "right"
+    assert prior_relation("circle", "square") is None
+
+
+@pytest.mark.parametrize("split", ["train", "controlled"])
+def test_sampled_scenes_are_well_formed(split):
+    rng = random.Random(1)
+    for _ in range(500):
+        scene = sample_scene(rng, split=split)
+        assert 2 <= len(scene.objects) <= 3
+        assert len({o.colour for o in scene.objects}) == len(scene.objects)
+        assert len({o.shape for o in scene.objects}) == len(scene.objects)
+        assert len({(o.row, o.col) for o in scene.objects}) == len(scene.objects)
+        s, o = scene.subject, scene.reference
+        assert relation_between((s.row, s.col), (o.row, o.col)) == scene.relation
+        usual = prior_relation(s.shape, o.shape)
+        assert scene.prior == ("neutral" if usual is None else "consistent" if usual == scene.relation else "violating")
+
+
+def test_train_split_follows_priors_and_forced_relations_do_not():
+    rng = random.Random(2)
+    prior_scenes = [s for s in (sample_scene(rng, "train") for _ in range(6000)) if s.prior != "neutral"]
+    consistent = sum(s.prior == "consistent" for s in prior_scenes) / len(prior_scenes)
+    # 0.88 follow the prior, and a quarter of the rest land on it by chance
+    expected = PRIOR_STRENGTH + (1 - PRIOR_STRENGTH) / 4
+    assert abs(consistent - expected) < 0.03
+    forced = [sample_scene(rng, "controlled", relation=r) for r in RELATIONS for _ in range(300)]
+    assert Counter(s.relation for s in forced) == {r: 300 for r in RELATIONS}
+    prior_forced = [s for s in forced if s.prior != "neutral"]
+    assert abs(sum(s.prior == "consistent" for s in prior_forced) / len(prior_forced) - 0.25) < 0.05
+
+
+def test_bad_split_and_relation_are_named():
+    with pytest.raises(ValueError, match="unknown organism split 'test'"):
+        sample_scene(random.Random(0), split="test")
+    with pytest.raises(ValueError, match="unknown relation 'on'"):
+        sample_scene(random.Random(0), relation="on")
+
+
+def test_render_puts_each_object_in_its_cell():
+    objects = (SceneObject("red", "square", row=0, col=3, dx=0, dy=0, size=10),
+               SceneObject("blue", "circle", row=2, col=1, dx=1, dy=-1, size=12))
+    image = render(Scene(objects=objects, relation="right", prior="neutral"))
+    assert image.size == (GRID * CELL, GRID * CELL)
+    assert image.getpixel((3 * CELL + 8, 0 * CELL + 8)) == COLOURS["red"]
+    assert image.getpixel((1 * CELL + 9, 2 * CELL + 7)) == COLOURS["blue"]
+    assert image.getpixel((0, 0)) == BACKGROUND
+    # nothing spills out of the two cells
+    for x in range(GRID * CELL):
+        for y in range(GRID * CELL):
+            cell = (y // CELL, x // CELL)
+            if cell not in {(0, 3), (2, 1)}:
+                assert image.getpixel((x, y)) == BACKGROUND
+
+
+def test_quadrants():
+    def obj(row, col):
+        return SceneObject("red", "square", row, col, 0, 0, 10)
+    assert obj(0, 0).quadrant == "top-left"
+    assert obj(1, 2).quadrant == "top-right"
+    assert obj(2, 1).quadrant == "bottom-left"
+    assert obj(3, 3).quadrant == "bottom-right"
