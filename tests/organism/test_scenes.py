@@ -4,7 +4,8 @@ from collections import Counter
 import pytest
 
 from vlmheads.organism.scenes import (BACKGROUND, CELL, COLOURS, GRID, PRIOR_STRENGTH, RELATIONS, Scene,
-                                      SceneObject, prior_relation, relation_between, render, sample_scene)
+                                      SceneObject, prior_relation, quadrant_relation, relation_between, render,
+                                      sample_scene)
 
 
 @pytest.mark.parametrize("a,b,expected", [
@@ -17,6 +18,18 @@ from vlmheads.organism.scenes import (BACKGROUND, CELL, COLOURS, GRID, PRIOR_STR
 ])
 def test_relation_between_hand_cases(a, b, expected):
     assert relation_between(a, b) == expected
+
+
+@pytest.mark.parametrize("a,b,expected", [
+    ((0, 1), (0, 2), "left"),      # neighbours across the vertical midline
+    ((1, 0), (0, 3), "left"),      # |d_col| = 3 > |d_row| = 1, both in the top half
+    ((0, 0), (0, 1), None),        # same quadrant
+    ((1, 1), (2, 3), None),        # quadrants differ along both axes
+    ((1, 2), (3, 2), "above"),
+    ((3, 0), (0, 1), "below"),
+])
+def test_quadrant_relation_hand_cases(a, b, expected):
+    assert quadrant_relation(a, b) == expected
 
 
 def test_prior_relation_is_symmetric():
@@ -38,6 +51,12 @@ def test_sampled_scenes_are_well_formed(split):
         assert len({(o.row, o.col) for o in scene.objects}) == len(scene.objects)
         s, o = scene.subject, scene.reference
         assert relation_between((s.row, s.col), (o.row, o.col)) == scene.relation
+        # the relation follows from the two quadrants: they differ along the relation's axis only
+        (s_v, s_h), (o_v, o_h) = s.quadrant.split("-"), o.quadrant.split("-")
+        if scene.relation in ("left", "right"):
+            assert s_v == o_v and s_h == scene.relation and o_h != s_h
+        else:
+            assert s_h == o_h and s_v == {"above": "top", "below": "bottom"}[scene.relation] and o_v != s_v
         usual = prior_relation(s.shape, o.shape)
         assert scene.prior == ("neutral" if usual is None else "consistent" if usual == scene.relation else "violating")
 

@@ -109,12 +109,12 @@ def build_config(arch: OrganismArch, tokenizer):
         num_attention_heads=arch.text_heads, num_key_value_heads=arch.text_kv_heads,
         vocab_size=len(tokenizer), max_position_embeddings=arch.max_positions,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=n_image_tokens, vision_feature_layer=-1, vision_feature_select_strategy="default",
-        projector_hidden_act="gelu", pad_token_id=tokenizer.pad_token_id,
+        projector_hidden_act="gelu", pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )
     config.architectures = ["LlavaForConditionalGeneration"]
     return config

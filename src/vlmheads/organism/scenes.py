@@ -5,10 +5,16 @@ colours and shapes distinct within a scene) sits inside one cell with a small pi
 cell size equals the vision tower's patch size, so each object falls inside one image token.
 
 The first two objects are the *subject* and the *object* of the scene: their relation is definite
-by construction (the cell offset along the named axis is strictly larger than along the other):
+by construction. The two sit in image quadrants that differ along the relation's axis only, and the
+cell offset along that axis is strictly larger than along the other:
 
-    left / right   : |d_col| > |d_row|, sign of d_col
-    above / below  : |d_row| > |d_col|, sign of d_row
+    left / right   : same top/bottom half, other left/right half, |d_col| > |d_row|, sign of d_col
+    above / below  : same left/right half, other top/bottom half, |d_row| > |d_col|, sign of d_row
+
+so the relation follows from the two objects' quadrants, as the decomposed sub-questions ("which
+part of the image is X in?", then "where is X relative to Y?") suggest. With relations defined on
+cells alone (any |d_col| > |d_row| pair) the decoder learned quadrants to 98% but stayed near 53% on
+relations after 4,000 steps.
 
 Textual priors (the AdaptVis setting): some shape pairs appear in one relation most of the time in
 the ``"train"`` split, like a cup that is usually *on* a table in photos. The ``"controlled"``
@@ -104,12 +110,27 @@ def relation_between(a: tuple[int, int], b: tuple[int, int]) -> str | None:
     return None
 
 
+def _half(index: int) -> int:
+    return 0 if index < GRID // 2 else 1
+
+
+def quadrant_relation(a: tuple[int, int], b: tuple[int, int]) -> str | None:
+    """Relation of cell a to cell b when their quadrants differ along that relation's axis only."""
+    rel = relation_between(a, b)
+    same_rows, same_cols = _half(a[0]) == _half(b[0]), _half(a[1]) == _half(b[1])
+    if rel in ("left", "right") and same_rows and not same_cols:
+        return rel
+    if rel in ("above", "below") and same_cols and not same_rows:
+        return rel
+    return None
+
+
 _CELLS = [(r, c) for r in range(GRID) for c in range(GRID)]
 _PAIRS_BY_RELATION: dict[str, list[tuple[tuple[int, int], tuple[int, int]]]] = {r: [] for r in RELATIONS}
 for _a in _CELLS:
     for _b in _CELLS:
-        _rel = relation_between(_a, _b)
-        if _a != _b and _rel is not None:
+        _rel = quadrant_relation(_a, _b)
+        if _rel is not None:
             _PAIRS_BY_RELATION[_rel].append((_a, _b))
 
 

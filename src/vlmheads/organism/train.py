@@ -59,7 +59,7 @@ class TrainConfig:
     align_loss_weight: float = 0.5  # auxiliary patch-to-word-embedding alignment loss
     arch: OrganismArch = field(default_factory=OrganismArch)
     function_weights: tuple[tuple[str, float], ...] = (
-        (OBJECT_FN, 0.15), (SPATIAL_FN, 0.25), (RELATIONAL_FN, 0.3), (DECISION_FN, 0.3))
+        (OBJECT_FN, 0.2), (SPATIAL_FN, 0.1), (RELATIONAL_FN, 0.35), (DECISION_FN, 0.35))
 
     def to_dict(self) -> dict:
         d = asdict(self)
