@@ -2,7 +2,7 @@
 
     python -m heads.organism eval                       # the shipped organism on fresh held-out scenes
     python -m heads.organism eval --model DIR           # any saved organism-format model
-    python -m heads.organism train                      # seeded retraining (~20 min on 2 cores)
+    python -m heads.organism train                      # seeded retraining (~23 min on 2 cores)
     python -m heads.organism train --install            # ... and replace the shipped weights
     python -m heads.organism train --micro              # a few steps of a micro model (checks the loop)
 

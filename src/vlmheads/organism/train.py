@@ -1,4 +1,4 @@
-"""Train the model organism on freshly rendered scenes (seeded; about 20 minutes on 2 CPU cores).
+"""Train the model organism on freshly rendered scenes (seeded; about 23 minutes on 2 CPU cores).
 
 Each step draws a new batch of scenes and sub-questions (the "train" split with its textual priors),
 builds LLaVA chat sequences ``USER: <image>\\n{question} ASSISTANT: {answer}</s>`` with the real
