@@ -129,22 +129,11 @@ def _lr_at(step: int, config: TrainConfig) -> float:
 
 
 def evaluate_options(model, processor, examples, batch_size: int = 64) -> list[bool]:
-    """Correctness per example: argmax over the options' (single) tokens after the prompt."""
-    import torch
+    """Correctness per example (option-likelihood argmax, the library's scorer) for a model in training."""
+    from ..evaluation.options import score_options
+    from ..models.loading import wrap_model
 
-    tok = processor.tokenizer
-    correct = []
-    model.eval()
-    with torch.no_grad():
-        for start in range(0, len(examples), batch_size):
-            chunk = examples[start:start + batch_size]
-            enc = processor(text=[chat_text(processor, e.prompt) for e in chunk],
-                            images=[e.image for e in chunk], return_tensors="pt", padding=True)
-            last = model(**enc).logits[:, -1]  # [B, vocab]
-            for row, e in zip(last, chunk):
-                ids = [tok.convert_tokens_to_ids(o) for o in e.options]
-                correct.append(int(row[ids].argmax()) == e.answer_index)
-    return correct
+    return [s.correct for s in score_options(wrap_model(model, processor), examples, batch_size=batch_size)]
 
 
 def image_feature_spread(model, pixel_values) -> float:
