@@ -95,19 +95,6 @@ def _sample_batch(rng: random.Random, config: TrainConfig):
     return scenes, questions
 
 
-def word_labels(scenes: list[Scene]):
-    """``[B, GRID*GRID]`` colour and shape indices of each patch's object, -100 on background patches."""
-    import torch
-
-    colours = torch.full((len(scenes), GRID * GRID), -100, dtype=torch.long)
-    shapes = colours.clone()
-    for i, scene in enumerate(scenes):
-        for obj in scene.objects:
-            colours[i, obj.row * GRID + obj.col] = list(COLOURS).index(obj.colour)
-            shapes[i, obj.row * GRID + obj.col] = list(SHAPES).index(obj.shape)
-    return colours, shapes
-
-
 def patch_labels(scenes: list[Scene]):
     """``[B, GRID*GRID]`` long: 0 for background, else 1 + colour * n_shapes + shape, in raster order."""
     import torch
@@ -118,6 +105,16 @@ def patch_labels(scenes: list[Scene]):
         for obj in scene.objects:
             labels[i, obj.row * GRID + obj.col] = 1 + colours.index(obj.colour) * len(shapes) + shapes.index(obj.shape)
     return labels
+
+
+def word_labels(identity):
+    """Colour and shape indices ``[B, GRID*GRID]`` from ``patch_labels`` output, -100 on background patches."""
+    import torch
+
+    objects = identity - 1  # colour * n_shapes + shape, -1 on background
+    colours = torch.where(identity > 0, objects // len(SHAPES), -100)
+    shapes = torch.where(identity > 0, objects % len(SHAPES), -100)
+    return colours, shapes
 
 
 def _lr_at(step: int, config: TrainConfig) -> float:
@@ -194,9 +191,10 @@ def train(config: TrainConfig, out_dir: str | Path, log=print) -> dict:
         answer_loss = torch.nn.functional.cross_entropy(logits[:, -3], ids[:, -2])
         eos_loss = torch.nn.functional.cross_entropy(logits[:, -2], ids[:, -1])
         patch_logits = patch_probe(projected["features"])  # [B, n_patches, classes]
-        patch_loss = torch.nn.functional.cross_entropy(patch_logits.flatten(0, 1), patch_labels(scenes).flatten())
+        identity = patch_labels(scenes)  # [B, n_patches]
+        patch_loss = torch.nn.functional.cross_entropy(patch_logits.flatten(0, 1), identity.flatten())
         words = model.get_input_embeddings().weight  # [vocab, hidden]
-        colour_target, shape_target = word_labels(scenes)
+        colour_target, shape_target = word_labels(identity)
         feats = projected["features"].flatten(0, 1)  # [B * n_patches, hidden]
         align_loss = (
             torch.nn.functional.cross_entropy(feats @ words[colour_ids].T, colour_target.flatten())
@@ -204,8 +202,7 @@ def train(config: TrainConfig, out_dir: str | Path, log=print) -> dict:
         decision_rows = torch.tensor([q.function == DECISION_FN for q in questions])
         if decision_rows.any():
             relation_logits = logits[decision_rows, -3][:, relation_ids]  # [n_decision, 4]
-            relation_target = torch.tensor([RELATIONS.index(s.relation) for s, q in zip(scenes, questions)
-                                            if q.function == DECISION_FN])
+            relation_target = torch.tensor([RELATIONS.index(s.relation) for s in scenes])[decision_rows]
             decompose_loss = torch.nn.functional.cross_entropy(relation_logits, relation_target)
         else:
             decompose_loss = logits.new_zeros(())
@@ -224,8 +221,9 @@ def train(config: TrainConfig, out_dir: str | Path, log=print) -> dict:
                    ((f, evaluate_options(model, processor, ex)) for f, ex in held_out.items())}
             spread = image_feature_spread(model, enc["pixel_values"])
             entry = {"step": step + 1, "answer_loss": round(running, 4), "patch_loss": round(patch_loss.item(), 4),
-                     "align_loss": round(align_loss.item(), 4), "decompose_loss": round(decompose_loss.item(), 4), "seconds": round(time.time() - started, 1),
-                     "feature_spread": round(spread, 4), "accuracy": {k: round(v, 4) for k, v in acc.items()}}
+                     "align_loss": round(align_loss.item(), 4), "decompose_loss": round(decompose_loss.item(), 4),
+                     "seconds": round(time.time() - started, 1), "feature_spread": round(spread, 4),
+                     "accuracy": {k: round(v, 4) for k, v in acc.items()}}
             history["log"].append(entry)
             log(json.dumps(entry))
     hook.remove()
