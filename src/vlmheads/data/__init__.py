@@ -1,7 +1,11 @@
-"""Datasets: one example type (``Example``) and the cognitive-function labels."""
+"""Datasets: one example type (``Example``), one registry (``load``), the evaluation protocols."""
 
+from .dataset import DataError, Dataset
 from .example import Example
 from .functions import ALIASES, FUNCTIONS, canonical_function
-from .organism import organism_examples
+from .images import MissingImagesError, as_pil
+from .organism import organism_examples, organism_vsr_examples
+from .registry import KNOWN, load
 
-__all__ = ["ALIASES", "FUNCTIONS", "Example", "canonical_function", "organism_examples"]
+__all__ = ["ALIASES", "FUNCTIONS", "KNOWN", "DataError", "Dataset", "Example", "MissingImagesError", "as_pil",
+           "canonical_function", "load", "organism_examples", "organism_vsr_examples"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
+from .images import ImageLike
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Example:
     """
 
     id: str
-    image: Image.Image
+    image: ImageLike | None  # PIL image, or a path opened when a batch is encoded
     prompt: str
     options: tuple[str, ...]
     answer: str

@@ -48,3 +48,29 @@ def organism_examples(n: int, seed: int = 0, function: str | None = None,
                   "layout": [[o.name, o.row, o.col] for o in scene.objects]},
         ))
     return examples
+
+
+def organism_vsr_examples(n: int, seed: int = 0) -> list[Example]:
+    """VSR-style true/false statements about controlled scenes, labels exactly balanced.
+
+    Even indices state the scene's true relation, odd ones a false one; the relations cycle so
+    that every relation appears in true and false statements alike.
+    """
+    from ..organism.questions import decision_question
+
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    examples = []
+    for i in range(n):
+        rng = random.Random(f"organism/vsr/{seed}/{i}")
+        scene = sample_scene(rng, split="controlled", relation=RELATIONS[(i // 2) % len(RELATIONS)])
+        claimed = scene.relation if i % 2 == 0 else rng.choice([r for r in RELATIONS if r != scene.relation])
+        q = decision_question(scene, claimed)
+        examples.append(Example(
+            id=f"organism-vsr-{seed}-{i:06d}", image=render(scene), prompt=q.text, options=q.options,
+            answer=q.answer, function=q.function, relation=scene.relation, subject=scene.subject.name,
+            object=scene.reference.name,
+            meta={"split": "vsr", "seed": seed, "index": i, "prior": scene.prior, "label": int(q.answer == "yes"),
+                  "statement_relation": claimed, "n_objects": len(scene.objects),
+                  "layout": [[o.name, o.row, o.col] for o in scene.objects]}))
+    return examples

@@ -10,6 +10,7 @@ import torch
 
 from .adapter import Adapter, HeadGeometry
 from .registry import find_adapter
+from ..data.images import as_pil
 
 ORGANISM_NAMES = ("organism", "vlmheads/organism")
 
@@ -69,7 +70,7 @@ class LoadedModel:
         tok = self.tokenizer
         old_side, tok.padding_side = tok.padding_side, "left"
         try:
-            enc = processor(text=[self.chat_prompt(q) for q in questions], images=list(images),
+            enc = processor(text=[self.chat_prompt(q) for q in questions], images=[as_pil(i) for i in images],
                             return_tensors="pt", padding=True)
         finally:
             tok.padding_side = old_side

@@ -49,7 +49,7 @@ N_PATCH_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + every colour x 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 8000
+    steps: int = 9000
     batch_size: int = 32
     lr: float = 1.5e-3
     min_lr_ratio: float = 0.05
@@ -66,6 +66,10 @@ class TrainConfig:
     arch: OrganismArch = field(default_factory=OrganismArch)
     function_weights: tuple[tuple[str, float], ...] = (
         (OBJECT_FN, 0.2), (SPATIAL_FN, 0.1), (RELATIONAL_FN, 0.35), (DECISION_FN, 0.35))
+    # curriculum: object questions only for the first ``object_only_steps``, then a linear blend
+    # into ``function_weights`` that ends at ``blend_until`` (see module docstring)
+    object_only_steps: int = 800
+    blend_until: int = 1600
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,7 +77,8 @@ class TrainConfig:
         return d
 
 
-MICRO_CONFIG = TrainConfig(steps=3, batch_size=4, eval_every=3, eval_examples=4, warmup=1, arch=MICRO_ARCH)
+MICRO_CONFIG = TrainConfig(steps=3, batch_size=4, eval_every=3, eval_examples=4, warmup=1, arch=MICRO_ARCH,
+                           object_only_steps=1, blend_until=2)
 
 
 def chat_text(processor, question: str, answer: str | None = None) -> str:
@@ -84,9 +89,23 @@ def chat_text(processor, question: str, answer: str | None = None) -> str:
     return processor.apply_chat_template(messages, tokenize=False)
 
 
-def _sample_batch(rng: random.Random, config: TrainConfig):
-    names = [f for f, _ in config.function_weights]
-    weights = [w for _, w in config.function_weights]
+def function_weights_at(step: int, config: TrainConfig) -> dict[str, float]:
+    """The share of each function's questions in the batch at ``step`` (the curriculum)."""
+    final = dict(config.function_weights)
+    if step >= config.blend_until:
+        return final
+    if step < config.object_only_steps:
+        t = 0.0
+    else:
+        t = (step - config.object_only_steps) / max(1, config.blend_until - config.object_only_steps)
+    start = {f: (1.0 if f == OBJECT_FN else 0.0) for f in final}
+    return {f: (1 - t) * start[f] + t * final[f] for f in final}
+
+
+def _sample_batch(rng: random.Random, config: TrainConfig, step: int):
+    weights_now = function_weights_at(step, config)
+    names = list(weights_now)
+    weights = [weights_now[f] for f in names]
     scenes, questions = [], []
     for _ in range(config.batch_size):
         scene = sample_scene(rng, split="train")
@@ -183,7 +202,7 @@ def train(config: TrainConfig, out_dir: str | Path, log=print) -> dict:
     running = None
     for step in range(config.steps):
         model.train()
-        scenes, questions = _sample_batch(rng, config)
+        scenes, questions = _sample_batch(rng, config, step)
         enc = processor(text=[chat_text(processor, q.text, q.answer) for q in questions],
                         images=[render(s) for s in scenes], return_tensors="pt", padding=True)
         ids = enc["input_ids"]  # [B, S], left padded
