@@ -74,3 +74,63 @@ def organism_vsr_examples(n: int, seed: int = 0) -> list[Example]:
                   "statement_relation": claimed, "n_objects": len(scene.objects),
                   "layout": [[o.name, o.row, o.col] for o in scene.objects]}))
     return examples
+
+
+def organism_pairs(n: int, seed: int = 0, function: str = "spatial") -> list[tuple[Example, Example]]:
+    """Counterfactual (clean, corrupted) pairs: same question text, a re-rendered image whose answer differs.
+
+    Only the image changes, so the two prompts tokenize identically and every position lines up:
+
+    * spatial / relational / decision: the subject and the reference object swap cells (the relation
+      inverts; the subject moves to the reference's quadrant). Decision statements claim the true
+      relation or its inverse, so their answer flips too.
+    * object perception: the subject and the reference swap colours (the question names the
+      subject by one attribute; the other now belongs to a different object).
+    """
+    from dataclasses import replace
+
+    from ..organism.questions import (colour_question, decision_question, quadrant_question, relation_question,
+                                      shape_question)
+    from ..organism.scenes import INVERSE
+
+    function = canonical_function(function)
+    if function not in ORGANISM_FUNCTIONS:
+        raise ValueError(f"the organism has no {function!r} questions; it has {', '.join(ORGANISM_FUNCTIONS)}")
+    pairs = []
+    for i in range(n):
+        rng = random.Random(f"organism/pairs/{function}/{seed}/{i}")
+        scene = sample_scene(rng, split="controlled", relation=RELATIONS[i % len(RELATIONS)])
+        subj, ref = scene.subject, scene.reference
+        if function == "low_level_visual_perception":
+            objects = (replace(subj, colour=ref.colour), replace(ref, colour=subj.colour)) + scene.objects[2:]
+            corrupt = replace(scene, objects=objects)
+            by_colour = rng.random() < 0.5
+            clean_q = shape_question(subj) if by_colour else colour_question(subj)
+            twin = next(o for o in objects if (o.colour == subj.colour if by_colour else o.shape == subj.shape))
+            corrupt_answer = twin.shape if by_colour else twin.colour
+        else:
+            objects = (replace(subj, row=ref.row, col=ref.col), replace(ref, row=subj.row, col=subj.col)) \
+                + scene.objects[2:]
+            corrupt = replace(scene, objects=objects, relation=INVERSE[scene.relation])
+            if function == "spatial_perception":
+                clean_q = quadrant_question(subj)
+                corrupt_answer = objects[0].quadrant
+            elif function == "relational_reasoning":
+                clean_q = relation_question(scene)
+                corrupt_answer = corrupt.relation
+            else:
+                claimed = scene.relation if i % 2 == 0 else INVERSE[scene.relation]
+                clean_q = decision_question(scene, claimed)
+                corrupt_answer = decision_question(corrupt, claimed).answer
+        pair = []
+        for tag, sc, answer in (("clean", scene, clean_q.answer), ("corrupt", corrupt, corrupt_answer)):
+            pair.append(Example(
+                id=f"organism-pair-{function}-{seed}-{i:06d}-{tag}", image=render(sc), prompt=clean_q.text,
+                options=clean_q.options, answer=answer, function=function, relation=sc.relation,
+                subject=sc.subject.name, object=sc.reference.name,
+                meta={"split": "controlled", "seed": seed, "index": i, "prior": sc.prior, "pair": tag,
+                      "layout": [[o.name, o.row, o.col] for o in sc.objects]}))
+        if pair[0].answer == pair[1].answer:  # pragma: no cover - guaranteed by construction, checked by tests
+            raise AssertionError(f"pair {i} of {function} did not change the answer")
+        pairs.append((pair[0], pair[1]))
+    return pairs

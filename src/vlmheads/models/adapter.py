@@ -71,6 +71,7 @@ class Adapter:
     attention: str = "self_attn"  # inside a decoder layer
     o_proj: str = "o_proj"  # inside the attention module
     image_token_attrs: tuple[str, ...] = ("image_token_id", "image_token_index")
+    lm_head: str = "lm_head"
     notes: str = ""
 
     # -- geometry ---------------------------------------------------------------------------
@@ -93,13 +94,18 @@ class Adapter:
     def o_proj_path(self, layer: int) -> str:
         return f"{self.attention_path(layer)}.{self.o_proj}"
 
+    @property
+    def final_norm(self) -> str:
+        """The decoder's last norm, beside its layer list (``...layers`` -> ``...norm``)."""
+        return self.layers.rsplit(".", 1)[0] + ".norm"
+
     def o_proj_module(self, model, layer: int) -> torch.nn.Module:
         return resolve(model, self.o_proj_path(layer))
 
     def check(self, model) -> HeadGeometry:
         """Resolve every declared path and check the head geometry against o_proj; raise if off."""
         geometry = self.geometry(model.config)
-        for path in (self.layers, self.vision_tower, self.projector):
+        for path in (self.layers, self.vision_tower, self.projector, self.final_norm, self.lm_head):
             try:
                 resolve(model, path)
             except (AttributeError, IndexError) as err:

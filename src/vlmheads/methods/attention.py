@@ -1,0 +1,41 @@
+"""Where each head looks from the answer position (descriptive, not causal).
+
+    image_share    attention mass of the last prompt position on image tokens
+    image_entropy  entropy of that attention renormalised over the image tokens, divided by
+                   log(n_image_tokens): 0 = one patch, 1 = spread evenly over the image
+
+Needs eager attention (``load_model`` uses it by default), which returns the probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..models.loading import LoadedModel
+from .batches import OptionBatch
+
+
+def image_attention(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(image_share, image_entropy)``, each ``[n_layers, n_heads]``, over the batches' examples."""
+    shares, entropies = [], []
+    for batch in batches:
+        with torch.no_grad():
+            out = loaded.model(**batch.inputs, output_attentions=True, use_cache=False)
+        if not out.attentions or out.attentions[0] is None:
+            raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
+        image = loaded.image_token_mask(batch.inputs)  # [B, S]
+        n_image = image.sum(1).clamp(min=2).float()  # [B]
+        layer_share, layer_entropy = [], []
+        for att in out.attentions:  # [B, H, S, S]
+            last = att[:, :, -1].float()  # [B, H, S]
+            on_image = last * image[:, None]
+            share = on_image.sum(-1)  # [B, H]
+            p = on_image / share.clamp(min=1e-12)[..., None]
+            ent = -(p * p.clamp(min=1e-12).log()).sum(-1) / n_image.log()[:, None]
+            layer_share.append(share)
+            layer_entropy.append(ent)
+        shares.append(torch.stack(layer_share, 1))  # [B, L, H]
+        entropies.append(torch.stack(layer_entropy, 1))
+    return torch.cat(shares).mean(0).cpu(), torch.cat(entropies).mean(0).cpu()

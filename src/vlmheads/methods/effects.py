@@ -1,0 +1,122 @@
+"""One generic loop over heads, and its thin variants: ablation and activation patching.
+
+``head_sweep`` replaces one head's output at a time (all positions) and measures the metric at the
+answer position; a variant only says what the head's output becomes:
+
+    ablation "zero"      0 (CogVSR's masking, a scale of 1e-3, is this case up to 0.1%)
+    ablation "mean"      the head's mean output over a reference set (all non-pad positions)
+    ablation "resample"  the head's output on another example of the batch (rows rolled by one)
+    patching "noising"   clean run, the head's output from the corrupted run
+    patching "denoising" corrupted run, the head's output from the clean run
+
+Effects are per example, ``[n_examples, n_layers, n_heads]``: metric(base) - metric(edited), so a
+head whose removal hurts has a positive effect. Denoising reports metric(edited) - metric(base)
+instead (what restoring the head recovers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..models.loading import LoadedModel
+from .batches import OptionBatch, metric
+from .sweep import LayerSweep
+
+ABLATIONS = ("zero", "mean", "resample")
+PATCH_DIRECTIONS = ("noising", "denoising")
+# (layer, head, sweep of the base batch, batch index) -> replacement broadcastable to [B, S, head_dim]
+Replacement = Callable[[int, int, LayerSweep, int], torch.Tensor]
+
+
+@dataclass
+class SweepResult:
+    effects: torch.Tensor  # [n_examples, n_layers, n_heads]
+    base: torch.Tensor  # [n_examples] metric without edits
+    partial: bool  # whether the restart-at-layer path ran (else full passes)
+
+
+def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Replacement,
+               metric_name: str = "logit_diff", heads_per_pass: int | None = None, sign: float = 1.0,
+               progress: Callable[[str], None] | None = None) -> SweepResult:
+    g = loaded.geometry
+    per_pass = heads_per_pass or g.n_heads
+    effects, bases, partial = [], [], True
+    for b_index, batch in enumerate(batches):
+        sweep = LayerSweep(loaded, batch.inputs)
+        partial &= sweep.partial
+        base = metric(sweep.logits, batch.option_ids, batch.answer, metric_name)  # [B]
+        out = torch.zeros(batch.size, g.n_layers, g.n_heads)
+        B = batch.size
+        for layer in range(g.n_layers):
+            for start in range(0, g.n_heads, per_pass):
+                chunk = list(range(start, min(g.n_heads, start + per_pass)))
+                values = [replace(layer, h, sweep, b_index) for h in chunk]
+
+                def edit(z, chunk=chunk, values=values):
+                    for c, (h, v) in enumerate(zip(chunk, values)):
+                        z[c * B:(c + 1) * B, :, h] = v
+
+                logits = sweep.run_from(layer, edit, len(chunk))
+                edited = metric(logits, batch.option_ids, batch.answer, metric_name).view(len(chunk), B)
+                out[:, layer, chunk] = (sign * (base[None] - edited)).T.cpu()
+        effects.append(out)
+        bases.append(base.cpu())
+        if progress:
+            progress(f"batch {b_index + 1}/{len(batches)}")
+    return SweepResult(torch.cat(effects), torch.cat(bases), partial)
+
+
+def head_means(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> torch.Tensor:
+    """Mean head output ``[n_layers, n_heads, head_dim]`` over the batches' non-pad positions."""
+    total, count = None, 0
+    for batch in batches:
+        sweep = LayerSweep(loaded, batch.inputs, check=False)
+        mask = batch.inputs["attention_mask"].bool()  # [B, S]
+        z = torch.stack(sweep.z, 0)  # [L, B, S, H, D]
+        s = z[:, mask].sum(1)  # [L, H, D]
+        total = s if total is None else total + s
+        count += int(mask.sum())
+    return total / count
+
+
+def ablation_effects(loaded: LoadedModel, batches: Sequence[OptionBatch], mode: str = "zero",
+                     reference: Sequence[OptionBatch] | None = None, **kw) -> SweepResult:
+    if mode not in ABLATIONS:
+        raise ValueError(f"unknown ablation {mode!r}; use one of {ABLATIONS}")
+    if mode == "zero":
+        return head_sweep(loaded, batches, lambda layer, h, sweep, b: 0.0, **kw)
+    if mode == "mean":
+        means = head_means(loaded, reference or batches)  # [L, H, D]
+        return head_sweep(loaded, batches, lambda layer, h, sweep, b: means[layer, h].to(sweep.z[layer].dtype), **kw)
+    return head_sweep(loaded, batches, lambda layer, h, sweep, b: sweep.z[layer][:, :, h].roll(1, 0), **kw)
+
+
+def pair_batches(clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch]
+                 ) -> tuple[list[OptionBatch], list[OptionBatch]]:
+    """Restrict both sides to two options, [clean answer, corrupted answer]: logit_diff = clean - corrupt."""
+    out_clean, out_corrupt = [], []
+    for c, k in zip(clean, corrupt):
+        if c.inputs["input_ids"].shape != k.inputs["input_ids"].shape or \
+                not torch.equal(c.inputs["input_ids"], k.inputs["input_ids"]):
+            raise ValueError("patching needs counterfactual pairs whose prompts tokenize identically")
+        ids = torch.stack([c.option_ids.gather(1, c.answer[:, None])[:, 0],
+                           k.option_ids.gather(1, k.answer[:, None])[:, 0]], 1)  # [B, 2]
+        zero = torch.zeros_like(c.answer)
+        out_clean.append(OptionBatch(c.inputs, ids, zero, c.examples))
+        out_corrupt.append(OptionBatch(k.inputs, ids, zero, k.examples))
+    return out_clean, out_corrupt
+
+
+def patching_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch],
+                     direction: str = "noising", **kw) -> SweepResult:
+    """Exact activation patching per head; batches must be the output of ``pair_batches``."""
+    if direction not in PATCH_DIRECTIONS:
+        raise ValueError(f"unknown patching direction {direction!r}; use one of {PATCH_DIRECTIONS}")
+    source_batches = corrupt if direction == "noising" else clean
+    base_batches = clean if direction == "noising" else corrupt
+    sources = [LayerSweep(loaded, b.inputs, check=False).z for b in source_batches]
+    sign = 1.0 if direction == "noising" else -1.0
+    return head_sweep(loaded, base_batches, lambda layer, h, sweep, b: sources[b][layer][:, :, h], sign=sign, **kw)

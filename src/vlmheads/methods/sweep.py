@@ -1,0 +1,135 @@
+"""The engine behind every per-head method: run the model once, then re-run only what an edit changes.
+
+A clean forward pass records each decoder layer's input (hidden states and the keyword arguments
+the decoder passes: masks, rotary embeddings...) and each layer's per-head outputs ``z``. Editing a
+head of layer L cannot change layers < L, so ``run_from(L, edit, copies)`` restarts at layer L from
+the recorded input, repeated ``copies`` times along the batch (copy c holds rows c*B..(c+1)*B-1),
+lets ``edit`` change ``z`` of layer L in place, runs the remaining layers, the final norm and the
+LM head at the last position only:
+
+    clean pass:     embed -> L0 -> L1 -> ... -> L{n-1} -> norm -> head            (once per batch)
+    run_from(L):            [recorded input of L, x copies] -> L .. L{n-1} -> norm -> head[-1]
+
+so scoring all H heads of layer L costs one pass over ``n - L`` layers with an H-times larger
+batch instead of H full passes. On construction the restarted path is checked against the plain
+forward pass (no edit); if a model's layers do not fit this pattern the sweep falls back to full
+forward passes on the repeated batch (``self.partial`` says which path runs).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Mapping
+
+import torch
+
+from ..models.adapter import resolve
+from ..models.loading import LoadedModel
+
+ZEdit = Callable[[torch.Tensor], None]  # z [copies * B, S, H, D], edited in place
+
+
+def _repeat(value, batch: int, copies: int):
+    """Repeat every tensor whose batch dimension (0, else 1) has size ``batch``; recurse into containers."""
+    if copies == 1:
+        return value
+    if torch.is_tensor(value):
+        if value.dim() >= 1 and value.shape[0] == batch:
+            return value.repeat(copies, *([1] * (value.dim() - 1)))
+        if value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
+            return value.repeat(1, copies, *([1] * (value.dim() - 2)))
+        return value
+    if isinstance(value, tuple):
+        return tuple(_repeat(v, batch, copies) for v in value)
+    if isinstance(value, list):
+        return [_repeat(v, batch, copies) for v in value]
+    if isinstance(value, dict):
+        return {k: _repeat(v, batch, copies) for k, v in value.items()}
+    return value
+
+
+@contextmanager
+def z_hook(loaded: LoadedModel, layer: int, fn: Callable[[torch.Tensor], None]):
+    """Call ``fn(z)`` on layer's head outputs ``z [B, S, H, D]`` (a view; edits reach o_proj)."""
+    g = loaded.geometry
+    module = loaded.adapter.o_proj_module(loaded.model, layer)
+
+    def pre_hook(mod, args):
+        x = args[0]
+        z = x.view(*x.shape[:-1], g.n_heads, g.head_dim)
+        fn(z)
+        return None
+
+    handle = module.register_forward_pre_hook(pre_hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+class LayerSweep:
+    """Recorded clean pass of one batch, and cheap re-runs with edits at one layer."""
+
+    def __init__(self, loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], check: bool = True):
+        self.loaded = loaded
+        self.model = loaded.model
+        adapter = loaded.adapter
+        self.layers = resolve(self.model, adapter.layers)
+        self.norm = resolve(self.model, adapter.final_norm)
+        self.lm_head = resolve(self.model, adapter.lm_head)
+        self.batch = int(inputs["input_ids"].shape[0])
+        self.inputs = dict(inputs)
+        self.layer_inputs: list[tuple[tuple, dict]] = []
+        self.z: list[torch.Tensor] = []  # per layer [B, S, H, D]
+        handles = []
+        g = loaded.geometry
+
+        def record_input(module, args, kwargs):
+            self.layer_inputs.append((args, kwargs))
+
+        def record_z(module, args):
+            x = args[0]
+            self.z.append(x.detach().view(*x.shape[:-1], g.n_heads, g.head_dim).clone())
+
+        for i, layer in enumerate(self.layers):
+            handles.append(layer.register_forward_pre_hook(record_input, with_kwargs=True))
+            handles.append(adapter.o_proj_module(self.model, i).register_forward_pre_hook(record_z))
+        try:
+            with torch.no_grad():
+                out = self.model(**inputs, use_cache=False)
+        finally:
+            for h in handles:
+                h.remove()
+        self.logits = out.logits[:, -1].float()  # [B, vocab] at the answer position
+        self.partial = True
+        if check:
+            # restarting at the first and the last layer must reproduce the plain forward pass
+            for layer in (0, len(self.layers) - 1):
+                again = self.run_from(layer, None, copies=1)
+                if not torch.allclose(again, self.logits, atol=1e-4, rtol=1e-4):
+                    self.partial = False
+                    break
+
+    def run_from(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
+        """Last-position logits ``[copies * B, vocab]`` with ``edit`` applied to layer's ``z``."""
+        if not self.partial:
+            return self._full(layer, edit, copies)
+        args, kwargs = self.layer_inputs[layer]
+        hidden = _repeat(args[0], self.batch, copies)
+        kwargs = _repeat(dict(kwargs), self.batch, copies)
+        rest = tuple(args[1:])
+        with torch.no_grad(), (z_hook(self.loaded, layer, edit) if edit else _null()):
+            for module in self.layers[layer:]:
+                out = module(hidden, *rest, **kwargs)
+                hidden = out[0] if isinstance(out, tuple) else out
+            return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
+
+    def _full(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
+        inputs = _repeat(self.inputs, self.batch, copies)
+        with torch.no_grad(), (z_hook(self.loaded, layer, edit) if edit else _null()):
+            return self.model(**inputs, use_cache=False).logits[:, -1].float()
+
+
+@contextmanager
+def _null():
+    yield

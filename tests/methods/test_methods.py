@@ -1,0 +1,145 @@
+"""Per-head methods on cases with a known answer, and equality with plain one-trace-per-head loops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmheads.data import organism_examples, organism_pairs
+from vlmheads.locate import _agreement
+from vlmheads.methods.attribution import attribution_effects
+from vlmheads.methods.batches import metric, option_batches
+from vlmheads.methods.checks import ablation_check, correct_under
+from vlmheads.methods.effects import ablation_effects, head_means, pair_batches, patching_effects
+from vlmheads.methods.sweep import LayerSweep
+from vlmheads.models import wrap_model
+from vlmheads.models.tiny import TINY_BUILDERS
+from vlmheads.tracing import edit_heads
+
+SIGNAL = (1, 2)  # the only head allowed to write into the residual stream
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Tiny LLaVA whose attention output is zero for every head except SIGNAL (o_proj columns zeroed)."""
+    model, _, processor = TINY_BUILDERS["llava"](gqa=True, seed=3)
+    loaded = wrap_model(model, processor)
+    g = loaded.geometry
+    with torch.no_grad():
+        for layer in range(g.n_layers):
+            w = loaded.adapter.o_proj_module(model, layer).weight  # [hidden, H * D]
+            for h in range(g.n_heads):
+                if (layer, h) != SIGNAL:
+                    w[:, h * g.head_dim:(h + 1) * g.head_dim] = 0
+            w[:, SIGNAL[1] * g.head_dim:(SIGNAL[1] + 1) * g.head_dim] *= 40 if layer == SIGNAL[0] else 1
+    return loaded
+
+
+def _batches(loaded, n=8, function="relational"):
+    return option_batches(loaded, organism_examples(n, seed=1, function=function, split="controlled"), 4)
+
+
+def test_metric_by_hand():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [5.0, 0.0, 1.0, 0.0]])
+    ids = torch.tensor([[1, 2, 3], [0, 1, 2]])
+    answer = torch.tensor([2, 0])
+    assert metric(logits, ids, answer, "logit_diff").tolist() == [2.0 - 3.0, 5.0 - 1.0]
+    assert metric(logits, ids, answer, "accuracy").tolist() == [0.0, 1.0]
+    assert metric(logits, ids, answer, "prob")[1] == pytest.approx(torch.softmax(logits[1], 0)[0].item())
+    tiled = metric(torch.cat([logits, logits]), ids, answer, "logit_diff")
+    assert tiled.tolist() == [-1.0, 4.0, -1.0, 4.0]
+
+
+@pytest.mark.parametrize("mode", ["zero", "mean", "resample"])
+def test_ablation_finds_the_planted_head_and_nothing_else(planted, mode):
+    r = ablation_effects(planted, _batches(planted), mode)
+    scores = r.effects.mean(0)
+    others = scores.clone()
+    others[SIGNAL] = 0
+    assert torch.count_nonzero(others) == 0  # heads that write nothing have exactly no effect
+    assert scores[SIGNAL].abs() > 1e-3
+    assert r.partial
+
+
+@pytest.mark.parametrize("family", list(TINY_BUILDERS))
+def test_sweep_equals_one_nnsight_trace_per_head(tiny_models, family):
+    """The batched restart-at-layer sweep gives the same logits as the plain nnsight loop, every family."""
+    loaded, inputs = tiny_models(family, gqa=True)
+    g = loaded.geometry
+    sweep = LayerSweep(loaded, inputs)
+    assert sweep.partial
+    B = inputs["input_ids"].shape[0]
+    for layer in range(g.n_layers):
+        def edit(z):
+            for h in range(g.n_heads):
+                z[h * B:(h + 1) * B, :, h] = 0
+        batched = sweep.run_from(layer, edit, g.n_heads).view(g.n_heads, B, -1)
+        for h in range(g.n_heads):
+            def zero(z, h=h):
+                z[:, :, h] = 0
+            plain = edit_heads(loaded, inputs, {layer: zero}).logits[:, -1].float()
+            torch.testing.assert_close(batched[h], plain, atol=1e-5, rtol=1e-5)
+
+
+def test_mean_ablation_uses_the_reference_mean(organism):
+    batches = _batches(organism, n=8)
+    means = head_means(organism, batches)  # [L, H, D]
+    r = ablation_effects(organism, batches, "mean")
+    layer, head = 2, 5
+
+    def put(z):
+        z[:, :, head] = means[layer, head]
+    by_hand = []
+    for b in batches:
+        base = metric(organism.model(**b.inputs).logits[:, -1], b.option_ids, b.answer)
+        edited = metric(edit_heads(organism, b.inputs, {layer: put}).logits[:, -1], b.option_ids, b.answer)
+        by_hand.append(base - edited)
+    torch.testing.assert_close(r.effects[:, layer, head], torch.cat(by_hand).detach(), atol=1e-4, rtol=1e-4)
+
+
+def test_patching_on_the_planted_model(planted):
+    pairs = organism_pairs(8, seed=2, function="spatial")
+    clean = option_batches(planted, [a for a, _ in pairs], 4)
+    corrupt = option_batches(planted, [b for _, b in pairs], 4)
+    pc, pk = pair_batches(clean, corrupt)
+    for direction in ("noising", "denoising"):
+        effects = patching_effects(planted, pc, pk, direction).effects.mean(0)
+        others = effects.clone()
+        others[SIGNAL] = 0
+        assert torch.count_nonzero(others) == 0
+    estimate = attribution_effects(planted, pc, pk).mean(0)
+    others = estimate.clone()
+    others[SIGNAL] = 0
+    assert torch.count_nonzero(others) == 0 and estimate[SIGNAL] != 0
+
+
+def test_noising_with_identical_pairs_is_zero_and_attribution_tracks_exact(organism):
+    pairs = organism_pairs(8, seed=0, function="relational")
+    clean = option_batches(organism, [a for a, _ in pairs], 8)
+    corrupt = option_batches(organism, [b for _, b in pairs], 8)
+    pc, pk = pair_batches(clean, corrupt)
+    same = patching_effects(organism, pc, pc, "noising").effects
+    assert same.abs().max() < 1e-4  # patching a head with its own output changes nothing
+    exact = patching_effects(organism, pc, pk, "noising").effects.mean(0)
+    estimate = attribution_effects(organism, pc, pk).mean(0)
+    assert _agreement(estimate, exact)["spearman"] > 0.5  # first-order estimate ranks heads like exact patching
+
+
+def test_pairs_must_tokenize_identically(organism):
+    a = option_batches(organism, organism_examples(4, seed=0, function="spatial", split="controlled"), 4)
+    b = option_batches(organism, organism_examples(4, seed=9, function="spatial", split="controlled"), 4)
+    with pytest.raises(ValueError, match="tokenize identically"):
+        pair_batches(a, b)
+
+
+def test_ablation_check_counts_and_no_op(organism):
+    batches = {"relational_reasoning": _batches(organism, n=8)}
+    assert correct_under(organism, batches["relational_reasoning"], []).tolist() == \
+        [float(s) for s in correct_under(organism, batches["relational_reasoning"], [])]
+    report = ablation_check(organism, batches, [(0, 1), (1, 2)], draws=3, seed=0)
+    r = report["functions"]["relational_reasoning"]
+    assert len(report["random_sets"]) == 3 and all(len(s) == 2 for s in report["random_sets"])
+    assert all((0, 1) not in map(tuple, s) for s in report["random_sets"])
+    assert 0 <= r["selected_ablated"]["accuracy"] <= 1 and r["unablated"]["n"] == 8
+    with pytest.raises(IndexError, match="layer 9 out of range"):
+        correct_under(organism, batches["relational_reasoning"], [(9, 0)])

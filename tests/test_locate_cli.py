@@ -1,0 +1,93 @@
+"""python -m heads.locate end to end: the organism, a saved tiny model, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+
+from heads.locate import main
+
+FAST = ["--n", "8", "--random-draws", "2", "--batch-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def organism_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("locate") / "run"
+    assert main(["--function", "spatial", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_run_directory_holds_every_output(organism_run):
+    for name in ("config.json", "metadata.json", "scores.csv", "heads.json", "headmap.html"):
+        assert (organism_run / name).is_file(), name
+    meta = json.loads((organism_run / "metadata.json").read_text())
+    assert meta["status"] == "finished" and meta["model"]["family"] == "llava"
+    assert meta["dataset"]["name"] == "organism:decomposed" and "ablation" in meta["timings"]
+    assert json.loads((organism_run / "config.json").read_text())["function"] == "spatial_perception"
+
+
+def test_scores_cover_every_head_method_and_function(organism_run):
+    rows = list(csv.DictReader((organism_run / "scores.csv").open()))
+    methods = {r["method"] for r in rows}
+    assert methods == {"ablation", "noising", "denoising", "attribution", "probe", "image_share", "image_entropy"}
+    functions = {r["function"] for r in rows}
+    assert len(functions) == 4
+    assert len(rows) == len(methods) * len(functions) * 32  # organism: 4 layers x 8 heads
+    one = [r for r in rows if r["method"] == "ablation" and r["function"] == "spatial_perception"]
+    assert sorted(int(r["rank"]) for r in one) == list(range(1, 33))
+    assert all(float(r["ci_low"]) <= float(r["score"]) + 1e-9 <= float(r["ci_high"]) + 2e-9 for r in one)
+
+
+def test_selected_heads_and_check(organism_run):
+    heads = json.loads((organism_run / "heads.json").read_text())
+    rows = [r for r in csv.DictReader((organism_run / "scores.csv").open())
+            if r["method"] == "ablation" and r["function"] == "spatial_perception"]
+    best = sorted(rows, key=lambda r: int(r["rank"]))[:heads["k"]]
+    assert [[h["layer"], h["head"]] for h in heads["heads"]] == [[int(r["layer"]), int(r["head"])] for r in best]
+    check = heads["check"]["functions"]["spatial_perception"]
+    assert set(check) >= {"unablated", "selected_ablated", "random_ablated"}
+    assert set(heads["summary"]["attribution_vs_exact_noising"]) == set(heads["summary"]["top_heads_by_function"])
+
+
+def test_headmap_is_self_contained_with_menus(organism_run):
+    html = (organism_run / "headmap.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # nothing loaded from the network
+    assert 'id="hm-method"' in html and 'id="hm-function"' in html
+    assert "image attention share" in html and "95% CI" in html
+    assert len(html) > 1_000_000  # plotly.js is inlined: works offline
+
+
+def test_tiny_saved_llava_runs_with_explicit_k(tmp_path, tiny_models):
+    loaded, _ = tiny_models("llava", gqa=True)
+    loaded.model.save_pretrained(tmp_path / "tiny")
+    loaded.processor.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "run"
+    assert main(["--model", str(tmp_path / "tiny"), "--top-k", "2", "--methods", "ablation,attention",
+                 "--out", str(out), *FAST]) == 0
+    heads = json.loads((out / "heads.json").read_text())
+    assert heads["k"] == 2 and heads["skipped"] == {}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--top-k", "33"], "larger than the number of heads"),
+    (["--function", "telepathy"], "unknown cognitive function"),
+    (["--methods", "ablation,magic"], "unknown method"),
+    (["--function", "math"], "has no 'math_reasoning' questions"),
+    (["--model", "/nonexistent/model"], "no model directory"),
+])
+def test_bad_input_is_refused_with_a_reason(tmp_path, capsys, argv, message):
+    assert main([*argv, "--out", str(tmp_path / "r"), *FAST]) == 2
+    assert message in capsys.readouterr().err
+    meta = tmp_path / "r" / "metadata.json"
+    if meta.exists():  # refused after the run started: the directory says so
+        assert json.loads(meta.read_text())["status"].startswith("failed")
+
+
+def test_existing_run_is_never_overwritten(organism_run, capsys):
+    before = (organism_run / "scores.csv").read_text()
+    assert main(["--out", str(organism_run), *FAST]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    assert (organism_run / "scores.csv").read_text() == before
