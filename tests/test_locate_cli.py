@@ -9,6 +9,8 @@ import re
 import pytest
 
 from heads.locate import main
+from vlmheads.models.tiny import TINY_BUILDERS
+from vlmheads.models.tiny_processors import tiny_processor
 
 FAST = ["--n", "8", "--random-draws", "2", "--batch-size", "8"]
 
@@ -60,15 +62,23 @@ def test_headmap_is_self_contained_with_menus(organism_run):
     assert len(html) > 1_000_000  # plotly.js is inlined: works offline
 
 
-def test_tiny_saved_llava_runs_with_explicit_k(tmp_path, tiny_models):
-    loaded, _ = tiny_models("llava", gqa=True)
-    loaded.model.save_pretrained(tmp_path / "tiny")
-    loaded.processor.save_pretrained(tmp_path / "tiny")
+@pytest.mark.parametrize("family", list(TINY_BUILDERS))
+def test_same_command_on_every_family_tiny_model(tmp_path, family):
+    """A tiny random model of each family, saved with its real processor class, through the CLI."""
+    model, _, processor = TINY_BUILDERS[family](gqa=True)
+    processor = processor or tiny_processor(family)
+    model.save_pretrained(tmp_path / "tiny")
+    processor.save_pretrained(tmp_path / "tiny")
     out = tmp_path / "run"
-    assert main(["--model", str(tmp_path / "tiny"), "--top-k", "2", "--methods", "ablation,attention",
+    assert main(["--model", str(tmp_path / "tiny"), "--top-k", "2", "--methods", "ablation,patching,attention",
                  "--out", str(out), *FAST]) == 0
     heads = json.loads((out / "heads.json").read_text())
-    assert heads["k"] == 2 and heads["skipped"] == {}
+    meta = json.loads((out / "metadata.json").read_text())
+    assert heads["k"] == 2 and heads["skipped"] == {} and meta["model"]["family"] == family
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert {r["method"] for r in rows} == {"ablation", "noising", "denoising", "image_share", "image_entropy"}
+    shares = [float(r["score"]) for r in rows if r["method"] == "image_share"]
+    assert all(0 <= s <= 1 for s in shares) and max(shares) > 0
 
 
 @pytest.mark.parametrize("argv,message", [

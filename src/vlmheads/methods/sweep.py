@@ -11,9 +11,15 @@ LM head at the last position only:
     run_from(L):            [recorded input of L, x copies] -> L .. L{n-1} -> norm -> head[-1]
 
 so scoring all H heads of layer L costs one pass over ``n - L`` layers with an H-times larger
-batch instead of H full passes. On construction the restarted path is checked against the plain
-forward pass (no edit); if a model's layers do not fit this pattern the sweep falls back to full
-forward passes on the repeated batch (``self.partial`` says which path runs).
+batch instead of H full passes. Two more savings apply to Llama-style layers (``input_layernorm``,
+``self_attn``, ``post_attention_layernorm``, ``mlp``; Llama, Qwen2, Idefics3's text model):
+
+* layer L starts at its ``o_proj`` from the recorded (edited) ``z``: its attention is not recomputed;
+* the last layer runs its MLP on the last position only (the only one the metric reads).
+
+On construction the restarted path is checked against the plain forward pass (no edit); if a
+model's layers do not fit, the sweep falls back to calling whole layers, then to full forward
+passes on the repeated batch (``self.path`` says which runs: "fast", "layers" or "full").
 """
 
 from __future__ import annotations
@@ -101,19 +107,33 @@ class LayerSweep:
             for h in handles:
                 h.remove()
         self.logits = out.logits[:, -1].float()  # [B, vocab] at the answer position
-        self.partial = True
+        llama_like = all(all(hasattr(m, a) for a in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
+                         for m in self.layers)
+        self.path = "fast" if llama_like else "layers"
         if check:
             # restarting at the first and the last layer must reproduce the plain forward pass
-            for layer in (0, len(self.layers) - 1):
-                again = self.run_from(layer, None, copies=1)
-                if not torch.allclose(again, self.logits, atol=1e-4, rtol=1e-4):
-                    self.partial = False
+            for path in ("fast", "layers", "full") if llama_like else ("layers", "full"):
+                self.path = path
+                if path == "full" or self._reproduces():
                     break
+
+    def _reproduces(self) -> bool:
+        try:
+            return all(torch.allclose(self.run_from(layer, None, copies=2)[:self.batch], self.logits,
+                                      atol=1e-4, rtol=1e-4) for layer in (0, len(self.layers) - 1))
+        except (RuntimeError, IndexError, TypeError, ValueError):
+            return False
+
+    @property
+    def partial(self) -> bool:
+        return self.path != "full"
 
     def run_from(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
         """Last-position logits ``[copies * B, vocab]`` with ``edit`` applied to layer's ``z``."""
-        if not self.partial:
+        if self.path == "full":
             return self._full(layer, edit, copies)
+        if self.path == "fast":
+            return self._fast(layer, edit, copies)
         args, kwargs = self.layer_inputs[layer]
         hidden = _repeat(args[0], self.batch, copies)
         kwargs = _repeat(dict(kwargs), self.batch, copies)
@@ -123,6 +143,31 @@ class LayerSweep:
                 out = module(hidden, *rest, **kwargs)
                 hidden = out[0] if isinstance(out, tuple) else out
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
+
+    def _fast(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
+        args, kwargs = self.layer_inputs[layer]
+        kwargs = _repeat(dict(kwargs), self.batch, copies)
+        kwargs.pop("use_cache", None)
+        residual = _repeat(args[0], self.batch, copies)  # [k*B, S, hidden]
+        z = _repeat(self.z[layer], self.batch, copies).clone()  # [k*B, S, H, D]
+        if edit is not None:
+            edit(z)
+        last = len(self.layers) - 1
+        with torch.no_grad():
+            module = self.layers[layer]
+            attn = self.loaded.adapter.o_proj_module(self.model, layer)(z.flatten(-2))
+            hidden = self._mlp(module, residual + attn, only_last=layer == last)
+            for i in range(layer + 1, last + 1):
+                module = self.layers[i]
+                attn = module.self_attn(hidden_states=module.input_layernorm(hidden), **kwargs)[0]
+                hidden = self._mlp(module, hidden + attn, only_last=i == last)
+            return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
+
+    @staticmethod
+    def _mlp(module, hidden: torch.Tensor, only_last: bool) -> torch.Tensor:
+        if only_last:
+            hidden = hidden[:, -1:]
+        return hidden + module.mlp(module.post_attention_layernorm(hidden))
 
     def _full(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
         inputs = _repeat(self.inputs, self.batch, copies)

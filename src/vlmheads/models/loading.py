@@ -11,6 +11,7 @@ import torch
 from .adapter import Adapter, HeadGeometry
 from .registry import find_adapter
 from ..data.images import as_pil
+from .processors import load_processor
 
 ORGANISM_NAMES = ("organism", "vlmheads/organism")
 
@@ -138,7 +139,7 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
                                 attn_implementation=attn_implementation)
     model.to(device).eval()
     if processor is None:
-        processor = transformers.AutoProcessor.from_pretrained(source)
+        processor = load_processor(source, adapter.family)
     return LoadedModel(model=model, processor=processor, adapter=adapter, name=name)
 
 
