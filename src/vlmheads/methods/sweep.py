@@ -24,6 +24,7 @@ passes on the repeated batch (``self.path`` says which runs: "fast", "layers" or
 
 from __future__ import annotations
 
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Mapping
 
@@ -33,6 +34,8 @@ from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 
 ZEdit = Callable[[torch.Tensor], None]  # z [copies * B, S, H, D], edited in place
+_CHECKED: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, str]]" = weakref.WeakKeyDictionary()
+# model -> {(batch, input shape): the path that reproduced its plain forward pass}
 
 
 def _repeat(value, batch: int, copies: int):
@@ -111,11 +114,18 @@ class LayerSweep:
                          for m in self.layers)
         self.path = "fast" if llama_like else "layers"
         if check:
-            # restarting at the first and the last layer must reproduce the plain forward pass
-            for path in ("fast", "layers", "full") if llama_like else ("layers", "full"):
-                self.path = path
-                if path == "full" or self._reproduces():
-                    break
+            # restarting at the first and the last layer must reproduce the plain forward pass; checked
+            # once per model and batch size (shapes decide which tensors _repeat treats as batch-major)
+            checked = _CHECKED.setdefault(self.model, {})
+            key = (self.batch, tuple(inputs["input_ids"].shape))
+            if key in checked:
+                self.path = checked[key]
+            else:
+                for path in ("fast", "layers", "full") if llama_like else ("layers", "full"):
+                    self.path = path
+                    if path == "full" or self._reproduces():
+                        break
+                checked[key] = self.path
 
     def _reproduces(self) -> bool:
         try:

@@ -1,0 +1,6 @@
+"""Interventions on heads and on attention to the image: ``from vlmheads.interventions import apply, ...``."""
+
+from .core import adaptvis_alpha, adaptvis_logits, apply
+from .values import Ablate, AdaptVis, Emphasize, ScalingVis
+
+__all__ = ["Ablate", "AdaptVis", "Emphasize", "ScalingVis", "adaptvis_alpha", "adaptvis_logits", "apply"]

@@ -1,0 +1,95 @@
+"""A registered attention function that scales chosen heads' pre-softmax logits on image keys.
+
+Registered as ``"vlmheads_scaled"`` in transformers' ``AttentionInterface`` and, with the eager
+additive mask, in ``AttentionMaskInterface`` (without a mask function the causal mask would be
+silently dropped). Only the text decoder switches to it (``set_attn_implementation({"text_config":
+...})``). Which logits are scaled comes from a context variable, so it works in ``forward`` and in
+``generate`` alike:
+
+    scores = q k^T * scaling                        [B, H, Q, K]   (eager's order of operations)
+    scores[b, h, -1, image keys of b] *= alpha[b]   chosen layers and heads; only in the call whose
+                                                    last query is the prompt's last position (K equals
+                                                    the prompt length): prefill, not decoding steps
+    scores + mask -> softmax (float32) -> @ v
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import sys
+from dataclasses import dataclass
+
+import torch
+
+NAME = "vlmheads_scaled"
+
+
+@dataclass
+class ScaleSpec:
+    layers: dict  # layer -> head index tensor (None = all heads)
+    alpha: torch.Tensor  # [B] per-row factor
+    image_keys: torch.Tensor  # [B, prompt_len] bool
+    prompt_len: int
+
+
+_SPEC: contextvars.ContextVar[ScaleSpec | None] = contextvars.ContextVar("vlmheads_scale", default=None)
+
+
+@contextlib.contextmanager
+def scaling(spec: ScaleSpec | None):
+    token = _SPEC.set(spec)
+    try:
+        yield
+    finally:
+        _SPEC.reset(token)
+
+
+def _eager_of(module):
+    return getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    b, h, s, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, s, d).reshape(b, h * n_rep, s, d)
+
+
+def scaled_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    spec = _SPEC.get()
+    layer = getattr(module, "layer_idx", None)
+    active = spec is not None and layer in spec.layers and key.shape[-2] == spec.prompt_len
+    if not active:
+        eager = _eager_of(module)
+        if eager is not None:
+            return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    n_rep = query.shape[1] // key.shape[1]
+    key_states, value_states = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
+    weights = torch.matmul(query, key_states.transpose(2, 3)) * (scaling if scaling is not None
+                                                                 else query.shape[-1] ** -0.5)  # [B, H, Q, K]
+    if active:
+        heads = spec.layers[layer]
+        factor = torch.ones_like(weights[:, :, -1])  # [B, H, K]
+        rows = spec.alpha.to(weights.dtype)[:, None, None] * spec.image_keys[:, None, :].to(weights.dtype)
+        scaled = torch.where(spec.image_keys[:, None, :], rows, torch.ones_like(rows))  # [B, 1, K]
+        if heads is None:
+            factor = factor * scaled
+        else:
+            factor[:, heads] = factor[:, heads] * scaled
+        weights = torch.cat([weights[:, :, :-1], (weights[:, :, -1] * factor)[:, :, None]], dim=2)
+    if attention_mask is not None:
+        weights = weights + attention_mask[:, :, :, : key_states.shape[-2]]
+    weights = torch.nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    out = torch.matmul(weights, value_states).transpose(1, 2).contiguous()
+    return out, weights
+
+
+def register() -> str:
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import eager_mask
+
+    AttentionInterface.register(NAME, scaled_attention)
+    AttentionMaskInterface.register(NAME, eager_mask)
+    return NAME

@@ -1,0 +1,156 @@
+"""Interventions: identities bit for bit, a hand-computed attention case, cleanup, AdaptVis's rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmheads.data import organism_examples
+from vlmheads.interventions import Ablate, AdaptVis, Emphasize, ScalingVis, adaptvis_alpha, adaptvis_logits, apply
+from vlmheads.interventions import attention
+from vlmheads.models import wrap_model
+from vlmheads.models.tiny import TINY_BUILDERS
+from vlmheads.models.tiny_processors import tiny_processor
+
+
+@pytest.fixture(scope="module")
+def batch(organism):
+    return organism.encode_examples(organism_examples(8, seed=4, function="relational", split="controlled"))
+
+
+def _logits(loaded, inputs, ivs=()):
+    with torch.no_grad(), apply(loaded, list(ivs), inputs=inputs):
+        return loaded.model(**inputs).logits
+
+
+@pytest.mark.parametrize("iv", [ScalingVis(1.0), ScalingVis(1.0, heads=[(0, 1)]), Emphasize([(1, 2), (3, 0)], 1.0),
+                                Emphasize(None, 1.0), Ablate([]), Emphasize([], 5.0)])
+def test_identities_are_bit_identical(organism, batch, iv):
+    assert torch.equal(_logits(organism, batch, [iv]), _logits(organism, batch))
+
+
+@pytest.mark.parametrize("family", list(TINY_BUILDERS))
+def test_scaling_identity_and_effect_on_every_family(family):
+    model, inputs, processor = TINY_BUILDERS[family](gqa=True)
+    loaded = wrap_model(model, processor or tiny_processor(family))
+    base = _logits(loaded, inputs)
+    assert torch.equal(_logits(loaded, inputs, [ScalingVis(1.0)]), base)
+    scaled = _logits(loaded, inputs, [ScalingVis(3.0)])
+    assert torch.equal(scaled[:, :-1], base[:, :-1])  # only the last prompt query is scaled
+    assert not torch.equal(scaled[:, -1], base[:, -1])
+    assert model.config.get_text_config()._attn_implementation == "eager"  # restored
+
+
+def test_hand_computed_attention_case():
+    """One head, three keys (key 1 is an image token), alpha 2: softmax([s0, 2*s1, s2]) on the last row only."""
+    q = torch.tensor([[[[1.0, 0.0], [0.5, 1.0]]]])  # [B=1, H=1, Q=2, D=2]
+    k = torch.tensor([[[[1.0, 1.0], [2.0, 0.0], [0.0, 1.0]]]])  # [1, 1, K=3, 2]
+    v = torch.tensor([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]])
+    scale = 2 ** -0.5
+    mask = torch.zeros(1, 1, 2, 3)
+
+    class Mod(torch.nn.Module):
+        layer_idx = 0
+
+    spec = attention.ScaleSpec(layers={0: None}, alpha=torch.tensor([2.0]),
+                               image_keys=torch.tensor([[False, True, False]]), prompt_len=3)
+    with attention.scaling(spec):
+        out, probs = attention.scaled_attention(Mod().eval(), q, k, v, mask, scaling=scale)
+    s_last = torch.tensor([0.5 * 1 + 1 * 1, 0.5 * 2, 1.0]) * scale  # q_last . k_j / sqrt(d)
+    s_last[1] *= 2.0
+    expected_last = torch.softmax(s_last, 0)
+    s_first = torch.tensor([1.0, 2.0, 0.0]) * scale  # the first query row is not scaled
+    torch.testing.assert_close(probs[0, 0, 1], expected_last)
+    torch.testing.assert_close(probs[0, 0, 0], torch.softmax(s_first, 0))
+    torch.testing.assert_close(out[0, 1, 0], expected_last @ v[0, 0])
+
+
+def test_heads_are_selected_and_others_untouched(organism, batch):
+    """Head-selective scaling on one head changes only what that head can reach."""
+    captured = {}
+
+    def grab(name):
+        def hook(mod, args):
+            captured[name] = args[0].detach().clone()
+        return hook
+
+    o_proj = organism.adapter.o_proj_module(organism.model, 0)
+    handle = o_proj.register_forward_pre_hook(grab("base"))
+    _logits(organism, batch)
+    handle.remove()
+    handle = o_proj.register_forward_pre_hook(grab("scaled"))
+    _logits(organism, batch, [ScalingVis(0.2, heads=[(0, 3)])])
+    handle.remove()
+    g = organism.geometry
+    base = captured["base"].view(*captured["base"].shape[:2], g.n_heads, g.head_dim)
+    scaled = captured["scaled"].view_as(base)
+    changed = (base[:, -1] != scaled[:, -1]).any(-1).any(0)  # [H] at the last position, layer 0
+    assert changed.tolist() == [h == 3 for h in range(g.n_heads)]
+
+
+def test_ablate_and_emphasize_by_hand(organism, batch):
+    g = organism.geometry
+    seen = {}
+
+    def hook(mod, args):
+        seen["z"] = args[0].detach().view(*args[0].shape[:2], g.n_heads, g.head_dim).clone()
+
+    handle = organism.adapter.o_proj_module(organism.model, 2).register_forward_pre_hook(hook)
+    try:
+        _logits(organism, batch)
+        clean = seen["z"]  # layer 2's head outputs, unmodified
+    finally:
+        handle.remove()
+    # under the interventions o_proj must see: emphasised head x3, ablated head 0, the rest unchanged
+    o_proj = organism.adapter.o_proj_module(organism.model, 2)
+    z = clean.clone()
+    z[:, :, 1] *= 3.0
+    z[:, :, 4] = 0
+    with torch.no_grad():
+        expected = o_proj(z.flatten(-2))
+        got = {}
+        h2 = o_proj.register_forward_hook(lambda m, a, o: got.__setitem__("out", o.detach().clone()))
+        try:
+            with apply(organism, [Emphasize([(2, 1)], 3.0), Ablate([(2, 4)])], inputs=batch):
+                organism.model(**batch)
+        finally:
+            h2.remove()
+    torch.testing.assert_close(got["out"], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cleanup_on_error_and_bad_input(organism, batch):
+    o_proj = organism.adapter.o_proj_module(organism.model, 1)
+    before = len(o_proj._forward_pre_hooks)
+    with pytest.raises(RuntimeError, match="boom"):
+        with apply(organism, [Emphasize([(1, 1)], 2.0), ScalingVis(2.0)], inputs=batch):
+            raise RuntimeError("boom")
+    assert len(o_proj._forward_pre_hooks) == before
+    assert organism.model.config.get_text_config()._attn_implementation == "eager"
+    assert attention._SPEC.get() is None
+    with pytest.raises(IndexError, match="layer 7 out of range"):
+        with apply(organism, [Ablate([(7, 0)])]):
+            pass
+    with pytest.raises(ValueError, match="needs the batch"):
+        with apply(organism, [ScalingVis(2.0)]):
+            pass
+
+
+def test_adaptvis_rule_and_shared_prefix(organism, batch):
+    iv = AdaptVis(alpha_low=0.5, alpha_high=1.5, threshold=0.6)
+    assert adaptvis_alpha(torch.tensor([0.594, 0.595, 0.9, 0.1]), iv).tolist() == [0.5, 1.5, 1.5, 0.5]
+    shared, conf, alpha = adaptvis_logits(organism, batch, iv, shared_prefix=True)
+    two, conf2, alpha2 = adaptvis_logits(organism, batch, iv, shared_prefix=False)
+    torch.testing.assert_close(shared, two, atol=1e-4, rtol=1e-4)
+    assert torch.equal(alpha, alpha2)
+    plain = _logits(organism, batch)[:, -1]
+    torch.testing.assert_close(conf, plain.float().softmax(-1).max(-1).values, atol=1e-5, rtol=1e-5)
+    same, _, _ = adaptvis_logits(organism, batch, AdaptVis(1.0, 1.0, 0.5))
+    torch.testing.assert_close(same, plain.float(), atol=1e-4, rtol=1e-4)
+
+
+def test_scalingvis_in_generate_acts_on_prefill_only(organism, batch):
+    with torch.no_grad():
+        plain = organism.model.generate(**batch, max_new_tokens=3, do_sample=False)
+        with apply(organism, [ScalingVis(1.0)], inputs=batch):
+            same = organism.model.generate(**batch, max_new_tokens=3, do_sample=False)
+    assert torch.equal(plain, same)
