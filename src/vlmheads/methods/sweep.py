@@ -165,6 +165,8 @@ class LayerSweep:
         last = len(self.layers) - 1
         with torch.no_grad():
             module = self.layers[layer]
+            if layer == last:  # nothing after this layer reads the other positions
+                z, residual = z[:, -1:], residual[:, -1:]
             attn = self.loaded.adapter.o_proj_module(self.model, layer)(z.flatten(-2))
             hidden = self._mlp(module, residual + attn, only_last=layer == last)
             for i in range(layer + 1, last + 1):

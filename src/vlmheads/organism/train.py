@@ -1,4 +1,4 @@
-"""Train the model organism on freshly rendered scenes (seeded; about 23 minutes on 2 CPU cores).
+"""Train the model organism on freshly rendered scenes (seeded; about 26 minutes on 2 CPU cores).
 
 Each step draws a new batch of scenes and sub-questions (the "train" split with its textual priors),
 builds LLaVA chat sequences ``USER: <image>\\n{question} ASSISTANT: {answer}</s>`` with the real
@@ -23,6 +23,15 @@ stage-1 feature alignment):
   on. The yes/no label is an equality test between that relation and the claimed one, so neither
   alone predicts it: without this loss decision stayed at chance in every run (8,000 steps) while
   relational accuracy rose to 78%.
+
+Curriculum: the first ``object_only_steps`` steps ask object questions only, then the mix blends
+linearly into ``function_weights`` by ``blend_until``. Object questions name an object by one
+attribute and ask for the other, so the answer position must find one patch by its colour (or
+shape) and read its shape (or colour). Learned first, alone, this lookup takes about 800 steps
+(measured: 0.98 object accuracy at step 800); mixed from the start, it was never found in 8,000
+steps (object perception at chance while the other three functions were learned), and adding it
+afterwards destroyed the others. Learned first, it survives the mix and the later functions build
+on it.
 
 The probe is dropped after training; the saved model is a plain LLaVA.
 
@@ -65,11 +74,11 @@ class TrainConfig:
     decompose_loss_weight: float = 0.5  # decision questions also rank the true relation
     arch: OrganismArch = field(default_factory=OrganismArch)
     function_weights: tuple[tuple[str, float], ...] = (
-        (OBJECT_FN, 0.2), (SPATIAL_FN, 0.1), (RELATIONAL_FN, 0.35), (DECISION_FN, 0.35))
+        (OBJECT_FN, 0.15), (SPATIAL_FN, 0.1), (RELATIONAL_FN, 0.3), (DECISION_FN, 0.45))
     # curriculum: object questions only for the first ``object_only_steps``, then a linear blend
     # into ``function_weights`` that ends at ``blend_until`` (see module docstring)
-    object_only_steps: int = 800
-    blend_until: int = 1600
+    object_only_steps: int = 600
+    blend_until: int = 1200
 
     def to_dict(self) -> dict:
         d = asdict(self)
