@@ -24,7 +24,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--function", default="spatial", help="function whose heads to use when picking a locate run")
     p.add_argument("--emphasize", default=None, metavar="top-K", help="emphasise the top K located heads")
     p.add_argument("--ablate", default=None, metavar="top-K", help="ablate the top K located heads")
-    p.add_argument("--no-sweep", action="store_true", help="skip the validation grid (first grid point)")
+    p.add_argument("--sweep", action="store_true",
+                   help="tune alpha / threshold / gamma on the validation split (default: published defaults)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
@@ -88,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heads = tuple(order[:k])
         config = InterveneConfig(model=args.model, datasets=tuple(args.dataset or InterveneConfig.datasets),
                                  data_root=args.data_root, methods=methods, heads=heads, heads_from=str(run), k=k,
-                                 sweep=not args.no_sweep, batch_size=args.batch_size, seed=args.seed)
+                                 sweep=args.sweep, batch_size=args.batch_size, seed=args.seed)
         loaded = load_model(config.model)
         run_dir = new_run_dir("intervene", f"{info['function']}-top{k}", out=args.out)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:

@@ -1,0 +1,61 @@
+"""python -m heads.intervene end to end on the organism, with a locate run made here, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from heads.intervene import main
+from heads.locate import main as locate_main
+
+
+@pytest.fixture(scope="module")
+def locate_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("loc") / "run"
+    assert locate_main(["--function", "spatial", "--n", "8", "--methods", "ablation", "--random-draws", "1",
+                        "--out", str(out)]) == 0
+    return out
+
+
+def test_compares_methods_on_test_split_with_intervals(tmp_path, locate_run):
+    out = tmp_path / "iv"
+    argv = ["--heads-from", str(locate_run), "--emphasize", "top-2", "--dataset", "organism:controlled",
+            "--method", "none", "--method", "scalingvis", "--method", "head_adaptvis", "--method", "emphasize",
+            "--method", "ablate", "--out", str(out)]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    overall = {r["method"]: r for r in rows if r["group"] == "all"}
+    assert list(overall) == ["none", "scalingvis", "head_adaptvis", "emphasize", "ablate"]
+    assert all(int(r["n"]) == 320 for r in overall.values())  # the 80% test split of 400
+    assert all(float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"]) for r in overall.values())
+    assert json.loads(overall["scalingvis"]["params"]) == {"alpha": 0.8}  # published default without --sweep
+    assert float(overall["ablate"]["accuracy"]) < float(overall["none"]["accuracy"]) - 0.2
+    assert {r["group"] for r in rows} >= {"prior=consistent", "prior=violating", "relation=left"}
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["locate_run"]["path"] == str(locate_run) and len(meta["locate_run"]["heads"]) == 2
+    assert (out / "comparison.html").stat().st_size > 1_000_000
+
+
+def test_sweep_tunes_on_validation(tmp_path, locate_run):
+    out = tmp_path / "iv"
+    assert main(["--heads-from", str(locate_run), "--dataset", "organism:vsr", "--method", "scalingvis",
+                 "--sweep", "--out", str(out)]) == 0
+    row = next(r for r in csv.DictReader((out / "results.csv").open()) if r["group"] == "all")
+    assert json.loads(row["params"])["alpha"] in (0.8, 0.5, 1.2, 1.5, 2.0) and row["val_accuracy"] != ""
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--emphasize", "top-99"], "more heads than the model has"),
+    (["--emphasize", "three"], "expected top-K"),
+    (["--method", "magic"], "unknown method"),
+])
+def test_bad_input(tmp_path, locate_run, capsys, argv, message):
+    assert main(["--heads-from", str(locate_run), *argv, "--out", str(tmp_path / "iv")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_locate_run(tmp_path, capsys):
+    assert main(["--heads-from", str(tmp_path), "--out", str(tmp_path / "iv")]) == 2
+    assert "not a locate run" in capsys.readouterr().err
