@@ -5,7 +5,8 @@ For the clean run's metric m and each head's output z (all positions),
     effect(head) ~= -(dm/dz) . (z_corrupt - z_clean)      (summed over positions and head_dim)
 
 estimates the drop of m when the head's corrupted output is patched in (noising). Cost per batch:
-one clean forward with gradients, one backward, one corrupted forward without gradients.
+one clean forward with gradients, one backward pruned to the head outputs, one corrupted forward
+without gradients that stops at the last layer's head outputs.
 """
 
 from __future__ import annotations
@@ -18,25 +19,35 @@ from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
 
 
-def _z_pass(loaded: LoadedModel, inputs, grad: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+class _Enough(Exception):
+    """Raised once the last layer's head outputs are recorded: the rest of the pass is not needed."""
+
+
+def _z_pass(loaded: LoadedModel, inputs, grad: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Head outputs of every layer (and, with ``grad``, the last-position logits they lead to).
+
+    Without ``grad`` only the head outputs are wanted, so the pass stops at the last layer's
+    ``o_proj`` (its MLP, the final norm and the LM head are skipped)."""
     g = loaded.geometry
     saved: list[torch.Tensor] = []
     handles = []
 
     def hook(module, args):
-        x = args[0]
-        if grad:
-            x.retain_grad()
-        saved.append(x)
+        saved.append(args[0])
+        if not grad and len(saved) == g.n_layers:
+            raise _Enough
 
     for layer in range(g.n_layers):
         handles.append(loaded.adapter.o_proj_module(loaded.model, layer).register_forward_pre_hook(hook))
     if grad:  # weights stay frozen: the graph starts at the token embeddings
         handles.append(loaded.model.get_input_embeddings().register_forward_hook(
             lambda module, args, output: output.detach().requires_grad_(True)))
+    logits = None
     try:
         with torch.set_grad_enabled(grad):
             logits = loaded.model(**inputs, use_cache=False).logits[:, -1]
+    except _Enough:
+        pass
     finally:
         for h in handles:
             h.remove()
@@ -55,12 +66,13 @@ def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corru
     try:
         for c, k in zip(clean, corrupt):
             z_clean, logits = _z_pass(loaded, c.inputs, grad=True)
-            metric(logits, c.option_ids, c.answer, metric_name).sum().backward()
+            # gradients only where they are needed: autograd.grad prunes the graph to the o_proj inputs
+            grads = torch.autograd.grad(metric(logits, c.option_ids, c.answer, metric_name).sum(), z_clean)
             with torch.no_grad():
                 z_corrupt, _ = _z_pass(loaded, k.inputs, grad=False)
                 per_layer = []
-                for zc, zk in zip(z_clean, z_corrupt):
-                    prod = zc.grad * (zk - zc)  # [B, S, H * D]
+                for zc, gz, zk in zip(z_clean, grads, z_corrupt):
+                    prod = gz * (zk - zc.detach())  # [B, S, H * D]
                     per_layer.append(-prod.view(*prod.shape[:2], g.n_heads, g.head_dim).sum((1, 3)))  # [B, H]
                 out.append(torch.stack(per_layer, 1).float().cpu())  # [B, L, H]
     finally:

@@ -57,6 +57,25 @@ def _repeat(value, batch: int, copies: int):
     return value
 
 
+def _take(value, batch: int, rows: torch.Tensor | None):
+    """Select ``rows`` of every tensor whose batch dimension (0, else 1) has size ``batch``."""
+    if rows is None:
+        return value
+    if torch.is_tensor(value):
+        if value.dim() >= 1 and value.shape[0] == batch:
+            return value[rows]
+        if value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
+            return value[:, rows]
+        return value
+    if isinstance(value, tuple):
+        return tuple(_take(v, batch, rows) for v in value)
+    if isinstance(value, list):
+        return [_take(v, batch, rows) for v in value]
+    if isinstance(value, dict):
+        return {k: _take(v, batch, rows) for k, v in value.items()}
+    return value
+
+
 @contextmanager
 def z_hook(loaded: LoadedModel, layer: int, fn: Callable[[torch.Tensor], None]):
     """Call ``fn(z)`` on layer's head outputs ``z [B, S, H, D]`` (a view; edits reach o_proj)."""
@@ -154,12 +173,33 @@ class LayerSweep:
                 hidden = out[0] if isinstance(out, tuple) else out
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
 
-    def _fast(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
+    def run_chunked(self, layer: int, make_edit: Callable[[torch.Tensor], ZEdit], copies: int,
+                    rows_per_pass: int) -> torch.Tensor:
+        """Like ``run_from`` but over chunks of the batch's rows, about ``rows_per_pass`` rows per pass.
+
+        ``make_edit(rows)`` returns the edit for a chunk: ``z`` is then ``[copies * len(rows), S, H, D]``,
+        copy-major over those rows. Returns ``[copies, B, vocab]``. On CPU, passes of ~64 rows ran
+        fastest in ``benchmarks/bench_locate.py``; larger repeated batches lost more to memory traffic
+        than they saved in overhead.
+        """
+        if self.path != "fast":
+            rows = torch.arange(self.batch)
+            return self.run_from(layer, make_edit(rows), copies).view(copies, self.batch, -1)
+        chunk = max(1, rows_per_pass // copies)
+        parts = []
+        for start in range(0, self.batch, chunk):
+            rows = torch.arange(start, min(self.batch, start + chunk))
+            out = self._fast(layer, make_edit(rows), copies, rows)
+            parts.append(out.view(copies, len(rows), -1))
+        return torch.cat(parts, dim=1)
+
+    def _fast(self, layer: int, edit: ZEdit | None, copies: int, rows: torch.Tensor | None = None) -> torch.Tensor:
         args, kwargs = self.layer_inputs[layer]
-        kwargs = _repeat(dict(kwargs), self.batch, copies)
+        n = self.batch if rows is None else len(rows)
+        kwargs = _repeat(_take(dict(kwargs), self.batch, rows), n, copies)
         kwargs.pop("use_cache", None)
-        residual = _repeat(args[0], self.batch, copies)  # [k*B, S, hidden]
-        z = _repeat(self.z[layer], self.batch, copies).clone()  # [k*B, S, H, D]
+        residual = _repeat(_take(args[0], self.batch, rows), n, copies)  # [k*n, S, hidden]
+        z = _repeat(_take(self.z[layer], self.batch, rows), n, copies).clone()  # [k*n, S, H, D]
         if edit is not None:
             edit(z)
         last = len(self.layers) - 1
