@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    "k": k, "heads": [list(h) for h in heads]}) as record:
             result = run_intervene(loaded, config, log=lambda s: print(s, flush=True))
             record.meta["timings"].update({k: round(v, 3) for k, v in result.timings.items()})
+            record.meta["layout_probe_accuracy"] = result.probe_accuracy
             write_outputs(result, run_dir)
     except (ValueError, FileNotFoundError, IndexError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -101,3 +101,18 @@ def test_existing_run_is_never_overwritten(organism_run, capsys):
     assert main(["--out", str(organism_run), *FAST]) == 2
     assert "never overwritten" in capsys.readouterr().err
     assert (organism_run / "scores.csv").read_text() == before
+
+
+def test_real_dataset_format_without_pairs(tmp_path):
+    """A CogVSR decomposition file (the format real decompositions come in): causal ablation, probing and
+    attention run; patching and attribution are skipped with the reason, not silently."""
+    from vlmheads.data.cogvsr import write_organism_cogvsr
+
+    path = write_organism_cogvsr(tmp_path / "data", n=12, seed=2)
+    out = tmp_path / "run"
+    assert main(["--dataset", f"cogvsr:{path}", "--out", str(out), *FAST]) == 0
+    heads = json.loads((out / "heads.json").read_text())
+    assert set(heads["skipped"]) == {"patching", "attribution"}
+    assert "counterfactual pairs" in heads["skipped"]["patching"]
+    methods = {r["method"] for r in csv.DictReader((out / "scores.csv").open())}
+    assert methods == {"ablation", "probe", "image_share", "image_entropy"}

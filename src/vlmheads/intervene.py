@@ -8,6 +8,7 @@ Methods (each a small frozen intervention value, ``vlmheads.interventions``):
     head_adaptvis   AdaptVis on the located heads only (the suite's method)
     emphasize       Emphasize(located heads, gamma)
     ablate          Ablate(located heads) (zero)
+    visionboost     VisionBoost(alpha, layout-probe directions fitted on the validation split)
 
 Hyper-parameters (alpha, threshold, gamma) are the published defaults, or with ``sweep`` chosen on
 the protocol's validation split (AdaptVis's 20% sample) by accuracy (ties: the earlier grid point,
@@ -29,12 +30,13 @@ from typing import Callable, Sequence
 import torch
 
 from .data import load
-from .interventions import Ablate, AdaptVis, Emphasize, ScalingVis, adaptvis_logits, apply
+from .interventions import Ablate, AdaptVis, Emphasize, ScalingVis, VisionBoost, adaptvis_logits, apply
+from .interventions.layout import layout_directions
 from .methods.batches import metric, option_batches
 from .methods.selection import bootstrap_ci
 from .models.loading import LoadedModel
 
-METHODS = ("none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate")
+METHODS = ("none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate", "visionboost")
 # the first point of each grid is the published default (AdaptVis's Controlled_A settings; gamma 2)
 GRIDS = {
     "scalingvis": [{"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0)],
@@ -45,6 +47,7 @@ GRIDS = {
     "emphasize": [{"gamma": g} for g in (2.0, 1.5, 3.0)],
     "ablate": [{}],
     "none": [{}],
+    "visionboost": [{"alpha": a} for a in (1.0, 0.5, 2.0, 4.0)],
 }
 GRIDS["head_adaptvis"] = GRIDS["adaptvis"]
 
@@ -67,7 +70,7 @@ class InterveneConfig:
         return asdict(self)
 
 
-def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads) -> torch.Tensor:
+def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads, directions=None) -> torch.Tensor:
     out = []
     for b in batches:
         if method in ("adaptvis", "head_adaptvis"):
@@ -75,7 +78,8 @@ def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads) -> 
             logits = adaptvis_logits(loaded, b.inputs, iv)[0]
         else:
             ivs = {"none": lambda: [], "scalingvis": lambda: [ScalingVis(**params)],
-                   "emphasize": lambda: [Emphasize(heads, **params)], "ablate": lambda: [Ablate(heads)]}[method]()
+                   "emphasize": lambda: [Emphasize(heads, **params)], "ablate": lambda: [Ablate(heads)],
+                   "visionboost": lambda: [VisionBoost(directions=directions, **params)]}[method]()
             with torch.no_grad(), apply(loaded, ivs, inputs=b.inputs):
                 logits = loaded.model(**b.inputs, use_cache=False).logits[:, -1]
         out.append(metric(logits, b.option_ids, b.answer, "accuracy").cpu())
@@ -91,6 +95,7 @@ def _ci(correct: torch.Tensor, config: InterveneConfig) -> tuple[float, float]:
 class InterveneResult:
     rows: list = field(default_factory=list)  # one per (dataset, method, group)
     chosen: dict = field(default_factory=dict)  # (dataset, method) -> params
+    probe_accuracy: dict = field(default_factory=dict)  # dataset -> VisionBoost layout probe accuracy
     timings: dict = field(default_factory=dict)
 
 
@@ -111,15 +116,20 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
         val_b = option_batches(loaded, list(val), config.batch_size)
         test_b = option_batches(loaded, list(test), config.batch_size)
         test_examples = [e for b in test_b for e in b.examples]
+        directions = None
+        if "visionboost" in config.methods:
+            directions, probe_acc = layout_directions(loaded, list(val), seed=config.seed)
+            result.probe_accuracy[name] = round(probe_acc, 4)
+            log(f"{name:<22} layout probe on image tokens (validation split): training accuracy {probe_acc:.3f}")
         for method in config.methods:
             grid = GRIDS[method] if config.sweep else GRIDS[method][:1]
             if len(grid) > 1:
-                scored = [(float(_correct(loaded, val_b, method, p, heads).mean()), -i, p) for i, p in enumerate(grid)]
+                scored = [(float(_correct(loaded, val_b, method, p, heads, directions).mean()), -i, p) for i, p in enumerate(grid)]
                 best_acc, _, params = max(scored, key=lambda s: (s[0], s[1]))
             else:
                 params, best_acc = grid[0], float("nan")
             result.chosen[(name, method)] = params
-            correct = _correct(loaded, test_b, method, params, heads)
+            correct = _correct(loaded, test_b, method, params, heads, directions)
             groups = {"all": list(range(len(test_examples)))}
             for i, e in enumerate(test_examples):
                 groups.setdefault(f"relation={e.relation}", []).append(i)

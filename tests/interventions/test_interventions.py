@@ -154,3 +154,39 @@ def test_scalingvis_in_generate_acts_on_prefill_only(organism, batch):
         with apply(organism, [ScalingVis(1.0)], inputs=batch):
             same = organism.model.generate(**batch, max_new_tokens=3, do_sample=False)
     assert torch.equal(plain, same)
+
+
+def test_vision_boost_identity_projection_and_cleanup(organism, batch):
+    from vlmheads.interventions import VisionBoost, layout_directions
+
+    examples = organism_examples(32, seed=8, function="relational", split="controlled")
+    directions, accuracy = layout_directions(organism, examples)
+    assert directions.shape == (4, 128) and 0 <= accuracy <= 1
+    torch.testing.assert_close(directions @ directions.T, torch.eye(4), atol=1e-5, rtol=0)
+    assert torch.equal(_logits(organism, batch, [VisionBoost(0.0, directions)]), _logits(organism, batch))
+    seen = {}
+    first = organism.model.model.language_model.layers[0]
+
+    def grab(m, a, k):
+        seen["h"] = (a[0] if a else k["hidden_states"]).clone()
+
+    handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        _logits(organism, batch)
+    finally:
+        handle.remove()
+    clean = seen["h"]
+    with torch.no_grad(), apply(organism, [VisionBoost(2.0, directions)], inputs=batch):
+        handle = first.register_forward_pre_hook(grab, with_kwargs=True)  # runs after the boost's hook
+        try:
+            organism.model(**batch)
+        finally:
+            handle.remove()
+    image = organism.image_token_mask(batch)
+    h = clean[image]
+    torch.testing.assert_close(seen["h"][image], h + 2.0 * (h @ directions.T) @ directions, atol=1e-5, rtol=1e-5)
+    assert torch.equal(seen["h"][~image], clean[~image])  # text tokens untouched
+    assert len(first._forward_pre_hooks) == 0  # removed after the block
+    with pytest.raises(ValueError, match=r"\[r, hidden_size\]"):
+        with apply(organism, [VisionBoost(1.0, torch.ones(3))], inputs=batch):
+            pass

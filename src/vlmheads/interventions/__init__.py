@@ -1,6 +1,7 @@
 """Interventions on heads and on attention to the image: ``from vlmheads.interventions import apply, ...``."""
 
 from .core import adaptvis_alpha, adaptvis_logits, apply
-from .values import Ablate, AdaptVis, Emphasize, ScalingVis
+from .layout import layout_directions
+from .values import Ablate, AdaptVis, Emphasize, ScalingVis, VisionBoost
 
-__all__ = ["Ablate", "AdaptVis", "Emphasize", "ScalingVis", "adaptvis_alpha", "adaptvis_logits", "apply"]
+__all__ = ["Ablate", "AdaptVis", "Emphasize", "ScalingVis", "adaptvis_alpha", "adaptvis_logits", "apply", "layout_directions", "VisionBoost"]

@@ -19,7 +19,7 @@ import torch
 
 from ..models.loading import LoadedModel
 from . import attention
-from .values import Ablate, AdaptVis, Emphasize, ScalingVis
+from .values import Ablate, AdaptVis, Emphasize, ScalingVis, VisionBoost
 
 
 def _check_heads(loaded: LoadedModel, heads) -> None:
@@ -71,6 +71,7 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
     g = loaded.geometry
     head_edits: dict[int, list] = {}
     scale = None
+    boosts = []
     for iv in interventions:
         if isinstance(iv, (Ablate, Emphasize)):
             _check_heads(loaded, iv.heads)
@@ -86,6 +87,13 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
             if inputs is None:
                 raise ValueError("ScalingVis needs the batch it acts on: apply(loaded, [...], inputs=inputs)")
             scale = scale_spec(loaded, inputs, iv.alpha, iv.heads)
+        elif isinstance(iv, VisionBoost):
+            if inputs is None:
+                raise ValueError("VisionBoost needs the batch it acts on: apply(loaded, [...], inputs=inputs)")
+            d = torch.as_tensor(iv.directions, dtype=torch.float32)
+            if d.dim() != 2 or d.shape[1] != loaded.model.config.get_text_config().hidden_size:
+                raise ValueError(f"VisionBoost directions must be [r, hidden_size], got {tuple(d.shape)}")
+            boosts.append((iv.alpha, d))
         elif isinstance(iv, AdaptVis):
             raise TypeError("AdaptVis picks alpha per example from a first pass: use adaptvis_logits(...)")
         else:
@@ -107,6 +115,27 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
                 return (z.view_as(x),) + tuple(args[1:])
 
             handle = module.register_forward_pre_hook(pre_hook)
+            stack.callback(handle.remove)
+        if boosts:
+            from ..models.adapter import resolve
+
+            image = loaded.image_token_mask(inputs)  # [B, S]
+
+            def boost(mod, args, kwargs):
+                hidden = args[0] if args else kwargs["hidden_states"]
+                if hidden.shape[:2] != image.shape:  # a decoding step: the image is in the cache already
+                    return None
+                out = hidden.clone()
+                for alpha, d in boosts:
+                    d = d.to(hidden.device, hidden.dtype)
+                    h = out[image]  # [n_image_tokens, hidden]
+                    out[image] = h + alpha * (h @ d.T) @ d
+                if args:
+                    return (out,) + tuple(args[1:]), kwargs
+                return args, {**kwargs, "hidden_states": out}
+
+            first = resolve(loaded.model, loaded.adapter.layers)[0]
+            handle = first.register_forward_pre_hook(boost, with_kwargs=True)
             stack.callback(handle.remove)
         if scale is not None:
             stack.enter_context(text_attention(loaded, attention.register()))

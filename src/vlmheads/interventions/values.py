@@ -69,3 +69,13 @@ class AdaptVis:
         object.__setattr__(self, "heads", _heads(self.heads))
         if not 0 <= self.threshold <= 1:
             raise ValueError(f"AdaptVis threshold is a probability in [0, 1], got {self.threshold}")
+
+
+@dataclass(frozen=True, eq=False)
+class VisionBoost:
+    """Dual-mechanism boost: at the first decoder layer, every image token's hidden state h becomes
+    h + alpha * P h, with P the projection onto ``directions`` (``[r, hidden]``, orthonormal rows; see
+    ``vlmheads.interventions.layout.layout_directions``). alpha = 0 is the identity."""
+
+    alpha: float
+    directions: "object"  # torch.Tensor [r, hidden]
