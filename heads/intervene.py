@@ -105,11 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = run_intervene(loaded, config, log=lambda s: print(s, flush=True))
             record.meta["timings"].update({k: round(v, 3) for k, v in result.timings.items()})
             record.meta["layout_probe_accuracy"] = result.probe_accuracy
+            record.meta["skipped"] = result.skipped
             write_outputs(result, run_dir)
     except (ValueError, FileNotFoundError, IndexError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print("\n" + "\n".join(table_lines(result, ("all", "prior=consistent", "prior=violating"))))
+    for what, why in result.skipped.items():
+        print(f"skipped {what}: {why}")
     print(f"\nwrote {run_dir}/results.csv, comparison.html")
     return 0
 

@@ -9,6 +9,8 @@ Methods (each a small frozen intervention value, ``vlmheads.interventions``):
     emphasize       Emphasize(located heads, gamma)
     ablate          Ablate(located heads) (zero)
     visionboost     VisionBoost(alpha, layout-probe directions fitted on the validation split)
+    steer           Steer(alpha, located heads' correct-vs-wrong directions fitted on the validation
+                    split); skipped, with the reason, when the model makes too few errors there
 
 Hyper-parameters (alpha, threshold, gamma) are the published defaults, or with ``sweep`` chosen on
 the protocol's validation split (AdaptVis's 20% sample) by accuracy (ties: the earlier grid point,
@@ -30,13 +32,14 @@ from typing import Callable, Sequence
 import torch
 
 from .data import load
-from .interventions import Ablate, AdaptVis, Emphasize, ScalingVis, VisionBoost, adaptvis_logits, apply
+from .interventions import (Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost, adaptvis_logits, apply,
+                            steering_directions)
 from .interventions.layout import layout_directions
 from .methods.batches import metric, option_batches
 from .methods.selection import bootstrap_ci
 from .models.loading import LoadedModel
 
-METHODS = ("none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate", "visionboost")
+METHODS = ("none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate", "visionboost", "steer")
 # the first point of each grid is the published default (AdaptVis's Controlled_A settings; gamma 2)
 GRIDS = {
     "scalingvis": [{"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0)],
@@ -48,6 +51,7 @@ GRIDS = {
     "ablate": [{}],
     "none": [{}],
     "visionboost": [{"alpha": a} for a in (1.0, 0.5, 2.0, 4.0)],
+    "steer": [{"alpha": a} for a in (15.0, 5.0, 10.0)],  # ITI's usual strength first
 }
 GRIDS["head_adaptvis"] = GRIDS["adaptvis"]
 
@@ -70,7 +74,8 @@ class InterveneConfig:
         return asdict(self)
 
 
-def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads, directions=None) -> torch.Tensor:
+def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads, directions=None,
+             steering=None) -> torch.Tensor:
     out = []
     for b in batches:
         if method in ("adaptvis", "head_adaptvis"):
@@ -79,7 +84,8 @@ def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads, dir
         else:
             ivs = {"none": lambda: [], "scalingvis": lambda: [ScalingVis(**params)],
                    "emphasize": lambda: [Emphasize(heads, **params)], "ablate": lambda: [Ablate(heads)],
-                   "visionboost": lambda: [VisionBoost(directions=directions, **params)]}[method]()
+                   "visionboost": lambda: [VisionBoost(directions=directions, **params)],
+                   "steer": lambda: [Steer(directions=steering, **params)]}[method]()
             with torch.no_grad(), apply(loaded, ivs, inputs=b.inputs):
                 logits = loaded.model(**b.inputs, use_cache=False).logits[:, -1]
         out.append(metric(logits, b.option_ids, b.answer, "accuracy").cpu())
@@ -96,13 +102,14 @@ class InterveneResult:
     rows: list = field(default_factory=list)  # one per (dataset, method, group)
     chosen: dict = field(default_factory=dict)  # (dataset, method) -> params
     probe_accuracy: dict = field(default_factory=dict)  # dataset -> VisionBoost layout probe accuracy
+    skipped: dict = field(default_factory=dict)  # "dataset|method" -> reason
     timings: dict = field(default_factory=dict)
 
 
 def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[str], None] = print
                   ) -> InterveneResult:
     heads = tuple(config.heads)
-    needs_heads = {"head_adaptvis", "emphasize", "ablate"} & set(config.methods)
+    needs_heads = {"head_adaptvis", "emphasize", "ablate", "steer"} & set(config.methods)
     if needs_heads and not heads:
         raise ValueError("head_adaptvis, emphasize and ablate need located heads: pass --heads-from a locate run")
     for layer, head in heads:
@@ -121,15 +128,24 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
             directions, probe_acc = layout_directions(loaded, list(val), seed=config.seed)
             result.probe_accuracy[name] = round(probe_acc, 4)
             log(f"{name:<22} layout probe on image tokens (validation split): training accuracy {probe_acc:.3f}")
+        steering = None
+        if "steer" in config.methods:
+            try:
+                steering = steering_directions(loaded, list(val), heads)
+            except ValueError as err:
+                result.skipped[f"{name}|steer"] = str(err)
+                log(f"{name:<22} steer          skipped: {err}")
         for method in config.methods:
+            if method == "steer" and steering is None:
+                continue
             grid = GRIDS[method] if config.sweep else GRIDS[method][:1]
             if len(grid) > 1:
-                scored = [(float(_correct(loaded, val_b, method, p, heads, directions).mean()), -i, p) for i, p in enumerate(grid)]
+                scored = [(float(_correct(loaded, val_b, method, p, heads, directions, steering).mean()), -i, p) for i, p in enumerate(grid)]
                 best_acc, _, params = max(scored, key=lambda s: (s[0], s[1]))
             else:
                 params, best_acc = grid[0], float("nan")
             result.chosen[(name, method)] = params
-            correct = _correct(loaded, test_b, method, params, heads, directions)
+            correct = _correct(loaded, test_b, method, params, heads, directions, steering)
             groups = {"all": list(range(len(test_examples)))}
             for i, e in enumerate(test_examples):
                 groups.setdefault(f"relation={e.relation}", []).append(i)

@@ -190,3 +190,42 @@ def test_vision_boost_identity_projection_and_cleanup(organism, batch):
     with pytest.raises(ValueError, match=r"\[r, hidden_size\]"):
         with apply(organism, [VisionBoost(1.0, torch.ones(3))], inputs=batch):
             pass
+
+
+def test_steer_identity_by_hand_and_too_few_errors(organism, batch):
+    from vlmheads.interventions import Steer, steering_directions
+
+    direction = torch.zeros(16)
+    direction[3] = 1.0
+    steer = {(2, 5): (direction, 0.5)}
+    assert torch.equal(_logits(organism, batch, [Steer(0.0, steer)]), _logits(organism, batch))
+    o_proj = organism.adapter.o_proj_module(organism.model, 2)
+    seen = {}
+    handle = o_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("z", a[0].detach().clone()))
+    try:
+        _logits(organism, batch)
+        clean = seen["z"].view(*seen["z"].shape[:2], 8, 16)
+        with torch.no_grad(), apply(organism, [Steer(4.0, steer)], inputs=batch):
+            handle.remove()
+            handle = o_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__("z", a[0].detach().clone()))
+            organism.model(**batch)
+    finally:
+        handle.remove()
+    steered = seen["z"].view_as(clean)
+    expected = clean.clone()
+    expected[:, -1, 5, 3] += 4.0 * 0.5  # alpha * std * direction, last position, that head only
+    torch.testing.assert_close(steered, expected, atol=1e-6, rtol=0)
+    examples = organism_examples(24, seed=2, function="relational", split="controlled")
+    with pytest.raises(ValueError, match=r"answers 2[0-9] of 24 examples correctly"):
+        steering_directions(organism, examples, [(0, 4)])
+
+
+def test_steering_directions_on_a_model_that_errs():
+    from vlmheads.interventions import steering_directions
+
+    model, _, processor = TINY_BUILDERS["llava"](gqa=False)
+    loaded = wrap_model(model, processor)  # random weights: right about a quarter of the time
+    examples = organism_examples(40, seed=0, function="spatial", split="controlled")
+    found = steering_directions(loaded, examples, [(1, 2), (0, 1)])
+    for direction, std in found.values():
+        assert direction.shape == (8,) and abs(float(direction.norm()) - 1) < 1e-5 and std > 0

@@ -2,6 +2,7 @@
 
 from .core import adaptvis_alpha, adaptvis_logits, apply
 from .layout import layout_directions
-from .values import Ablate, AdaptVis, Emphasize, ScalingVis, VisionBoost
+from .steering import steering_directions
+from .values import Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost
 
-__all__ = ["Ablate", "AdaptVis", "Emphasize", "ScalingVis", "adaptvis_alpha", "adaptvis_logits", "apply", "layout_directions", "VisionBoost"]
+__all__ = ["Ablate", "AdaptVis", "Emphasize", "ScalingVis", "adaptvis_alpha", "adaptvis_logits", "Steer", "VisionBoost", "apply", "layout_directions", "steering_directions"]

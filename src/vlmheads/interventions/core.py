@@ -19,7 +19,7 @@ import torch
 
 from ..models.loading import LoadedModel
 from . import attention
-from .values import Ablate, AdaptVis, Emphasize, ScalingVis, VisionBoost
+from .values import Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost
 
 
 def _check_heads(loaded: LoadedModel, heads) -> None:
@@ -87,6 +87,10 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
             if inputs is None:
                 raise ValueError("ScalingVis needs the batch it acts on: apply(loaded, [...], inputs=inputs)")
             scale = scale_spec(loaded, inputs, iv.alpha, iv.heads)
+        elif isinstance(iv, Steer):
+            for (layer, head), (direction, std) in iv.directions.items():
+                loaded.geometry.check_head(layer, head)
+                head_edits.setdefault(layer, []).append((iv, (head, direction, std)))
         elif isinstance(iv, VisionBoost):
             if inputs is None:
                 raise ValueError("VisionBoost needs the batch it acts on: apply(loaded, [...], inputs=inputs)")
@@ -106,7 +110,10 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
                 x = args[0]
                 z = x.view(*x.shape[:-1], g.n_heads, g.head_dim).clone()
                 for iv, hs in edits:
-                    if isinstance(iv, Emphasize):
+                    if isinstance(iv, Steer):  # the last position only: the one that predicts the answer
+                        head, direction, std = hs
+                        z[:, -1, head] = z[:, -1, head] + iv.alpha * std * direction.to(z.device, z.dtype)
+                    elif isinstance(iv, Emphasize):
                         z[:, :, hs] = z[:, :, hs] * iv.gamma
                     elif iv.mode == "zero":
                         z[:, :, hs] = 0

@@ -79,3 +79,13 @@ class VisionBoost:
 
     alpha: float
     directions: "object"  # torch.Tensor [r, hidden]
+
+
+@dataclass(frozen=True, eq=False)
+class Steer:
+    """CogVSR / ITI-style steering: at the last position of every forward call, each head's output gets
+    ``alpha * std * direction`` added (``directions``: ``{(layer, head): (direction [head_dim], std)}``
+    from ``vlmheads.interventions.steering.steering_directions``). alpha = 0 is the identity."""
+
+    alpha: float
+    directions: "object"  # dict[(layer, head)] -> (torch.Tensor [head_dim], float)

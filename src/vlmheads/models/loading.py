@@ -63,16 +63,23 @@ class LoadedModel:
 
     def encode(self, questions: Sequence[str], images: Sequence) -> dict[str, torch.Tensor]:
         """Processor inputs for a batch (left padded, on the model's device)."""
-        processor = self._need_processor()
         if len(questions) != len(images):
             raise ValueError(f"{len(questions)} questions but {len(images)} images")
         if not questions:
             raise ValueError("cannot encode an empty batch")
+        return self.encode_texts([self.chat_prompt(q) for q in questions], images)
+
+    def encode_texts(self, texts: Sequence[str], images: Sequence) -> dict[str, torch.Tensor]:
+        """Processor inputs for full texts (already in the chat format), left padded, on the model's device."""
+        processor = self._need_processor()
+        if len(texts) != len(images):
+            raise ValueError(f"{len(texts)} texts but {len(images)} images")
+        if not texts:
+            raise ValueError("cannot encode an empty batch")
         tok = self.tokenizer
         old_side, tok.padding_side = tok.padding_side, "left"
         try:
-            enc = processor(text=[self.chat_prompt(q) for q in questions], images=[as_pil(i) for i in images],
-                            return_tensors="pt", padding=True)
+            enc = processor(text=list(texts), images=[as_pil(i) for i in images], return_tensors="pt", padding=True)
         finally:
             tok.padding_side = old_side
         out = {}
