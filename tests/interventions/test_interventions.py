@@ -130,8 +130,8 @@ def test_cleanup_on_error_and_bad_input(organism, batch):
     with pytest.raises(IndexError, match="layer 7 out of range"):
         with apply(organism, [Ablate([(7, 0)])]):
             pass
-    with pytest.raises(ValueError, match="needs the batch"):
-        with apply(organism, [ScalingVis(2.0)]):
+    with pytest.raises(ValueError, match="one attention-logit intervention"):
+        with apply(organism, [ScalingVis(2.0), AdaptVis()]):
             pass
 
 
@@ -229,3 +229,21 @@ def test_steering_directions_on_a_model_that_errs():
     found = steering_directions(loaded, examples, [(1, 2), (0, 1)])
     for direction, std in found.values():
         assert direction.shape == (8,) and abs(float(direction.norm()) - 1) < 1e-5 and std > 0
+
+
+def test_the_public_api_form_finds_the_batch_itself(organism, batch):
+    """``with apply(loaded, [ScalingVis(alpha=2.0)]): loaded.model(**inputs)``: no inputs= needed."""
+    given = _logits(organism, batch, [ScalingVis(2.0)])
+    with torch.no_grad(), apply(organism, [ScalingVis(alpha=2.0)]):
+        found = organism.model(**batch).logits
+    assert torch.equal(found, given)
+    iv = AdaptVis(0.5, 1.5, threshold=1.0)  # the organism is confident: rows at 1.00 sharpen, the rest smooth
+    expected, _, alpha = adaptvis_logits(organism, batch, iv, shared_prefix=False)
+    assert not torch.equal(expected, _logits(organism, batch)[:, -1].float())
+    with torch.no_grad(), apply(organism, [iv]):
+        got = organism.model(**batch).logits[:, -1].float()
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    with torch.no_grad(), apply(organism, [ScalingVis(0.0)]):  # in generate: the prefill call sets the batch
+        ids = organism.model.generate(**batch, max_new_tokens=2, do_sample=False)
+    assert ids.shape == (batch["input_ids"].shape[0], batch["input_ids"].shape[1] + 2)
+    assert attention._SPEC.get() is None

@@ -1,13 +1,13 @@
 """``apply(loaded, interventions)``: one context manager that installs interventions and always cleans up.
 
-    with apply(loaded, [ScalingVis(alpha=2.0)], inputs=inputs):
+    with apply(loaded, [ScalingVis(alpha=2.0)]):
         loaded.model(**inputs)
 
-Head-output interventions (Ablate, Emphasize) are forward pre-hooks on ``o_proj``. Attention-logit
-interventions (ScalingVis; AdaptVis once its per-example alpha is known, see ``adaptvis_logits``)
-switch the text decoder to the registered ``vlmheads_scaled`` attention and set its spec; they need
-``inputs`` (the batch whose image keys and prompt length they act on). On exit the hooks are
-removed and the previous attention implementation is restored, also when the body raises.
+Head-output interventions (Ablate, Emphasize, Steer) are forward pre-hooks on ``o_proj``.
+Attention-logit interventions (ScalingVis, AdaptVis) switch the text decoder to the registered
+``vlmheads_scaled`` attention and set its spec from the batch (``inputs=``, or each call's own
+``input_ids``); VisionBoost is a pre-hook on the first decoder layer. On exit the hooks are removed
+and the previous attention implementation is restored, also when the body raises.
 """
 
 from __future__ import annotations
@@ -67,10 +67,17 @@ def scale_spec(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], alpha, h
 @contextmanager
 def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, torch.Tensor] | None = None,
           means: torch.Tensor | None = None):
-    """Install ``interventions`` for the duration of the block (see the module docstring)."""
+    """Install ``interventions`` for the duration of the block (see the module docstring).
+
+    Interventions that act on image tokens (ScalingVis, AdaptVis, VisionBoost) find them in ``inputs``
+    when given, else in each call's own ``input_ids`` (a forward pre-hook on the model reads them;
+    in ``generate`` the prefill call sets them and the decoding steps keep them). AdaptVis then runs
+    its unmodified confidence pass inside that hook (two full passes; ``adaptvis_logits`` shares the
+    prompt's KV cache instead).
+    """
     g = loaded.geometry
     head_edits: dict[int, list] = {}
-    scale = None
+    scaling_iv = None
     boosts = []
     for iv in interventions:
         if isinstance(iv, (Ablate, Emphasize)):
@@ -80,29 +87,63 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
                 raise ValueError("Ablate(mode='mean') needs the heads' mean outputs: apply(..., means=...)")
             for layer, hs in _by_layer(heads).items():
                 head_edits.setdefault(layer, []).append((iv, hs))
-        elif isinstance(iv, ScalingVis):
+        elif isinstance(iv, (ScalingVis, AdaptVis)):
             _check_heads(loaded, iv.heads)
-            if scale is not None:
-                raise ValueError("only one attention-logit intervention at a time")
-            if inputs is None:
-                raise ValueError("ScalingVis needs the batch it acts on: apply(loaded, [...], inputs=inputs)")
-            scale = scale_spec(loaded, inputs, iv.alpha, iv.heads)
+            if scaling_iv is not None:
+                raise ValueError("only one attention-logit intervention (ScalingVis or AdaptVis) at a time")
+            scaling_iv = iv
         elif isinstance(iv, Steer):
             for (layer, head), (direction, std) in iv.directions.items():
                 loaded.geometry.check_head(layer, head)
                 head_edits.setdefault(layer, []).append((iv, (head, direction, std)))
         elif isinstance(iv, VisionBoost):
-            if inputs is None:
-                raise ValueError("VisionBoost needs the batch it acts on: apply(loaded, [...], inputs=inputs)")
             d = torch.as_tensor(iv.directions, dtype=torch.float32)
             if d.dim() != 2 or d.shape[1] != loaded.model.config.get_text_config().hidden_size:
                 raise ValueError(f"VisionBoost directions must be [r, hidden_size], got {tuple(d.shape)}")
             boosts.append((iv.alpha, d))
-        elif isinstance(iv, AdaptVis):
-            raise TypeError("AdaptVis picks alpha per example from a first pass: use adaptvis_logits(...)")
         else:
             raise TypeError(f"unknown intervention {iv!r}")
+    state: dict = {"image": None, "busy": False}  # image-token mask of the batch being run
+
+    def prepare(batch_inputs) -> None:
+        """Set the image mask (and the scaling spec) for a batch: its prompt, before any decoding step."""
+        state["image"] = loaded.image_token_mask(batch_inputs)
+        if scaling_iv is None:
+            return
+        if isinstance(scaling_iv, AdaptVis):
+            state["busy"] = True
+            try:
+                with torch.no_grad(), attention.scaling(None):
+                    plain = {k: v for k, v in batch_inputs.items() if k not in ("past_key_values", "use_cache")}
+                    first = loaded.model(**plain, use_cache=False).logits[:, -1].float()
+            finally:
+                state["busy"] = False
+            alpha = adaptvis_alpha(first.softmax(-1).max(-1).values, scaling_iv)
+        else:
+            alpha = scaling_iv.alpha
+        attention._SPEC.set(scale_spec(loaded, batch_inputs, alpha, scaling_iv.heads))
+
     with ExitStack() as stack:
+        token = attention._SPEC.set(None)
+        stack.callback(attention._SPEC.reset, token)
+        if scaling_iv is not None:
+            stack.enter_context(text_attention(loaded, attention.register()))
+        if inputs is not None:
+            prepare(inputs)
+        elif scaling_iv is not None or boosts:
+            def from_call(mod, args, kwargs):
+                if state["busy"]:
+                    return None
+                ids = kwargs.get("input_ids", args[0] if args else None)
+                if ids is None:
+                    raise ValueError("these interventions find the image tokens in input_ids; pass input_ids "
+                                     "or apply(..., inputs=inputs)")
+                if ids.shape[1] > 1 or state["image"] is None:  # a prompt; decoding steps keep its mask
+                    prepare({**kwargs, "input_ids": ids})
+                return None
+
+            handle = loaded.model.register_forward_pre_hook(from_call, with_kwargs=True)
+            stack.callback(handle.remove)
         for layer, edits in head_edits.items():
             module = loaded.adapter.o_proj_module(loaded.model, layer)
 
@@ -126,12 +167,11 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
         if boosts:
             from ..models.adapter import resolve
 
-            image = loaded.image_token_mask(inputs)  # [B, S]
-
             def boost(mod, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
-                if hidden.shape[:2] != image.shape:  # a decoding step: the image is in the cache already
-                    return None
+                image = state["image"]
+                if state["busy"] or image is None or hidden.shape[:2] != image.shape:
+                    return None  # a decoding step (the image is in the cache already) or a confidence pass
                 out = hidden.clone()
                 for alpha, d in boosts:
                     d = d.to(hidden.device, hidden.dtype)
@@ -144,9 +184,6 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
             first = resolve(loaded.model, loaded.adapter.layers)[0]
             handle = first.register_forward_pre_hook(boost, with_kwargs=True)
             stack.callback(handle.remove)
-        if scale is not None:
-            stack.enter_context(text_attention(loaded, attention.register()))
-            stack.enter_context(attention.scaling(scale))
         yield
 
 
