@@ -56,7 +56,8 @@ def test_ablation_finds_the_planted_head_and_nothing_else(planted, mode):
     scores = r.effects.mean(0)
     others = scores.clone()
     others[SIGNAL] = 0
-    assert torch.count_nonzero(others) == 0  # heads that write nothing have exactly no effect
+    # heads that write nothing have no effect (up to rounding: the sweep's last layer computes one query)
+    assert others.abs().max() < 1e-6
     assert scores[SIGNAL].abs() > 1e-3
     assert r.partial
 
@@ -110,7 +111,7 @@ def test_patching_on_the_planted_model(planted):
         effects = patching_effects(planted, pc, pk, direction).effects.mean(0)
         others = effects.clone()
         others[SIGNAL] = 0
-        assert torch.count_nonzero(others) == 0
+        assert others.abs().max() < 1e-6
     estimate = attribution_effects(planted, pc, pk).mean(0)
     others = estimate.clone()
     others[SIGNAL] = 0

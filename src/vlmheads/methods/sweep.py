@@ -19,7 +19,9 @@ batch instead of H full passes. Two more savings apply to Llama-style layers (``
 
 On construction the restarted path is checked against the plain forward pass (no edit); if a
 model's layers do not fit, the sweep falls back to calling whole layers, then to full forward
-passes on the repeated batch (``self.path`` says which runs: "fast", "layers" or "full").
+passes on the repeated batch (``self.path`` says which runs: "fast", "layers" or "full"). In the fast path the last layer's
+attention computes the last query only (``self.last_query``) when its attention has Llama's plain
+shape; the same check decides that.
 """
 
 from __future__ import annotations
@@ -132,19 +134,35 @@ class LayerSweep:
         llama_like = all(all(hasattr(m, a) for a in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
                          for m in self.layers)
         self.path = "fast" if llama_like else "layers"
+        self.last_query = llama_like and self._plain_llama_attention()
         if check:
             # restarting at the first and the last layer must reproduce the plain forward pass; checked
             # once per model and batch size (shapes decide which tensors _repeat treats as batch-major)
             checked = _CHECKED.setdefault(self.model, {})
             key = (self.batch, tuple(inputs["input_ids"].shape))
             if key in checked:
-                self.path = checked[key]
+                self.path, self.last_query = checked[key]
             else:
-                for path in ("fast", "layers", "full") if llama_like else ("layers", "full"):
-                    self.path = path
+                options = [("fast", True), ("fast", False), ("layers", False), ("full", False)]
+                for path, last_query in options if llama_like else options[2:]:
+                    if last_query and not self.last_query:
+                        continue
+                    self.path, self.last_query = path, last_query
                     if path == "full" or self._reproduces():
                         break
-                checked[key] = self.path
+                checked[key] = (self.path, self.last_query)
+
+    def _plain_llama_attention(self) -> bool:
+        """Whether the last layer's attention has the plain Llama shape ``_last_query_attention`` redoes
+        (no query/key norms, 1-D rotary; Qwen's multimodal rotary and others fail the check below)."""
+        import sys
+
+        attn = self.layers[-1].self_attn
+        module = sys.modules[type(attn).__module__]
+        return (all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
+                and not hasattr(attn, "q_norm") and hasattr(module, "apply_rotary_pos_emb")
+                and hasattr(module, "eager_attention_forward")
+                and self.model.config.get_text_config()._attn_implementation in ("eager", None))
 
     def _reproduces(self) -> bool:
         try:
@@ -211,9 +229,34 @@ class LayerSweep:
             hidden = self._mlp(module, residual + attn, only_last=layer == last)
             for i in range(layer + 1, last + 1):
                 module = self.layers[i]
-                attn = module.self_attn(hidden_states=module.input_layernorm(hidden), **kwargs)[0]
-                hidden = self._mlp(module, hidden + attn, only_last=i == last)
+                normed = module.input_layernorm(hidden)
+                if i == last and self.last_query:
+                    attn = self._last_query_attention(module.self_attn, normed, kwargs)
+                    hidden = self._mlp(module, hidden[:, -1:] + attn, only_last=True)
+                else:
+                    attn = module.self_attn(hidden_states=normed, **kwargs)[0]
+                    hidden = self._mlp(module, hidden + attn, only_last=i == last)
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
+
+    @staticmethod
+    def _last_query_attention(attn, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
+        """Llama-style attention output at the last position only: keys and values for every position,
+        one query. ``[N, 1, hidden]``. Used for the last layer, where only that position is read."""
+        import sys
+
+        module = sys.modules[type(attn).__module__]
+        rotary, eager = module.apply_rotary_pos_emb, module.eager_attention_forward
+        n, seq = hidden.shape[:2]
+        q = attn.q_proj(hidden[:, -1:]).view(n, 1, -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(hidden).view(n, seq, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(hidden).view(n, seq, -1, attn.head_dim).transpose(1, 2)
+        cos, sin = kwargs["position_embeddings"]
+        q = rotary(q, q, cos[:, -1:], sin[:, -1:])[0]
+        k = rotary(k, k, cos, sin)[0]
+        mask = kwargs.get("attention_mask")
+        mask = mask[:, :, -1:, :] if mask is not None else None
+        out, _ = eager(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
+        return attn.o_proj(out.reshape(n, 1, -1).contiguous())
 
     @staticmethod
     def _mlp(module, hidden: torch.Tensor, only_last: bool) -> torch.Tensor:
