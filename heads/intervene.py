@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         heads = tuple(order[:k])
         config = InterveneConfig(model=args.model, datasets=tuple(args.dataset or InterveneConfig.datasets),
                                  data_root=args.data_root, methods=methods, heads=heads, heads_from=str(run), k=k,
-                                 sweep=args.sweep, batch_size=args.batch_size, seed=args.seed)
+                                 sweep=args.sweep, ranking=tuple(order), batch_size=args.batch_size, seed=args.seed)
         loaded = load_model(config.model)
         run_dir = new_run_dir("intervene", f"{info['function']}-top{k}", out=args.out)
     except (ValueError, FileNotFoundError, FileExistsError, OSError) as err:

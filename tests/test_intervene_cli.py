@@ -31,6 +31,7 @@ def test_compares_methods_on_test_split_with_intervals(tmp_path, locate_run):
     assert all(int(r["n"]) == 320 for r in overall.values())  # the 80% test split of 400
     assert all(float(r["ci_low"]) <= float(r["accuracy"]) <= float(r["ci_high"]) for r in overall.values())
     assert json.loads(overall["scalingvis"]["params"]) == {"alpha": 0.8}  # published default without --sweep
+    assert json.loads(overall["emphasize"]["params"]) == {"gamma": 2.0, "k": 2}
     assert float(overall["ablate"]["accuracy"]) < float(overall["none"]["accuracy"]) - 0.2
     assert {r["group"] for r in rows} >= {"prior=consistent", "prior=violating", "relation=left"}
     meta = json.loads((out / "metadata.json").read_text())
@@ -44,6 +45,16 @@ def test_sweep_tunes_on_validation(tmp_path, locate_run):
                  "--sweep", "--out", str(out)]) == 0
     row = next(r for r in csv.DictReader((out / "results.csv").open()) if r["group"] == "all")
     assert json.loads(row["params"])["alpha"] in (0.8, 0.5, 1.2, 1.5, 2.0) and row["val_accuracy"] != ""
+
+
+def test_sweep_tunes_k_for_head_methods(tmp_path, locate_run):
+    out = tmp_path / "iv"
+    assert main(["--heads-from", str(locate_run), "--dataset", "organism:controlled", "--method", "emphasize",
+                 "--method", "ablate", "--emphasize", "top-2", "--sweep", "--out", str(out)]) == 0
+    rows = {r["method"]: json.loads(r["params"]) for r in csv.DictReader((out / "results.csv").open())
+            if r["group"] == "all"}
+    assert rows["emphasize"]["k"] in (1, 2, 3, 5, 8) and rows["emphasize"]["gamma"] in (2.0, 1.5, 3.0)
+    assert rows["ablate"] == {"k": 2}  # the diagnostic keeps the requested k
 
 
 @pytest.mark.parametrize("argv,message", [

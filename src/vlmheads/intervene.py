@@ -54,6 +54,7 @@ GRIDS = {
     "steer": [{"alpha": a} for a in (15.0, 5.0, 10.0)],  # ITI's usual strength first
 }
 GRIDS["head_adaptvis"] = GRIDS["adaptvis"]
+HEAD_METHODS = ("head_adaptvis", "emphasize", "ablate", "steer")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class InterveneConfig:
     heads_from: str | None = None
     k: int | None = None
     sweep: bool = False  # tune on the validation split; else the published defaults (first grid point)
+    ranking: tuple[tuple[int, int], ...] = ()  # every head, best first (from the locate run): lets sweep tune k
+    k_grid: tuple[int, ...] = (1, 2, 3, 5, 8)
     batch_size: int = 64
     bootstrap: int = 1000
     seed: int = 0
@@ -139,13 +142,24 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
             if method == "steer" and steering is None:
                 continue
             grid = GRIDS[method] if config.sweep else GRIDS[method][:1]
-            if len(grid) > 1:
-                scored = [(float(_correct(loaded, val_b, method, p, heads, directions, steering).mean()), -i, p) for i, p in enumerate(grid)]
-                best_acc, _, params = max(scored, key=lambda s: (s[0], s[1]))
+            # with --sweep, head-selective methods also tune k (the top-k located heads); the given k
+            # comes first so that it wins ties. Ablate keeps its k: it is the diagnostic, not a fix.
+            ks = [len(heads)]
+            if config.sweep and config.ranking and method in ("head_adaptvis", "emphasize"):
+                ks += [k for k in config.k_grid if k != len(heads) and k <= len(config.ranking)]
+            candidates = [(k, p) for k in ks for p in grid]
+            if len(candidates) > 1:
+                scored = []
+                for i, (k, p) in enumerate(candidates):
+                    chosen = tuple(config.ranking[:k]) if config.ranking else heads
+                    acc = float(_correct(loaded, val_b, method, p, chosen, directions, steering).mean())
+                    scored.append((acc, -i, k, p))
+                best_acc, _, k_best, params = max(scored, key=lambda s: (s[0], s[1]))
             else:
-                params, best_acc = grid[0], float("nan")
-            result.chosen[(name, method)] = params
-            correct = _correct(loaded, test_b, method, params, heads, directions, steering)
+                (k_best, params), best_acc = candidates[0], float("nan")
+            use_heads = tuple(config.ranking[:k_best]) if config.ranking and k_best != len(heads) else heads
+            result.chosen[(name, method)] = {**params, "k": len(use_heads)} if method in HEAD_METHODS else params
+            correct = _correct(loaded, test_b, method, params, use_heads, directions, steering)
             groups = {"all": list(range(len(test_examples)))}
             for i, e in enumerate(test_examples):
                 groups.setdefault(f"relation={e.relation}", []).append(i)
@@ -157,8 +171,8 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
                 result.rows.append({"dataset": name, "method": method, "group": group, "n": len(idx),
                                     "accuracy": round(float(c.mean()), 4), "ci_low": lo, "ci_high": hi,
                                     "val_accuracy": round(best_acc, 4) if best_acc == best_acc else "",
-                                    "params": json.dumps(params, sort_keys=True)})
-            log(f"{name:<22} {method:<14} test {float(correct.mean()):.3f}  params {params}")
+                                    "params": json.dumps(result.chosen[(name, method)], sort_keys=True)})
+            log(f"{name:<22} {method:<14} test {float(correct.mean()):.3f}  params {result.chosen[(name, method)]}")
         result.timings[name] = time.time() - t0
     return result
 
