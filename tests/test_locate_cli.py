@@ -103,16 +103,20 @@ def test_existing_run_is_never_overwritten(organism_run, capsys):
     assert (organism_run / "scores.csv").read_text() == before
 
 
-def test_real_dataset_format_without_pairs(tmp_path):
-    """A CogVSR decomposition file (the format real decompositions come in): causal ablation, probing and
-    attention run; patching and attribution are skipped with the reason, not silently."""
+def test_real_dataset_format_with_text_counterfactuals(tmp_path):
+    """A CogVSR decomposition file (the format real decompositions come in): no re-rendered images, so
+    patching uses text pairs (the two objects swapped), which exist for relational questions only."""
     from vlmheads.data.cogvsr import write_organism_cogvsr
 
     path = write_organism_cogvsr(tmp_path / "data", n=12, seed=2)
     out = tmp_path / "run"
     assert main(["--dataset", f"cogvsr:{path}", "--out", str(out), *FAST]) == 0
     heads = json.loads((out / "heads.json").read_text())
-    assert set(heads["skipped"]) == {"patching", "attribution"}
-    assert "counterfactual pairs" in heads["skipped"]["patching"]
-    methods = {r["method"] for r in csv.DictReader((out / "scores.csv").open())}
-    assert methods == {"ablation", "probe", "image_share", "image_entropy"}
+    assert heads["skipped"] == {}
+    pairs = heads["summary"]["counterfactual_pairs"]
+    assert pairs["kind"] == "text: swap the two objects" and set(pairs["pairs"]) == {"relational_reasoning"}
+    assert pairs["pairs"]["relational_reasoning"] == 8
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    assert {r["function"] for r in rows if r["method"] == "noising"} == {"relational_reasoning"}
+    assert {r["method"] for r in rows} == {"ablation", "noising", "denoising", "attribution", "probe",
+                                           "image_share", "image_entropy"}

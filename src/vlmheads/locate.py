@@ -138,11 +138,28 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
             corrupt = option_batches(loaded, [b for _, b in p], config.batch_size)
             pairs[f] = pair_batches(clean, corrupt)
     elif {"patching", "attribution"} & set(config.methods):
-        result.skipped["patching"] = result.skipped["attribution"] = \
-            "needs counterfactual pairs; they are built for organism datasets only"
+        from .data.counterfactuals import text_swap_pairs
+
+        reasons = {}
+        for f in result.functions:
+            p, skipped = text_swap_pairs(loaded, by_function[f])
+            for why, n in skipped.items():
+                reasons[why] = reasons.get(why, 0) + n
+            if p:
+                clean = option_batches(loaded, [a for a, _ in p], config.batch_size)
+                corrupt = option_batches(loaded, [b for _, b in p], config.batch_size)
+                pairs[f] = pair_batches(clean, corrupt)
+        result.summary["counterfactual_pairs"] = {"kind": "text: swap the two objects",
+                                                  "pairs": {f: sum(b.size for b in pairs[f][0]) for f in pairs},
+                                                  "examples_without_pair": reasons}
+        if not pairs:
+            result.skipped["patching"] = result.skipped["attribution"] = \
+                "no counterfactual pairs: object swaps need two-object relational questions whose swapped " \
+                f"names tokenize to the same length ({', '.join(f'{n} {w}' for w, n in reasons.items())})"
     result.timings["data"] = time.time() - t0
     log(f"data: {', '.join(f'{f} {len(ex)}' for f, ex in by_function.items())} examples"
-        + (f"; {config.n} counterfactual pairs per function" if pairs else ""))
+        + (f"; counterfactual pairs: {', '.join(f'{f} {sum(b.size for b in p[0])}' for f, p in pairs.items())}"
+           if pairs else ""))
 
     def put(method: str, function: str, per_example: torch.Tensor, scale: float = 1.0) -> None:
         lo, hi = bootstrap_ci(per_example, n_boot=config.bootstrap, seed=config.seed)

@@ -109,9 +109,11 @@ def pair_batches(clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch]
     """Restrict both sides to two options, [clean answer, corrupted answer]: logit_diff = clean - corrupt."""
     out_clean, out_corrupt = [], []
     for c, k in zip(clean, corrupt):
-        if c.inputs["input_ids"].shape != k.inputs["input_ids"].shape or \
-                not torch.equal(c.inputs["input_ids"], k.inputs["input_ids"]):
-            raise ValueError("patching needs counterfactual pairs whose prompts tokenize identically")
+        same_layout = c.inputs["input_ids"].shape == k.inputs["input_ids"].shape and \
+            torch.equal(c.inputs["attention_mask"], k.inputs["attention_mask"])
+        if not same_layout:
+            raise ValueError("patching needs counterfactual pairs whose prompts line up token for token "
+                             "(same lengths and padding)")
         ids = torch.stack([c.option_ids.gather(1, c.answer[:, None])[:, 0],
                            k.option_ids.gather(1, k.answer[:, None])[:, 0]], 1)  # [B, 2]
         zero = torch.zeros_like(c.answer)
