@@ -40,42 +40,36 @@ _CHECKED: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, str]]" = weakr
 # model -> {(batch, input shape): the path that reproduced its plain forward pass}
 
 
-def _repeat(value, batch: int, copies: int):
-    """Repeat every tensor whose batch dimension (0, else 1) has size ``batch``; recurse into containers."""
-    if copies == 1:
-        return value
+def _map_batch(value, batch: int, op: Callable[[torch.Tensor, int], torch.Tensor]):
+    """Apply ``op(tensor, dim)`` to every tensor whose batch dimension (0, else 1) has size ``batch``;
+    recurse into tuples, lists and dicts; leave everything else as it is."""
     if torch.is_tensor(value):
         if value.dim() >= 1 and value.shape[0] == batch:
-            return value.repeat(copies, *([1] * (value.dim() - 1)))
+            return op(value, 0)
         if value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
-            return value.repeat(1, copies, *([1] * (value.dim() - 2)))
+            return op(value, 1)
         return value
     if isinstance(value, tuple):
-        return tuple(_repeat(v, batch, copies) for v in value)
+        return tuple(_map_batch(v, batch, op) for v in value)
     if isinstance(value, list):
-        return [_repeat(v, batch, copies) for v in value]
+        return [_map_batch(v, batch, op) for v in value]
     if isinstance(value, dict):
-        return {k: _repeat(v, batch, copies) for k, v in value.items()}
+        return {k: _map_batch(v, batch, op) for k, v in value.items()}
     return value
+
+
+def _repeat(value, batch: int, copies: int):
+    """``copies`` copies of every batch-major tensor, copy-major (copy c holds rows c*B..(c+1)*B-1)."""
+    if copies == 1:
+        return value
+    return _map_batch(value, batch, lambda t, dim: t.repeat(*[copies if d == dim else 1 for d in range(t.dim())]))
 
 
 def _take(value, batch: int, rows: torch.Tensor | None):
-    """Select ``rows`` of every tensor whose batch dimension (0, else 1) has size ``batch``."""
+    """``rows`` of every batch-major tensor."""
     if rows is None:
         return value
-    if torch.is_tensor(value):
-        if value.dim() >= 1 and value.shape[0] == batch:
-            return value[rows]
-        if value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
-            return value[:, rows]
-        return value
-    if isinstance(value, tuple):
-        return tuple(_take(v, batch, rows) for v in value)
-    if isinstance(value, list):
-        return [_take(v, batch, rows) for v in value]
-    if isinstance(value, dict):
-        return {k: _take(v, batch, rows) for k, v in value.items()}
-    return value
+    return _map_batch(value, batch, lambda t, dim: t.index_select(dim, rows.to(t.device)))
 
 
 @contextmanager
