@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 from .dataset import DataError, Dataset, need, read_jsonl
@@ -65,7 +66,7 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
     indices = list(range(len(rows))) if split is None else adaptvis_split(len(rows), split)
     if limit is not None:
         indices = indices[:limit]
-    examples, paths, skipped = [], [], {}
+    examples, paths, skipped = [], [], Counter()
     for i in indices:
         lineno, rec = rows[i]
         where = f"{path}:{lineno}"
@@ -97,7 +98,7 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
             items.append((k, sub["text"], sub["answer"], opts, _function(sub["function"], sub_where)))
         for k, text, answer, opts, fn in items:
             if keep is not None and fn != keep:
-                skipped[f"other functions than {keep}"] = skipped.get(f"other functions than {keep}", 0) + 1
+                skipped[f"other functions than {keep}"] += 1
                 continue
             paths.append(image)
             examples.append(Example(
@@ -109,7 +110,7 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
         check_images(paths, f"cogvsr:{path}", "  images named by each record's 'image' field, relative to "
                                               f"{path.parent}")
     return Dataset(name=f"cogvsr:{path}", examples=tuple(examples), scorer="exact", split=split,
-                   n_records=len(rows), skipped=skipped, sources=(str(path),))
+                   n_records=len(rows), skipped=dict(skipped), sources=(str(path),))
 
 
 def write_organism_cogvsr(out_dir: str | Path, n: int, seed: int = 0, split: str = "controlled") -> Path:

@@ -9,6 +9,7 @@ pairs whose prompts have the same number of tokens and counts the rest. (The org
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 from typing import Sequence
 
@@ -38,18 +39,16 @@ def swap_objects(example: Example) -> Example | None:
 
 def text_swap_pairs(loaded, examples: Sequence[Example]) -> tuple[list[tuple[Example, Example]], dict[str, int]]:
     """(clean, swapped) pairs whose chat prompts have equal token counts, and counts of the rest by reason."""
-    pairs, skipped = [], {}
+    pairs, skipped = [], Counter()
     tok = loaded.tokenizer
     for e in examples:
         swapped = swap_objects(e)
         if swapped is None:
-            skipped["no object swap (not a two-object relational question)"] = \
-                skipped.get("no object swap (not a two-object relational question)", 0) + 1
+            skipped["no object swap (not a two-object relational question)"] += 1
             continue
         lengths = {len(tok(loaded.chat_prompt(x.prompt), add_special_tokens=False)["input_ids"]) for x in (e, swapped)}
         if len(lengths) != 1:
-            skipped["swapped names tokenize to other lengths"] = \
-                skipped.get("swapped names tokenize to other lengths", 0) + 1
+            skipped["swapped names tokenize to other lengths"] += 1
             continue
         pairs.append((e, swapped))
-    return pairs, skipped
+    return pairs, dict(skipped)

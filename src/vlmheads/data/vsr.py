@@ -18,6 +18,7 @@ Each record is one caption about one image with a true/false ``label``. Two prom
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 from .dataset import Dataset, need, read_jsonl
@@ -92,7 +93,7 @@ def load_vsr(name: str, root: str | Path, split: str | None = None, limit: int |
     indices = list(range(len(parsed))) if split is None else adaptvis_split(len(parsed), split)
     if limit is not None:
         indices = indices[:limit]
-    examples, skipped, paths = [], {}, []
+    examples, skipped, paths = [], Counter(), []
     for i in indices:
         lineno, rec, caption, relation, label, pair = parsed[i]
         subj, obj = pair or ("", "")
@@ -102,12 +103,10 @@ def load_vsr(name: str, root: str | Path, split: str | None = None, limit: int |
             function = canonical_function("decision")
         else:
             if label != 1:
-                skipped["false caption (no relation to ask about)"] = \
-                    skipped.get("false caption (no relation to ask about)", 0) + 1
+                skipped["false caption (no relation to ask about)"] += 1
                 continue
             if pair is None:
-                skipped["subject/object not readable from caption"] = \
-                    skipped.get("subject/object not readable from caption", 0) + 1
+                skipped["subject/object not readable from caption"] += 1
                 continue
             prompt, options, answer = RELATION_PROMPT.format(subj=subj, obj=obj), relations, relation
             function = canonical_function("relational")
@@ -121,4 +120,4 @@ def load_vsr(name: str, root: str | Path, split: str | None = None, limit: int |
     if images:
         check_images(paths, f"vsr:{vsr_split}/{part}", LAYOUT)
     return Dataset(name=f"vsr:{vsr_split}/{part}", examples=tuple(examples), scorer="vsr" if style == "statement"
-                   else "whatsup", split=split, n_records=len(parsed), skipped=skipped, sources=(str(path),))
+                   else "whatsup", split=split, n_records=len(parsed), skipped=dict(skipped), sources=(str(path),))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,12 +190,12 @@ def load_whatsup(subset: str, root: str | Path, split: str | None = None, limit:
     indices = list(range(len(records))) if split is None else adaptvis_split(len(records), split)
     if limit is not None:
         indices = indices[:limit]
-    examples, skipped, paths = [], {}, []
+    examples, skipped, paths = [], Counter(), []
     for i in indices:
         try:
             path, subject, obj, gold = _record_fields(spec, root, records[i])
         except ValueError as err:
-            skipped[f"unreadable record ({err})"[:80]] = skipped.get(f"unreadable record ({err})"[:80], 0) + 1
+            skipped[f"unreadable record ({err})"[:80]] += 1
             continue
         question = question_for(spec, subject, obj)
         meta = {"record": i, "gold": gold, "subset": name, "image_path": str(path)}
@@ -212,8 +213,7 @@ def load_whatsup(subset: str, root: str | Path, split: str | None = None, limit:
         options = options_in(question, spec.options)
         answer = gold.lower()
         if answer not in options:
-            reason = "answer not among the prompt's options"
-            skipped[reason] = skipped.get(reason, 0) + 1
+            skipped["answer not among the prompt's options"] += 1
             continue
         paths.append(path)
         examples.append(Example(
@@ -223,4 +223,4 @@ def load_whatsup(subset: str, root: str | Path, split: str | None = None, limit:
     if images:
         check_images(paths, f"whatsup:{name}", LAYOUT)
     return Dataset(name=f"whatsup:{name}", examples=tuple(examples), scorer="whatsup", split=split,
-                   n_records=len(records), skipped=skipped, sources=tuple(sources))
+                   n_records=len(records), skipped=dict(skipped), sources=tuple(sources))
