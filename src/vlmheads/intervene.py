@@ -36,7 +36,7 @@ from .interventions import (Ablate, AdaptVis, Emphasize, ScalingVis, Steer, Visi
                             steering_directions)
 from .interventions.layout import layout_directions
 from .methods.batches import metric, option_batches
-from .methods.selection import bootstrap_ci
+from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 
 METHODS = ("none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate", "visionboost", "steer")
@@ -93,11 +93,6 @@ def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads, dir
                 logits = loaded.model(**b.inputs, use_cache=False).logits[:, -1]
         out.append(metric(logits, b.option_ids, b.answer, "accuracy").cpu())
     return torch.cat(out)
-
-
-def _ci(correct: torch.Tensor, config: InterveneConfig) -> tuple[float, float]:
-    lo, hi = bootstrap_ci(correct[:, None], n_boot=config.bootstrap, seed=config.seed)
-    return round(float(lo[0]), 4), round(float(hi[0]), 4)
 
 
 @dataclass
@@ -166,10 +161,10 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
                 if e.meta.get("prior"):
                     groups.setdefault(f"prior={e.meta['prior']}", []).append(i)
             for group, idx in groups.items():
-                c = correct[idx]
-                lo, hi = _ci(c, config)
-                result.rows.append({"dataset": name, "method": method, "group": group, "n": len(idx),
-                                    "accuracy": round(float(c.mean()), 4), "ci_low": lo, "ci_high": hi,
+                summary = accuracy_summary(correct[idx], n_boot=config.bootstrap, seed=config.seed)
+                result.rows.append({"dataset": name, "method": method, "group": group, "n": summary["n"],
+                                    "accuracy": summary["accuracy"], "ci_low": summary["ci_low"],
+                                    "ci_high": summary["ci_high"],
                                     "val_accuracy": round(best_acc, 4) if best_acc == best_acc else "",
                                     "params": json.dumps(result.chosen[(name, method)], sort_keys=True)})
             log(f"{name:<22} {method:<14} test {float(correct.mean()):.3f}  params {result.chosen[(name, method)]}")

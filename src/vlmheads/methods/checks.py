@@ -15,7 +15,7 @@ import torch
 
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
-from .selection import Head, bootstrap_ci
+from .selection import Head, accuracy_summary
 from .sweep import z_hook
 
 
@@ -51,12 +51,6 @@ def correct_under(loaded: LoadedModel, batches: Sequence[OptionBatch], heads: Se
     return torch.cat(out)
 
 
-def _summary(correct: torch.Tensor, seed: int) -> dict:
-    lo, hi = bootstrap_ci(correct[:, None], seed=seed)
-    return {"accuracy": round(float(correct.mean()), 4), "ci_low": round(float(lo[0]), 4),
-            "ci_high": round(float(hi[0]), 4), "n": int(correct.numel())}
-
-
 def ablation_check(loaded: LoadedModel, batches_by_function: dict[str, Sequence[OptionBatch]],
                    selected: Sequence[Head], draws: int = 5, seed: int = 0, mode: str = "zero",
                    means: torch.Tensor | None = None) -> dict:
@@ -74,7 +68,7 @@ def ablation_check(loaded: LoadedModel, batches_by_function: dict[str, Sequence[
         chosen = correct_under(loaded, batches, selected, mode, means)
         randoms = torch.stack([correct_under(loaded, batches, s, mode, means) for s in random_sets])  # [draws, N]
         report["functions"][function] = {
-            "unablated": _summary(clean, seed), "selected_ablated": _summary(chosen, seed),
-            "random_ablated": _summary(randoms.mean(0), seed),
+            "unablated": accuracy_summary(clean, seed=seed), "selected_ablated": accuracy_summary(chosen, seed=seed),
+            "random_ablated": accuracy_summary(randoms.mean(0), seed=seed),
             "random_ablated_per_draw": [round(float(r.mean()), 4) for r in randoms]}
     return report

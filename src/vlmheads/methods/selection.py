@@ -5,6 +5,7 @@
     sparsity(scores, share)     smallest fraction of heads that carries ``share`` of the total effect
     specificity(top_sets)       Jaccard overlap of the top heads of each pair of functions
     bootstrap_ci(per_example)   95% interval of the mean per head, resampling examples
+    accuracy_summary(correct)   accuracy of 0/1 outcomes with that interval, rounded for reports
 """
 
 from __future__ import annotations
@@ -76,3 +77,10 @@ def bootstrap_ci(per_example: torch.Tensor, n_boot: int = 1000, seed: int = 0, l
     means = per_example.float()[idx].mean(1)  # [n_boot, ...]
     lo = (1 - level) / 2
     return means.quantile(lo, dim=0), means.quantile(1 - lo, dim=0)
+
+
+def accuracy_summary(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -> dict:
+    """``{"accuracy", "ci_low", "ci_high", "n"}`` of per-example 0/1 outcomes ``[N]``, rounded to 4 places."""
+    lo, hi = bootstrap_ci(correct.float()[:, None], n_boot=n_boot, seed=seed)
+    return {"accuracy": round(float(correct.float().mean()), 4), "ci_low": round(float(lo[0]), 4),
+            "ci_high": round(float(hi[0]), 4), "n": int(correct.numel())}
