@@ -95,22 +95,21 @@ class LocateResult:
 
 
 def _examples_by_function(config: LocateConfig) -> dict[str, list]:
-    kwargs = {"root": config.data_root} if config.data_root else {}
-    family = config.dataset.split(":", 1)[0]
-    if family == "organism":
-        data = load(config.dataset, seed=config.seed, **kwargs)
-        pool = list(data)
-    else:
-        pool = list(load(config.dataset, **kwargs))
-    by_function: dict[str, list] = {}
-    for e in pool:
-        by_function.setdefault(e.function, []).append(e)
-    if family == "organism" and config.dataset.endswith("decomposed"):
+    if config.dataset.strip().lower() == "organism:decomposed":
+        # n fresh controlled examples per function (the registry's fixed 400 would cap n at 100)
         from .data import organism_examples
+        from .organism.questions import ORGANISM_FUNCTIONS
 
         by_function = {f: organism_examples(config.n, seed=config.seed, function=f, split="controlled")
-                       for f in by_function}
-    by_function = {f: ex[:config.n] for f, ex in by_function.items()}
+                       for f in ORGANISM_FUNCTIONS}
+    else:
+        kwargs = {"root": config.data_root} if config.data_root else {}
+        if config.dataset.startswith("organism:"):
+            kwargs["seed"] = config.seed
+        by_function = {}
+        for e in load(config.dataset, **kwargs):
+            by_function.setdefault(e.function, []).append(e)
+        by_function = {f: ex[:config.n] for f, ex in by_function.items()}
     if config.function not in by_function:
         raise ValueError(f"dataset {config.dataset!r} has no {config.function!r} questions; it has "
                          f"{', '.join(sorted(by_function)) or 'none'}")
