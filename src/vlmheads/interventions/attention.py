@@ -70,13 +70,13 @@ def scaled_attention(module, query, key, value, attention_mask, scaling=None, dr
                                                                  else query.shape[-1] ** -0.5)  # [B, H, Q, K]
     if active:
         heads = spec.layers[layer]
+        alpha = spec.alpha.to(weights.dtype)[:, None, None]  # [B, 1, 1]
+        scaled = torch.where(spec.image_keys[:, None, :], alpha, torch.ones_like(alpha))  # [B, 1, K]
         factor = torch.ones_like(weights[:, :, -1])  # [B, H, K]
-        rows = spec.alpha.to(weights.dtype)[:, None, None] * spec.image_keys[:, None, :].to(weights.dtype)
-        scaled = torch.where(spec.image_keys[:, None, :], rows, torch.ones_like(rows))  # [B, 1, K]
         if heads is None:
             factor = factor * scaled
         else:
-            factor[:, heads] = factor[:, heads] * scaled
+            factor[:, heads] = scaled
         weights = torch.cat([weights[:, :, :-1], (weights[:, :, -1] * factor)[:, :, None]], dim=2)
     if attention_mask is not None:
         weights = weights + attention_mask[:, :, :, : key_states.shape[-2]]

@@ -17,17 +17,14 @@ from typing import Mapping, Sequence
 
 import torch
 
+from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 from . import attention
 from .values import Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost
 
 
 def _check_heads(loaded: LoadedModel, heads) -> None:
-    if heads is None:
-        return
-    if not heads:
-        return
-    for layer, head in heads:
+    for layer, head in heads or ():
         loaded.geometry.check_head(layer, head)
 
 
@@ -165,8 +162,6 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
             handle = module.register_forward_pre_hook(pre_hook)
             stack.callback(handle.remove)
         if boosts:
-            from ..models.adapter import resolve
-
             def boost(mod, args, kwargs):
                 hidden = args[0] if args else kwargs["hidden_states"]
                 image = state["image"]
