@@ -43,7 +43,7 @@ def _check_layers(loaded: LoadedModel, layers: Iterable[int]) -> list[int]:
 def _head_view(envoy, loaded: LoadedModel):
     z = envoy.input  # [batch, pos, n_heads * head_dim]
     g = loaded.geometry
-    return z.view(*z.shape[:-1], g.n_heads, g.head_dim)  # [batch, pos, n_heads, head_dim]
+    return g.split_heads(z)  # [batch, pos, n_heads, head_dim]
 
 
 def edit_heads(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor],

@@ -146,7 +146,7 @@ def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, tor
 
             def pre_hook(mod, args, edits=edits, layer=layer):
                 x = args[0]
-                z = x.view(*x.shape[:-1], g.n_heads, g.head_dim).clone()
+                z = g.split_heads(x).clone()
                 for iv, hs in edits:
                     if isinstance(iv, Steer):  # the last position only: the one that predicts the answer
                         head, direction, std = hs

@@ -73,7 +73,7 @@ def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corru
                 per_layer = []
                 for zc, gz, zk in zip(z_clean, grads, z_corrupt):
                     prod = gz * (zk - zc.detach())  # [B, S, H * D]
-                    per_layer.append(-prod.view(*prod.shape[:2], g.n_heads, g.head_dim).sum((1, 3)))  # [B, H]
+                    per_layer.append(-g.split_heads(prod).sum((1, 3)))  # [B, H]
                 out.append(torch.stack(per_layer, 1).float().cpu())  # [B, L, H]
     finally:
         for p, f in zip(params, flags):

@@ -80,7 +80,7 @@ def z_hook(loaded: LoadedModel, layer: int, fn: Callable[[torch.Tensor], None]):
 
     def pre_hook(mod, args):
         x = args[0]
-        z = x.view(*x.shape[:-1], g.n_heads, g.head_dim)
+        z = g.split_heads(x)
         fn(z)
         return None
 
@@ -113,7 +113,7 @@ class LayerSweep:
 
         def record_z(module, args):
             x = args[0]
-            self.z.append(x.detach().view(*x.shape[:-1], g.n_heads, g.head_dim).clone())
+            self.z.append(g.split_heads(x.detach()).clone())
 
         for i, layer in enumerate(self.layers):
             handles.append(layer.register_forward_pre_hook(record_input, with_kwargs=True))

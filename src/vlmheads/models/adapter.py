@@ -38,6 +38,10 @@ class HeadGeometry:
         """Query heads that share one key/value head."""
         return self.n_heads // self.n_kv_heads
 
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """View ``[..., n_heads * head_dim]`` (an o_proj input) as ``[..., n_heads, head_dim]``."""
+        return x.view(*x.shape[:-1], self.n_heads, self.head_dim)
+
     def kv_head(self, head: int) -> int:
         """The key/value head that query head ``head`` reads."""
         self.check_head(0, head)
