@@ -9,8 +9,8 @@ import re
 import pytest
 
 from heads.locate import main
-from vlmheads.models.tiny import TINY_BUILDERS
-from vlmheads.models.tiny_processors import tiny_processor
+from vlmheads.testing.tiny import TINY_BUILDERS
+from vlmheads.testing.tiny_processors import tiny_processor
 
 FAST = ["--n", "8", "--random-draws", "2", "--batch-size", "8"]
 

@@ -98,7 +98,7 @@ def _examples_by_function(config: LocateConfig) -> dict[str, list]:
     if config.dataset.strip().lower() == "organism:decomposed":
         # n fresh controlled examples per function (the registry's fixed 400 would cap n at 100)
         from .data import organism_examples
-        from .organism.questions import ORGANISM_FUNCTIONS
+        from .world.questions import ORGANISM_FUNCTIONS
 
         by_function = {f: organism_examples(config.n, seed=config.seed, function=f, split="controlled")
                        for f in ORGANISM_FUNCTIONS}

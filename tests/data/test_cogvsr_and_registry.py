@@ -9,7 +9,7 @@ import pytest
 from vlmheads.data import FUNCTIONS, KNOWN, DataError, MissingImagesError, load
 from vlmheads.data.cogvsr import write_organism_cogvsr
 from vlmheads.data.protocols import adaptvis_split
-from vlmheads.organism.questions import ORGANISM_FUNCTIONS
+from vlmheads.world.questions import ORGANISM_FUNCTIONS
 
 
 def test_organism_decompositions_round_trip(tmp_path):

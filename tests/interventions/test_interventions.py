@@ -9,8 +9,8 @@ from vlmheads.data import organism_examples
 from vlmheads.interventions import Ablate, AdaptVis, Emphasize, ScalingVis, adaptvis_alpha, adaptvis_logits, apply
 from vlmheads.interventions import attention
 from vlmheads.models import wrap_model
-from vlmheads.models.tiny import TINY_BUILDERS
-from vlmheads.models.tiny_processors import tiny_processor
+from vlmheads.testing.tiny import TINY_BUILDERS
+from vlmheads.testing.tiny_processors import tiny_processor
 
 
 @pytest.fixture(scope="module")

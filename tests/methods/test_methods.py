@@ -13,7 +13,7 @@ from vlmheads.methods.checks import ablation_check, correct_under
 from vlmheads.methods.effects import ablation_effects, head_means, pair_batches, patching_effects
 from vlmheads.methods.sweep import LayerSweep
 from vlmheads.models import wrap_model
-from vlmheads.models.tiny import TINY_BUILDERS
+from vlmheads.testing.tiny import TINY_BUILDERS
 from vlmheads.tracing import edit_heads
 
 SIGNAL = (1, 2)  # the only head allowed to write into the residual stream

@@ -4,9 +4,9 @@ import torch
 from conftest import FAMILIES
 from vlmheads.models import ADAPTERS, AdapterError, HeadGeometry, UnsupportedModelError, find_adapter, wrap_model
 from vlmheads.models.adapter import resolve
-from vlmheads.models.tiny import tiny_llava
+from vlmheads.testing.tiny import tiny_llava
 
-# image placeholder tokens per row in each tiny model's inputs (see vlmheads.models.tiny)
+# image placeholder tokens per row in each tiny model's inputs (see vlmheads.testing.tiny)
 EXPECTED_IMAGE_TOKENS = {"llava": 16, "llava_next": 55, "qwen2_vl": 4, "qwen2_5_vl": 4, "idefics3": 4, "smolvlm": 4}
 
 
@@ -79,7 +79,7 @@ def test_adapter_refuses_missing_module():
 
 
 def test_every_family_has_one_adapter_and_a_tiny_model():
-    from vlmheads.models.tiny import TINY_BUILDERS
+    from vlmheads.testing.tiny import TINY_BUILDERS
 
     assert set(ADAPTERS) == set(TINY_BUILDERS)
     architectures = [a for adapter in ADAPTERS.values() for a in adapter.architectures]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vlmheads.models import UnsupportedModelError, load_model, organism_path
-from vlmheads.models.tiny import tiny_llava
+from vlmheads.testing.tiny import tiny_llava
 
 
 def test_organism_loads_like_a_real_vlm():

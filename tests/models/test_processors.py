@@ -8,10 +8,10 @@ import torch
 from vlmheads.data import organism_examples
 from vlmheads.models import load_model, wrap_model
 from vlmheads.models.processors import IMAGE_ONLY
-from vlmheads.models.tiny import TINY_BUILDERS
-from vlmheads.models.tiny_processors import tiny_processor
+from vlmheads.testing.tiny import TINY_BUILDERS
+from vlmheads.testing.tiny_processors import tiny_processor
 
-# image tokens each tiny model takes per image (see vlmheads.models.tiny)
+# image tokens each tiny model takes per image (see vlmheads.testing.tiny)
 IMAGE_TOKENS = {"llava_next": 55, "qwen2_vl": 4, "qwen2_5_vl": 4, "idefics3": 4, "smolvlm": 4}
 
 

@@ -115,8 +115,8 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
 
 def write_organism_cogvsr(out_dir: str | Path, n: int, seed: int = 0, split: str = "controlled") -> Path:
     """Decompose ``n`` organism scenes into the schema; writes ``decomposed.jsonl`` + ``images/``."""
-    from ..organism.questions import decompose, relation_question
-    from ..organism.scenes import RELATIONS, render, sample_scene
+    from ..world.questions import decompose, relation_question
+    from ..world.scenes import RELATIONS, render, sample_scene
 
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")

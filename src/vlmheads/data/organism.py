@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from ..organism.questions import ORGANISM_FUNCTIONS, sample_question
-from ..organism.scenes import RELATIONS, SPLITS, render, sample_scene
+from ..world.questions import ORGANISM_FUNCTIONS, sample_question
+from ..world.scenes import RELATIONS, SPLITS, render, sample_scene
 from .example import Example
 from .functions import canonical_function
 
@@ -56,7 +56,7 @@ def organism_vsr_examples(n: int, seed: int = 0) -> list[Example]:
     Even indices state the scene's true relation, odd ones a false one; the relations cycle so
     that every relation appears in true and false statements alike.
     """
-    from ..organism.questions import decision_question
+    from ..world.questions import decision_question
 
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -89,9 +89,9 @@ def organism_pairs(n: int, seed: int = 0, function: str = "spatial") -> list[tup
     """
     from dataclasses import replace
 
-    from ..organism.questions import (colour_question, decision_question, quadrant_question, relation_question,
+    from ..world.questions import (colour_question, decision_question, quadrant_question, relation_question,
                                       shape_question)
-    from ..organism.scenes import INVERSE
+    from ..world.scenes import INVERSE
 
     function = canonical_function(function)
     if function not in ORGANISM_FUNCTIONS:

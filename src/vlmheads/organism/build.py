@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .questions import vocabulary
-from .scenes import CELL, IMAGE_SIZE
+from ..world.questions import vocabulary
+from ..world.scenes import CELL, IMAGE_SIZE
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 # LLaVA-1.5's conversation format: "USER: <image>\n{question} ASSISTANT: {answer}</s>"

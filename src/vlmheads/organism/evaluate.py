@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
+import torch
 
 from ..data import organism_examples
+from ..evaluation.generation import generate_answers
 from ..evaluation.options import score_options
+from ..methods.selection import accuracy_summary
 from ..models.loading import LoadedModel
-from .questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN
+from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN
 
 # accuracy targets on prior-consistent held-out scenes (issue #2)
 TARGETS = {OBJECT_FN: 0.97, SPATIAL_FN: 0.95, RELATIONAL_FN: 0.90, DECISION_FN: 0.90}
@@ -37,29 +39,11 @@ class EvalConfig:
         return asdict(self)
 
 
-def bootstrap_ci(values: np.ndarray, n_resamples: int, seed: int = 0) -> tuple[float, float]:
-    """Percentile 95% interval of the mean."""
-    if len(values) == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(n_resamples, len(values)), replace=True).mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def generation_check(loaded: LoadedModel, examples, max_new_tokens: int = 3) -> list[dict]:
-    import torch
-
-    records = []
-    for start in range(0, len(examples), 16):
-        batch = examples[start:start + 16]
-        enc = loaded.encode_examples(batch)
-        with torch.no_grad():
-            out = loaded.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)
-        texts = loaded.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        for e, text in zip(batch, texts):
-            records.append({"id": e.id, "function": e.function, "generated": text.strip(),
-                            "correct": e.answer.lower() in text.lower().split()})
-    return records
+    """Greedy generation scored the AdaptVis way: the gold option word appears in the generated text."""
+    texts = generate_answers(loaded, examples, max_new_tokens=max_new_tokens)
+    return [{"id": e.id, "function": e.function, "generated": text,
+             "correct": e.answer.lower() in text.lower().split()} for e, text in zip(examples, texts)]
 
 
 def evaluate_organism(loaded: LoadedModel, config: EvalConfig, log=print):
@@ -73,19 +57,19 @@ def evaluate_organism(loaded: LoadedModel, config: EvalConfig, log=print):
             records.append({"id": e.id, "function": function, "prior": e.meta["prior"], "relation": e.relation,
                             "answer": e.answer, "predicted": e.options[s.predicted], "correct": s.correct,
                             "logit_diff": round(s.logit_diff, 4)})
-        acc = np.mean([s.correct for s in scores])
+        acc = sum(s.correct for s in scores) / len(scores)
         log(f"  {function:<30} accuracy {acc:.3f} on {len(scores)} held-out examples")
         if config.n_generate:
             generated += generation_check(loaded, examples[:config.n_generate])
     table = []
     for function in ORGANISM_FUNCTIONS:
         for group in GROUPS:
-            hits = np.array([r["correct"] for r in records if r["function"] == function
-                             and (group == "all" or r["prior"] == group)], dtype=float)
-            low, high = bootstrap_ci(hits, config.bootstrap)
-            table.append({"function": function, "group": group, "n": len(hits),
-                          "accuracy": round(float(hits.mean()), 4) if len(hits) else float("nan"),
-                          "ci_low": round(low, 4), "ci_high": round(high, 4),
+            hits = torch.tensor([float(r["correct"]) for r in records if r["function"] == function
+                                 and (group == "all" or r["prior"] == group)])
+            summary = accuracy_summary(hits, n_boot=config.bootstrap) if len(hits) else \
+                {"n": 0, "accuracy": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+            table.append({"function": function, "group": group, "n": summary["n"], "accuracy": summary["accuracy"],
+                          "ci_low": summary["ci_low"], "ci_high": summary["ci_high"],
                           "target": TARGETS[function] if group == "consistent" else None})
     return records, table, generated
 

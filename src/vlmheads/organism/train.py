@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .build import MICRO_ARCH, OrganismArch, build_model, build_processor
-from .questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN, sample_question
-from .scenes import COLOURS, GRID, RELATIONS, SHAPES, Scene, render, sample_scene
+from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN, sample_question
+from ..world.scenes import COLOURS, GRID, RELATIONS, SHAPES, Scene, render, sample_scene
 
 N_PATCH_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + every colour x shape
 

@@ -42,7 +42,7 @@ def tiny_tokenizer(family: str):
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from ..organism.questions import vocabulary
+    from ..world.questions import vocabulary
 
     specials = _SPECIALS[family]
     vocab = {tok: i for i, tok in specials.items()}
@@ -65,7 +65,7 @@ def tiny_tokenizer(family: str):
 
 
 def tiny_processor(family: str):
-    """The family's processor for its tiny model (see ``vlmheads.models.tiny``); None for LLaVA, which
+    """The family's processor for its tiny model (see ``vlmheads.testing.tiny``); None for LLaVA, which
     comes with the organism's own processor."""
     import transformers as tf
 
@@ -82,7 +82,7 @@ def tiny_processor(family: str):
     if family in ("qwen2_vl", "qwen2_5_vl"):
         ip = tf.Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=28 * 28, patch_size=14,
                                          temporal_patch_size=2, merge_size=1)
-        from .processors import IMAGE_ONLY
+        from ..models.processors import IMAGE_ONLY
 
         return IMAGE_ONLY[family](image_processor=ip, tokenizer=tok, chat_template=template)
     if family in ("idefics3", "smolvlm"):

@@ -1,9 +1,9 @@
 import random
 
 from vlmheads.organism.build import build_processor
-from vlmheads.organism.questions import (DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN,
+from vlmheads.world.questions import (DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN,
                                          decompose, sample_question)
-from vlmheads.organism.scenes import sample_scene
+from vlmheads.world.scenes import sample_scene
 
 
 def test_decomposition_is_ordered_and_labelled():

@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from vlmheads.organism.scenes import (BACKGROUND, CELL, COLOURS, GRID, PRIOR_STRENGTH, RELATIONS, Scene,
+from vlmheads.world.scenes import (BACKGROUND, CELL, COLOURS, GRID, PRIOR_STRENGTH, RELATIONS, Scene,
                                       SceneObject, prior_relation, quadrant_relation, relation_between, render,
                                       sample_scene)
 
