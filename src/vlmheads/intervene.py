@@ -32,9 +32,8 @@ from typing import Callable, Sequence
 import torch
 
 from .data import load
-from .interventions import (Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost, adaptvis_logits, apply,
-                            steering_directions)
-from .interventions.layout import layout_directions
+from .interventions import Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost, adaptvis_logits, apply
+from .methods.directions import layout_directions, steering_directions
 from .methods.batches import metric, option_batches
 from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel

@@ -1,4 +1,5 @@
-"""Read and overwrite per-head attention outputs through nnsight.
+"""Read and overwrite per-head attention outputs through nnsight traces (the same head site as
+``vlmheads.site``, reached through nnsight's envoys instead of hooks).
 
 The head site is the input of each decoder layer's ``o_proj``: the concatenated per-head outputs
 ``softmax(q k^T) v`` before the output projection mixes them. It is viewed as
@@ -21,6 +22,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from . import site
 from .models.adapter import resolve
 from .models.loading import LoadedModel
 
@@ -40,12 +42,6 @@ def _check_layers(loaded: LoadedModel, layers: Iterable[int]) -> list[int]:
     return layers
 
 
-def _head_view(envoy, loaded: LoadedModel):
-    z = envoy.input  # [batch, pos, n_heads * head_dim]
-    g = loaded.geometry
-    return g.split_heads(z)  # [batch, pos, n_heads, head_dim]
-
-
 def edit_heads(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor],
                edits: Mapping[int, HeadEdit] | None = None, read: Iterable[int] = ()) -> TraceResult:
     """One traced forward pass: apply ``edits`` at the head site of their layers, save ``read`` layers."""
@@ -59,7 +55,7 @@ def edit_heads(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor],
     with torch.no_grad(), traced.trace(**inputs):
         saved = {}
         for layer in order:
-            z = _head_view(resolve(traced, loaded.adapter.o_proj_path(layer)), loaded)
+            z = site.head_view(loaded.geometry, resolve(traced, loaded.adapter.o_proj_path(layer)).input)
             if layer in edits:
                 edits[layer](z)
             if layer in read_layers:

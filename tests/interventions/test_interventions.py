@@ -157,7 +157,8 @@ def test_scalingvis_in_generate_acts_on_prefill_only(organism, batch):
 
 
 def test_vision_boost_identity_projection_and_cleanup(organism, batch):
-    from vlmheads.interventions import VisionBoost, layout_directions
+    from vlmheads.interventions import VisionBoost
+    from vlmheads.methods.directions import layout_directions
 
     examples = organism_examples(32, seed=8, function="relational", split="controlled")
     directions, accuracy = layout_directions(organism, examples)
@@ -193,7 +194,8 @@ def test_vision_boost_identity_projection_and_cleanup(organism, batch):
 
 
 def test_steer_identity_by_hand_and_too_few_errors(organism, batch):
-    from vlmheads.interventions import Steer, steering_directions
+    from vlmheads.interventions import Steer
+    from vlmheads.methods.directions import steering_directions
 
     direction = torch.zeros(16)
     direction[3] = 1.0
@@ -221,7 +223,7 @@ def test_steer_identity_by_hand_and_too_few_errors(organism, batch):
 
 
 def test_steering_directions_on_a_model_that_errs():
-    from vlmheads.interventions import steering_directions
+    from vlmheads.methods.directions import steering_directions
 
     model, _, processor = TINY_BUILDERS["llava"](gqa=False)
     loaded = wrap_model(model, processor)  # random weights: right about a quarter of the time

@@ -1,8 +1,12 @@
-"""Interventions on heads and on attention to the image: ``from vlmheads.interventions import apply, ...``."""
+"""Interventions on heads and on attention to the image: ``from vlmheads.interventions import apply, ...``.
 
-from .core import adaptvis_alpha, adaptvis_logits, apply
-from .layout import layout_directions
-from .steering import steering_directions
-from .values import Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost
+Values (``values.py``) install themselves; ``apply`` (``core.py``) composes them and always cleans up.
+Directions for ``Steer`` and ``VisionBoost`` are fitted by ``vlmheads.methods.directions``.
+"""
 
-__all__ = ["Ablate", "AdaptVis", "Emphasize", "ScalingVis", "adaptvis_alpha", "adaptvis_logits", "Steer", "VisionBoost", "apply", "layout_directions", "steering_directions"]
+from .core import Installation, adaptvis_alpha, adaptvis_logits, apply
+from .values import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, InterventionError, ScalingVis, Steer,
+                     VisionBoost, from_json)
+
+__all__ = ["INTERVENTIONS", "Ablate", "AdaptVis", "Emphasize", "Installation", "Intervention", "InterventionError",
+           "ScalingVis", "Steer", "VisionBoost", "adaptvis_alpha", "adaptvis_logits", "apply", "from_json"]

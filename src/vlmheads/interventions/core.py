@@ -1,39 +1,34 @@
-"""``apply(loaded, interventions)``: one context manager that installs interventions and always cleans up.
+"""``apply(loaded, interventions)``: one context manager that composes interventions and always cleans up.
 
     with apply(loaded, [ScalingVis(alpha=2.0)]):
         loaded.model(**inputs)
 
-Head-output interventions (Ablate, Emphasize, Steer) are forward pre-hooks on ``o_proj``.
-Attention-logit interventions (ScalingVis, AdaptVis) switch the text decoder to the registered
-``vlmheads_scaled`` attention and set its spec from the batch (``inputs=``, or each call's own
-``input_ids``); VisionBoost is a pre-hook on the first decoder layer. On exit the hooks are removed
-and the previous attention implementation is restored, also when the body raises.
+Each intervention value installs itself (``Intervention.install``) into an ``Installation``, which
+offers the few ways an intervention can act and removes them all on exit, also when the body raises:
+
+    head_hook(layer, fn)       fn(z) edits the head outputs of one layer (``vlmheads.site.hook``)
+    scale_attention(...)       switch the text decoder to the registered ``vlmheads_scaled`` attention
+                               and scale the last prompt query's logits over the image keys
+    image_hook(fn)             hidden = fn(hidden, image_mask) at the first decoder layer's input
+    confidence(inputs)         top-1 probability of the first answer token from an unmodified pass
+
+Interventions that act on image tokens find them in ``inputs=`` when given, else in each call's own
+``input_ids`` (a forward pre-hook on the model reads them; in ``generate`` the prefill call sets them
+and the decoding steps keep them).
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .. import site
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 from . import attention
-from .values import Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost
-
-
-def _check_heads(loaded: LoadedModel, heads) -> None:
-    for layer, head in heads or ():
-        loaded.geometry.check_head(layer, head)
-
-
-def _by_layer(heads) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for layer, head in heads:
-        out.setdefault(layer, []).append(head)
-    return out
-
+from .values import AdaptVis, Intervention, InterventionError, ScalingVis, _by_layer, _check_heads
 
 @contextmanager
 def text_attention(loaded: LoadedModel, name: str):
@@ -61,132 +56,106 @@ def scale_spec(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], alpha, h
     return attention.ScaleSpec(layers=layers, alpha=alpha, image_keys=image, prompt_len=int(image.shape[1]))
 
 
+class Installation:
+    """What interventions install into during one ``apply`` block; everything is undone by ``stack``."""
+
+    def __init__(self, loaded: LoadedModel, stack: ExitStack, means: torch.Tensor | None):
+        self.loaded, self.stack, self.means = loaded, stack, means
+        self.image: torch.Tensor | None = None  # [B, S] image-token mask of the batch being run
+        self.busy = False  # inside a confidence pass: image hooks stay out of it
+        self.needs_batch = False
+        self._scaler: tuple[Intervention, Callable, object] | None = None
+
+    def head_hook(self, layer: int, fn: site.ZFn) -> None:
+        self.stack.enter_context(site.hook(self.loaded, layer, fn, clone=True))
+
+    def scale_attention(self, owner: Intervention, alpha_for: Callable, heads) -> None:
+        if self._scaler is not None:
+            raise InterventionError(f"only one attention-logit intervention (ScalingVis or AdaptVis) at a time: "
+                                    f"{type(self._scaler[0]).__name__} and {type(owner).__name__} were given")
+        self._scaler = (owner, alpha_for, heads)
+        self.needs_batch = True
+        self.stack.enter_context(text_attention(self.loaded, attention.register()))
+
+    def image_hook(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.needs_batch = True
+
+        def hook(mod, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if self.busy or self.image is None or hidden.shape[:2] != self.image.shape:
+                return None  # a decoding step (the image is in the cache already) or a confidence pass
+            out = fn(hidden, self.image)
+            return ((out,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": out})
+
+        first = resolve(self.loaded.model, self.loaded.adapter.layers)[0]
+        handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+        self.stack.callback(handle.remove)
+
+    def confidence(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Top-1 probability ``[B]`` of the first answer token from a pass without attention scaling."""
+        self.busy = True
+        try:
+            with torch.no_grad(), attention.scaling(None):
+                plain = {k: v for k, v in inputs.items() if k not in ("past_key_values", "use_cache")}
+                first = self.loaded.model(**plain, use_cache=False).logits[:, -1].float()
+        finally:
+            self.busy = False
+        return first.softmax(-1).max(-1).values
+
+    def prepare(self, inputs: Mapping[str, torch.Tensor]) -> None:
+        """Set the image mask (and the scaling spec) for a batch: its prompt, before any decoding step."""
+        self.image = self.loaded.image_token_mask(inputs)
+        if self._scaler is not None:
+            _, alpha_for, heads = self._scaler
+            attention._SPEC.set(scale_spec(self.loaded, inputs, alpha_for(inputs), heads))
+
+    def watch_calls(self) -> None:
+        """Prepare each forward call's own batch (``input_ids`` of a prompt; decoding steps keep the mask)."""
+        def from_call(mod, args, kwargs):
+            if self.busy:
+                return None
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                raise InterventionError("these interventions find the image tokens in input_ids; pass input_ids "
+                                        "or apply(..., inputs=inputs)")
+            if ids.shape[1] > 1 or self.image is None:
+                self.prepare({**kwargs, "input_ids": ids})
+            return None
+
+        handle = self.loaded.model.register_forward_pre_hook(from_call, with_kwargs=True)
+        self.stack.callback(handle.remove)
+
+
 @contextmanager
-def apply(loaded: LoadedModel, interventions: Sequence, inputs: Mapping[str, torch.Tensor] | None = None,
+def apply(loaded: LoadedModel, interventions: Sequence[Intervention], inputs: Mapping[str, torch.Tensor] | None = None,
           means: torch.Tensor | None = None):
     """Install ``interventions`` for the duration of the block (see the module docstring).
 
-    Interventions that act on image tokens (ScalingVis, AdaptVis, VisionBoost) find them in ``inputs``
-    when given, else in each call's own ``input_ids`` (a forward pre-hook on the model reads them;
-    in ``generate`` the prefill call sets them and the decoding steps keep them). AdaptVis then runs
-    its unmodified confidence pass inside that hook (two full passes; ``adaptvis_logits`` shares the
-    prompt's KV cache instead).
+    Every value is checked against the model before anything is installed. AdaptVis outside
+    ``adaptvis_logits`` runs its unmodified confidence pass inside the model's pre-hook (two full
+    passes; ``adaptvis_logits`` shares the prompt's KV cache instead).
     """
-    g = loaded.geometry
-    head_edits: dict[int, list] = {}
-    scaling_iv = None
-    boosts = []
+    interventions = list(interventions)
     for iv in interventions:
-        if isinstance(iv, (Ablate, Emphasize)):
-            _check_heads(loaded, iv.heads)
-            heads = iv.heads if iv.heads is not None else [(l, h) for l in range(g.n_layers) for h in range(g.n_heads)]
-            if isinstance(iv, Ablate) and iv.mode == "mean" and means is None:
-                raise ValueError("Ablate(mode='mean') needs the heads' mean outputs: apply(..., means=...)")
-            for layer, hs in _by_layer(heads).items():
-                head_edits.setdefault(layer, []).append((iv, hs))
-        elif isinstance(iv, (ScalingVis, AdaptVis)):
-            _check_heads(loaded, iv.heads)
-            if scaling_iv is not None:
-                raise ValueError("only one attention-logit intervention (ScalingVis or AdaptVis) at a time")
-            scaling_iv = iv
-        elif isinstance(iv, Steer):
-            for (layer, head), (direction, std) in iv.directions.items():
-                loaded.geometry.check_head(layer, head)
-                head_edits.setdefault(layer, []).append((iv, (head, direction, std)))
-        elif isinstance(iv, VisionBoost):
-            d = torch.as_tensor(iv.directions, dtype=torch.float32)
-            if d.dim() != 2 or d.shape[1] != loaded.model.config.get_text_config().hidden_size:
-                raise ValueError(f"VisionBoost directions must be [r, hidden_size], got {tuple(d.shape)}")
-            boosts.append((iv.alpha, d))
-        else:
-            raise TypeError(f"unknown intervention {iv!r}")
-    state: dict = {"image": None, "busy": False}  # image-token mask of the batch being run
-
-    def prepare(batch_inputs) -> None:
-        """Set the image mask (and the scaling spec) for a batch: its prompt, before any decoding step."""
-        state["image"] = loaded.image_token_mask(batch_inputs)
-        if scaling_iv is None:
-            return
-        if isinstance(scaling_iv, AdaptVis):
-            state["busy"] = True
-            try:
-                with torch.no_grad(), attention.scaling(None):
-                    plain = {k: v for k, v in batch_inputs.items() if k not in ("past_key_values", "use_cache")}
-                    first = loaded.model(**plain, use_cache=False).logits[:, -1].float()
-            finally:
-                state["busy"] = False
-            alpha = adaptvis_alpha(first.softmax(-1).max(-1).values, scaling_iv)
-        else:
-            alpha = scaling_iv.alpha
-        attention._SPEC.set(scale_spec(loaded, batch_inputs, alpha, scaling_iv.heads))
-
+        if not isinstance(iv, Intervention):
+            raise TypeError(f"unknown intervention {iv!r}: use the values in vlmheads.interventions")
+        iv.check(loaded)
     with ExitStack() as stack:
         token = attention._SPEC.set(None)
         stack.callback(attention._SPEC.reset, token)
-        if scaling_iv is not None:
-            stack.enter_context(text_attention(loaded, attention.register()))
+        ctx = Installation(loaded, stack, means)
+        for iv in interventions:
+            iv.install(ctx)
         if inputs is not None:
-            prepare(inputs)
-        elif scaling_iv is not None or boosts:
-            def from_call(mod, args, kwargs):
-                if state["busy"]:
-                    return None
-                ids = kwargs.get("input_ids", args[0] if args else None)
-                if ids is None:
-                    raise ValueError("these interventions find the image tokens in input_ids; pass input_ids "
-                                     "or apply(..., inputs=inputs)")
-                if ids.shape[1] > 1 or state["image"] is None:  # a prompt; decoding steps keep its mask
-                    prepare({**kwargs, "input_ids": ids})
-                return None
-
-            handle = loaded.model.register_forward_pre_hook(from_call, with_kwargs=True)
-            stack.callback(handle.remove)
-        for layer, edits in head_edits.items():
-            module = loaded.adapter.o_proj_module(loaded.model, layer)
-
-            def pre_hook(mod, args, edits=edits, layer=layer):
-                x = args[0]
-                z = g.split_heads(x).clone()
-                for iv, hs in edits:
-                    if isinstance(iv, Steer):  # the last position only: the one that predicts the answer
-                        head, direction, std = hs
-                        z[:, -1, head] = z[:, -1, head] + iv.alpha * std * direction.to(z.device, z.dtype)
-                    elif isinstance(iv, Emphasize):
-                        z[:, :, hs] = z[:, :, hs] * iv.gamma
-                    elif iv.mode == "zero":
-                        z[:, :, hs] = 0
-                    else:
-                        z[:, :, hs] = means[layer, hs].to(z.dtype)
-                return (z.view_as(x),) + tuple(args[1:])
-
-            handle = module.register_forward_pre_hook(pre_hook)
-            stack.callback(handle.remove)
-        if boosts:
-            def boost(mod, args, kwargs):
-                hidden = args[0] if args else kwargs["hidden_states"]
-                image = state["image"]
-                if state["busy"] or image is None or hidden.shape[:2] != image.shape:
-                    return None  # a decoding step (the image is in the cache already) or a confidence pass
-                out = hidden.clone()
-                for alpha, d in boosts:
-                    d = d.to(hidden.device, hidden.dtype)
-                    h = out[image]  # [n_image_tokens, hidden]
-                    out[image] = h + alpha * (h @ d.T) @ d
-                if args:
-                    return (out,) + tuple(args[1:]), kwargs
-                return args, {**kwargs, "hidden_states": out}
-
-            first = resolve(loaded.model, loaded.adapter.layers)[0]
-            handle = first.register_forward_pre_hook(boost, with_kwargs=True)
-            stack.callback(handle.remove)
+            ctx.prepare(inputs)
+        elif ctx.needs_batch:
+            ctx.watch_calls()
         yield
 
 
 def adaptvis_alpha(confidence: torch.Tensor, iv: AdaptVis) -> torch.Tensor:
-    """Per-example alpha: alpha_low below the threshold, alpha_high at or above it (confidence rounded to
-    two decimals, as AdaptVis does)."""
-    rounded = torch.round(confidence * 100) / 100
-    return torch.where(rounded < iv.threshold, torch.tensor(iv.alpha_low), torch.tensor(iv.alpha_high))
+    """Per-example alpha (see ``AdaptVis.alpha_for``)."""
+    return iv.alpha_for(confidence)
 
 
 def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv: AdaptVis,
@@ -197,7 +166,7 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
     ``shared_prefix`` the prompt minus its last token runs once into a KV cache, and the last token
     runs twice on it (unmodified, then scaled): about one forward pass instead of two.
     """
-    _check_heads(loaded, iv.heads)
+    iv.check(loaded)
     model = loaded.model
     if not shared_prefix:
         with torch.no_grad():

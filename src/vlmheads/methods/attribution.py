@@ -15,6 +15,7 @@ from typing import Sequence
 
 import torch
 
+from .. import site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
 
@@ -24,27 +25,25 @@ class _Enough(Exception):
 
 
 def _z_pass(loaded: LoadedModel, inputs, grad: bool) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Head outputs of every layer (and, with ``grad``, the last-position logits they lead to).
+    """Head outputs ``z [B, S, H, D]`` of every layer (and, with ``grad``, the last-position logits they lead to).
 
     Without ``grad`` only the head outputs are wanted, so the pass stops at the last layer's
     ``o_proj`` (its MLP, the final norm and the LM head are skipped)."""
     g = loaded.geometry
     saved: list[torch.Tensor] = []
-    handles = []
 
-    def hook(module, args):
-        saved.append(args[0])
+    def record(z):
+        saved.append(z)
         if not grad and len(saved) == g.n_layers:
             raise _Enough
 
-    for layer in range(g.n_layers):
-        handles.append(loaded.adapter.o_proj_module(loaded.model, layer).register_forward_pre_hook(hook))
+    handles = []
     if grad:  # weights stay frozen: the graph starts at the token embeddings
         handles.append(loaded.model.get_input_embeddings().register_forward_hook(
             lambda module, args, output: output.detach().requires_grad_(True)))
     logits = None
     try:
-        with torch.set_grad_enabled(grad):
+        with torch.set_grad_enabled(grad), site.hooks(loaded, {layer: record for layer in range(g.n_layers)}):
             logits = loaded.model(**inputs, use_cache=False).logits[:, -1]
     except _Enough:
         pass
@@ -71,9 +70,8 @@ def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corru
             with torch.no_grad():
                 z_corrupt, _ = _z_pass(loaded, k.inputs, grad=False)
                 per_layer = []
-                for zc, gz, zk in zip(z_clean, grads, z_corrupt):
-                    prod = gz * (zk - zc.detach())  # [B, S, H * D]
-                    per_layer.append(-g.split_heads(prod).sum((1, 3)))  # [B, H]
+                for zc, gz, zk in zip(z_clean, grads, z_corrupt):  # each [B, S, H, D]
+                    per_layer.append(-(gz * (zk - zc.detach())).sum((1, 3)))  # [B, H]
                 out.append(torch.stack(per_layer, 1).float().cpu())  # [B, L, H]
     finally:
         for p, f in zip(params, flags):

@@ -8,44 +8,24 @@ same number do, and hurt the other functions less.
 from __future__ import annotations
 
 import random
-from contextlib import ExitStack
 from typing import Sequence
 
 import torch
 
+from ..interventions import Ablate, apply
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
 from .selection import Head, accuracy_summary
-from .sweep import z_hook
 
 
 def correct_under(loaded: LoadedModel, batches: Sequence[OptionBatch], heads: Sequence[Head],
                   mode: str = "zero", means: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-example correctness ``[N]`` (float 0/1) with ``heads`` ablated in every position."""
-    by_layer: dict[int, list[int]] = {}
-    for layer, head in heads:
-        loaded.geometry.check_head(layer, head)
-        by_layer.setdefault(layer, []).append(head)
-    if mode == "mean" and means is None:
-        raise ValueError("mean ablation needs the heads' mean outputs")
+    """Per-example correctness ``[N]`` (float 0/1) with ``heads`` ablated in every position
+    (the ``Ablate`` intervention, so the check ablates exactly as ``heads.intervene`` does)."""
+    ablate = Ablate(tuple(heads), mode)
     out = []
     for batch in batches:
-        def edit_for(layer):
-            hs = by_layer[layer]
-
-            def edit(z):
-                for h in hs:
-                    if mode == "zero":
-                        z[:, :, h] = 0
-                    elif mode == "mean":
-                        z[:, :, h] = means[layer, h].to(z.dtype)
-                    else:  # resample
-                        z[:, :, h] = z[:, :, h].roll(1, 0).clone()
-            return edit
-
-        with ExitStack() as stack, torch.no_grad():
-            for layer in by_layer:
-                stack.enter_context(z_hook(loaded, layer, edit_for(layer)))
+        with torch.no_grad(), apply(loaded, [ablate] if heads else [], means=means):
             logits = loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
         out.append(metric(logits, batch.option_ids, batch.answer, "accuracy").cpu())
     return torch.cat(out)

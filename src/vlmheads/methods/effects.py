@@ -21,11 +21,12 @@ from typing import Callable, Sequence
 
 import torch
 
+from .. import site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
 from .sweep import LayerSweep
 
-ABLATIONS = ("zero", "mean", "resample")
+ABLATIONS = site.ABLATIONS
 PATCH_DIRECTIONS = ("noising", "denoising")
 # (layer, head, sweep of the base batch, batch index) -> replacement broadcastable to [B, S, head_dim]
 Replacement = Callable[[int, int, LayerSweep, int], torch.Tensor]
@@ -81,27 +82,17 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
 
 def head_means(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> torch.Tensor:
     """Mean head output ``[n_layers, n_heads, head_dim]`` over the batches' non-pad positions."""
-    total, count = None, 0
-    for batch in batches:
-        sweep = LayerSweep(loaded, batch.inputs, check=False)
-        mask = batch.inputs["attention_mask"].bool()  # [B, S]
-        z = torch.stack(sweep.z, 0)  # [L, B, S, H, D]
-        s = z[:, mask].sum(1)  # [L, H, D]
-        total = s if total is None else total + s
-        count += int(mask.sum())
-    return total / count
+    return site.head_means(loaded, [b.inputs for b in batches])
 
 
 def ablation_effects(loaded: LoadedModel, batches: Sequence[OptionBatch], mode: str = "zero",
                      reference: Sequence[OptionBatch] | None = None, **kw) -> SweepResult:
-    if mode not in ABLATIONS:
-        raise ValueError(f"unknown ablation {mode!r}; use one of {ABLATIONS}")
-    if mode == "zero":
-        return head_sweep(loaded, batches, lambda layer, h, sweep, b: 0.0, **kw)
-    if mode == "mean":
-        means = head_means(loaded, reference or batches)  # [L, H, D]
-        return head_sweep(loaded, batches, lambda layer, h, sweep, b: means[layer, h].to(sweep.z[layer].dtype), **kw)
-    return head_sweep(loaded, batches, lambda layer, h, sweep, b: sweep.z[layer][:, :, h].roll(1, 0), **kw)
+    """Per-head ablation effects; the replacement is ``vlmheads.site.ablation_value`` (zero, mean over
+    ``reference`` (default: ``batches``), or resample)."""
+    site.check_ablation(mode)
+    means = head_means(loaded, reference or batches) if mode == "mean" else None  # [L, H, D]
+    return head_sweep(loaded, batches,
+                      lambda layer, h, sweep, b: site.ablation_value(mode, sweep.z[layer][:, :, h], layer, h, means), **kw)
 
 
 def pair_batches(clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch]

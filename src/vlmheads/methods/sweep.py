@@ -32,6 +32,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from .. import site
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 
@@ -72,25 +73,6 @@ def _take(value, batch: int, rows: torch.Tensor | None):
     return _map_batch(value, batch, lambda t, dim: t.index_select(dim, rows.to(t.device)))
 
 
-@contextmanager
-def z_hook(loaded: LoadedModel, layer: int, fn: Callable[[torch.Tensor], None]):
-    """Call ``fn(z)`` on layer's head outputs ``z [B, S, H, D]`` (a view; edits reach o_proj)."""
-    g = loaded.geometry
-    module = loaded.adapter.o_proj_module(loaded.model, layer)
-
-    def pre_hook(mod, args):
-        x = args[0]
-        z = g.split_heads(x)
-        fn(z)
-        return None
-
-    handle = module.register_forward_pre_hook(pre_hook)
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
 class LayerSweep:
     """Recorded clean pass of one batch, and cheap re-runs with edits at one layer."""
 
@@ -106,20 +88,17 @@ class LayerSweep:
         self.layer_inputs: list[tuple[tuple, dict]] = []
         self.z: list[torch.Tensor] = []  # per layer [B, S, H, D]
         handles = []
-        g = loaded.geometry
 
         def record_input(module, args, kwargs):
             self.layer_inputs.append((args, kwargs))
 
-        def record_z(module, args):
-            x = args[0]
-            self.z.append(g.split_heads(x.detach()).clone())
+        def record_z(z):
+            self.z.append(z.detach().clone())
 
-        for i, layer in enumerate(self.layers):
+        for layer in self.layers:
             handles.append(layer.register_forward_pre_hook(record_input, with_kwargs=True))
-            handles.append(adapter.o_proj_module(self.model, i).register_forward_pre_hook(record_z))
         try:
-            with torch.no_grad():
+            with torch.no_grad(), site.hooks(loaded, {i: record_z for i in range(len(self.layers))}):
                 out = self.model(**inputs, use_cache=False)
         finally:
             for h in handles:
@@ -179,7 +158,7 @@ class LayerSweep:
         hidden = _repeat(args[0], self.batch, copies)
         kwargs = _repeat(dict(kwargs), self.batch, copies)
         rest = tuple(args[1:])
-        with torch.no_grad(), (z_hook(self.loaded, layer, edit) if edit else _null()):
+        with torch.no_grad(), (site.hook(self.loaded, layer, edit) if edit else _null()):
             for module in self.layers[layer:]:
                 out = module(hidden, *rest, **kwargs)
                 hidden = out[0] if isinstance(out, tuple) else out
@@ -260,7 +239,7 @@ class LayerSweep:
 
     def _full(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
         inputs = _repeat(self.inputs, self.batch, copies)
-        with torch.no_grad(), (z_hook(self.loaded, layer, edit) if edit else _null()):
+        with torch.no_grad(), (site.hook(self.loaded, layer, edit) if edit else _null()):
             return self.model(**inputs, use_cache=False).logits[:, -1].float()
 
 
