@@ -13,51 +13,53 @@ run has finished, so an interrupted run never damages it.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from typing import Sequence
 
+from heads import _cli
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m heads.organism", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="action", required=True)
+
+def _parser():
+    parser = _cli.command_parser("python -m heads.organism", __doc__)
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_cli._Parser)
     train = sub.add_parser("train", help="train the organism from scratch")
-    train.add_argument("--steps", type=int, default=None, help="training steps (default: the shipped recipe)")
+    train.add_argument("--steps", type=_cli.positive("--steps"), default=None,
+                       help="training steps (default: the shipped recipe)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--micro", action="store_true", help="a few steps of a micro model: checks the loop only")
     train.add_argument("--install", action="store_true", help="copy the trained model over the shipped organism")
     train.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
     ev = sub.add_parser("eval", help="accuracy per function on fresh held-out scenes")
-    ev.add_argument("--model", default="organism", help="'organism' (default) or a saved model directory")
-    ev.add_argument("--n", type=int, default=None, help="examples per function (default 1200)")
+    _cli.add_model_options(ev)
+    ev.add_argument("--n", type=_cli.positive("--n"), default=None, help="examples per function (default 1200)")
+    ev.add_argument("--generate", type=_cli.positive("--generate", 0), default=None,
+                    help="examples per function for the generation check (default 48; 0 skips it)")
+    ev.add_argument("--batch-size", type=_cli.positive("--batch-size"), default=None, help="default 64")
     ev.add_argument("--seed", type=int, default=None, help="scene seed (default 20000, never used in training)")
-    ev.add_argument("--generate", type=int, default=None, help="examples per function for the generation check")
     ev.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
     return parser
 
 
-def _train(args, argv) -> int:
+def _train(args) -> int:
     import shutil
     from dataclasses import replace
 
     from vlmheads.models.loading import organism_path
     from vlmheads.organism.train import MICRO_CONFIG, TrainConfig, train
-    from vlmheads.runs import RunRecord, new_run_dir
+    from vlmheads.runs import RunRecord
 
-    config = MICRO_CONFIG if args.micro else TrainConfig()
-    config = replace(config, seed=args.seed, **({"steps": args.steps} if args.steps else {}))
-    if config.steps < 1:
-        print(f"error: --steps must be at least 1, got {config.steps}", file=sys.stderr)
-        return 2
     if args.install and args.micro:
-        print("error: --install with --micro would replace the shipped organism with an untrained micro model",
-              file=sys.stderr)
-        return 2
-    run_dir = new_run_dir("organism", f"train-seed{config.seed}{'-micro' if args.micro else ''}", out=args.out)
-    print(f"run directory: {run_dir}")
-    with RunRecord(run_dir, "organism train", config.to_dict(), argv=argv, seed=config.seed) as record:
-        history = train(config, run_dir / "model")
-        record.meta["final"] = history["log"][-1] if history["log"] else None
+        raise _cli.UsageError("--install with --micro would replace the shipped organism with an untrained micro "
+                              "model; drop --install")
+    config = MICRO_CONFIG if args.micro else TrainConfig()
+    config = replace(config, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
+    _cli.check_out(args.out)
+    with _cli.run_directory("organism", f"train-seed{config.seed}{'-micro' if args.micro else ''}", args.out) as run_dir:
+        args.run_dir = run_dir
+        print(f"run directory: {run_dir}")
+        with RunRecord(run_dir, "organism train", config.to_dict(), argv=args.argv, seed=config.seed) as record:
+            history = train(config, run_dir / "model")
+            record.meta["final"] = history["log"][-1] if history["log"] else None
     if args.install:
         target = organism_path()
         staging = target.with_name("weights.new")
@@ -69,48 +71,39 @@ def _train(args, argv) -> int:
     return 0
 
 
-def _eval(args, argv) -> int:
-    import csv
+def _eval(args) -> int:
     import json
     from dataclasses import replace
 
-    from vlmheads.models import load_model
     from vlmheads.organism.evaluate import EvalConfig, evaluate_organism, target_report
-    from vlmheads.runs import RunRecord, new_run_dir, write_json
+    from vlmheads.runs import RunRecord, write_csv, write_json, write_text_atomic
 
     config = EvalConfig(model=args.model)
-    overrides = {"n_per_function": args.n, "seed": args.seed, "n_generate": args.generate}
+    overrides = {"n_per_function": args.n, "seed": args.seed, "n_generate": args.generate,
+                 "batch_size": args.batch_size}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    if config.n_per_function < 1:
-        print(f"error: --n must be at least 1, got {config.n_per_function}", file=sys.stderr)
-        return 2
-    try:
-        loaded = load_model(config.model)
-    except (OSError, ValueError) as err:
-        print(f"error: cannot load model {config.model!r}: {err}", file=sys.stderr)
-        return 2
-    run_dir = new_run_dir("organism", f"eval-{config.model}", out=args.out)
-    print(f"run directory: {run_dir}")
-    model_identity = {"name": loaded.name, "family": loaded.adapter.family, "geometry": vars(loaded.geometry)}
-    dataset_identity = {"name": f"organism:{config.split}", "seed": config.seed, "n_per_function": config.n_per_function}
-    with RunRecord(run_dir, "organism eval", config.to_dict(), argv=argv, seed=config.seed,
-                   model=model_identity, dataset=dataset_identity) as record:
-        records, table, generated = evaluate_organism(loaded, config)
-        report = target_report(table)
-        record.meta["targets"] = report
-        with open(run_dir / "accuracy.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]))
-            writer.writeheader()
-            writer.writerows(table)
-        with open(run_dir / "examples.jsonl", "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in records)
-        gen_acc = {}
-        for r in generated:
-            gen_acc.setdefault(r["function"], []).append(r["correct"])
-        summary = {"targets": report, "all_targets_met": all(v["met"] for v in report.values()),
-                   "generation_accuracy": {k: round(sum(v) / len(v), 4) for k, v in gen_acc.items()},
-                   "generation_samples": generated[:8]}
-        write_json(run_dir / "summary.json", summary)
+    _cli.check_model_options(args)
+    loaded = _cli.load(args)
+    with _cli.run_directory("organism", f"eval-{config.model}", args.out) as run_dir:
+        args.run_dir = run_dir
+        print(f"run directory: {run_dir}")
+        model_identity = {"name": loaded.name, "family": loaded.adapter.family, "geometry": vars(loaded.geometry)}
+        dataset_identity = {"name": f"organism:{config.split}", "seed": config.seed,
+                            "n_per_function": config.n_per_function}
+        with RunRecord(run_dir, "organism eval", config.to_dict(), argv=args.argv, seed=config.seed,
+                       model=model_identity, dataset=dataset_identity) as record:
+            records, table, generated = evaluate_organism(loaded, config)
+            report = target_report(table)
+            record.meta["targets"] = report
+            write_csv(run_dir / "accuracy.csv", table)
+            write_text_atomic(run_dir / "examples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+            gen_acc = {}
+            for r in generated:
+                gen_acc.setdefault(r["function"], []).append(r["correct"])
+            summary = {"targets": report, "all_targets_met": all(v["met"] for v in report.values()),
+                       "generation_accuracy": {k: round(sum(v) / len(v), 4) for k, v in gen_acc.items()},
+                       "generation_samples": generated[:8]}
+            write_json(run_dir / "summary.json", summary)
     print(f"\n{'function':<30} {'group':<11} {'n':>5} {'accuracy':>9}  95% CI")
     for row in table:
         print(f"{row['function']:<30} {row['group']:<11} {row['n']:>5} {row['accuracy']:>9.3f}  "
@@ -123,9 +116,7 @@ def _eval(args, argv) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    return _train(args, argv) if args.action == "train" else _eval(args, argv)
+    return _cli.run_command(lambda args: _train(args) if args.action == "train" else _eval(args), _parser(), argv)
 
 
 if __name__ == "__main__":

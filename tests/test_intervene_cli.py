@@ -35,8 +35,31 @@ def test_compares_methods_on_test_split_with_intervals(tmp_path, locate_run):
     assert float(overall["ablate"]["accuracy"]) < float(overall["none"]["accuracy"]) - 0.2
     assert {r["group"] for r in rows} >= {"prior=consistent", "prior=violating", "relation=left"}
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["locate_run"]["path"] == str(locate_run) and len(meta["locate_run"]["heads"]) == 2
+    assert meta["locate_run"]["path"] == str(locate_run)
+    assert len(meta["locate_run"]["heads"]) == 3 and meta["locate_run"]["k_by_method"] == {"emphasize": 2}
+    applied = json.loads((out / "interventions.json").read_text())["organism:controlled"]
+    assert applied["emphasize"] == [{"type": "Emphasize", "heads": [[0, 4], [2, 1]], "gamma": 2.0}]
+    assert applied["head_adaptvis"][0]["heads"] == meta["locate_run"]["heads"]  # top-k: the run's selection
+    assert meta["dataset"]["identity"]["organism:controlled"]["test"]["n_examples"] == 320
     assert (out / "comparison.html").stat().st_size > 1_000_000
+
+
+def test_each_head_method_keeps_its_own_k(tmp_path, locate_run):
+    """--emphasize top-2 --ablate top-5 emphasises 2 heads and ablates 5 (it once ablated 2)."""
+    out = tmp_path / "iv"
+    assert main(["--heads-from", str(locate_run), "--emphasize", "top-2", "--ablate", "top-5", "--dataset",
+                 "organism:controlled", "--method", "emphasize", "--method", "ablate", "--out", str(out)]) == 0
+    applied = json.loads((out / "interventions.json").read_text())["organism:controlled"]
+    assert len(applied["emphasize"][0]["heads"]) == 2 and len(applied["ablate"][0]["heads"]) == 5
+
+
+def test_the_mission_command_top_k_means_the_located_selection(tmp_path, locate_run):
+    out = tmp_path / "iv"
+    assert main(["--heads-from", str(locate_run), "--emphasize", "top-k", "--dataset", "organism:controlled",
+                 "--method", "emphasize", "--out", str(out)]) == 0
+    applied = json.loads((out / "interventions.json").read_text())["organism:controlled"]
+    selected = json.loads((locate_run / "heads.json").read_text())["heads"]
+    assert applied["emphasize"][0]["heads"] == [[h["layer"], h["head"]] for h in selected]
 
 
 def test_sweep_tunes_on_validation(tmp_path, locate_run):
@@ -54,13 +77,13 @@ def test_sweep_tunes_k_for_head_methods(tmp_path, locate_run):
     rows = {r["method"]: json.loads(r["params"]) for r in csv.DictReader((out / "results.csv").open())
             if r["group"] == "all"}
     assert rows["emphasize"]["k"] in (1, 2, 3, 5, 8) and rows["emphasize"]["gamma"] in (2.0, 1.5, 3.0)
-    assert rows["ablate"] == {"k": 2}  # the diagnostic keeps the requested k
+    assert rows["ablate"] == {"k": 3}  # the diagnostic keeps its k: the locate run's selection (top-k)
 
 
 @pytest.mark.parametrize("argv,message", [
     (["--emphasize", "top-99"], "more heads than the model has"),
-    (["--emphasize", "three"], "expected top-K"),
-    (["--method", "magic"], "unknown method"),
+    (["--emphasize", "three"], "expects top-k"),
+    (["--method", "magic"], "unknown intervene method"),
 ])
 def test_bad_input(tmp_path, locate_run, capsys, argv, message):
     assert main(["--heads-from", str(locate_run), *argv, "--out", str(tmp_path / "iv")]) == 2

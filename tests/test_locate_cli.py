@@ -84,7 +84,7 @@ def test_same_command_on_every_family_tiny_model(tmp_path, family):
 @pytest.mark.parametrize("argv,message", [
     (["--top-k", "33"], "larger than the number of heads"),
     (["--function", "telepathy"], "unknown cognitive function"),
-    (["--methods", "ablation,magic"], "unknown method"),
+    (["--methods", "ablation,magic"], "unknown locate method"),
     (["--function", "math"], "has no 'math_reasoning' questions"),
     (["--model", "/nonexistent/model"], "no model directory"),
 ])

@@ -21,7 +21,6 @@ Accuracy is option-argmax at the answer position (no generation).
 
 from __future__ import annotations
 
-import csv
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,28 +31,56 @@ from typing import Callable, Sequence
 import torch
 
 from .data import load
-from .interventions import Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost, adaptvis_logits, apply
-from .methods.directions import layout_directions, steering_directions
+from .interventions import (Ablate, AdaptVis, Emphasize, Intervention, ScalingVis, Steer, VisionBoost,
+                            adaptvis_logits, apply)
 from .methods.batches import metric, option_batches
+from .methods.directions import layout_directions, steering_directions
 from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
+from .registry import Registry
+from .runs import write_csv, write_json, write_text_atomic
 
-METHODS = ("none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate", "visionboost", "steer")
+
+@dataclass(frozen=True)
+class InterveneMethod:
+    """One intervene method: its grid (the first point is the published default) and the interventions
+    it applies for one grid point. ``fitted`` holds what was fitted on the validation split."""
+
+    build: Callable[[dict, tuple, dict], list[Intervention]]  # (params, heads, fitted) -> interventions
+    grid: tuple[dict, ...] = ({},)
+    uses_heads: bool = False  # acts on the located heads
+    tunes_k: bool = False  # with --sweep, k (the top-k located heads) is tuned too
+    fit: str | None = None  # "steering" | "layout": directions fitted on the validation split
+    shared_prefix: bool = False  # AdaptVis: confidence and scaled pass share the prompt's KV cache
+
+
+INTERVENE_METHODS: Registry[InterveneMethod] = Registry("intervene method")
+_ADAPTVIS_GRID = tuple([{"alpha_low": 0.5, "alpha_high": 1.5, "threshold": 0.4}] + [
+    {"alpha_low": lo, "alpha_high": hi, "threshold": t}
+    for lo, hi, t in product((0.5, 0.8), (1.2, 1.5, 2.0), (0.4, 0.6, 0.8, 0.95)) if (lo, hi, t) != (0.5, 1.5, 0.4)])
 # the first point of each grid is the published default (AdaptVis's Controlled_A settings; gamma 2)
-GRIDS = {
-    "scalingvis": [{"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0)],
-    "adaptvis": [{"alpha_low": 0.5, "alpha_high": 1.5, "threshold": 0.4}] + [
-        {"alpha_low": lo, "alpha_high": hi, "threshold": t}
-        for lo, hi, t in product((0.5, 0.8), (1.2, 1.5, 2.0), (0.4, 0.6, 0.8, 0.95))
-        if (lo, hi, t) != (0.5, 1.5, 0.4)],
-    "emphasize": [{"gamma": g} for g in (2.0, 1.5, 3.0)],
-    "ablate": [{}],
-    "none": [{}],
-    "visionboost": [{"alpha": a} for a in (1.0, 0.5, 2.0, 4.0)],
-    "steer": [{"alpha": a} for a in (15.0, 5.0, 10.0)],  # ITI's usual strength first
-}
-GRIDS["head_adaptvis"] = GRIDS["adaptvis"]
-HEAD_METHODS = ("head_adaptvis", "emphasize", "ablate", "steer")
+INTERVENE_METHODS.register("none", InterveneMethod(lambda p, heads, fitted: []))
+INTERVENE_METHODS.register("scalingvis", InterveneMethod(
+    lambda p, heads, fitted: [ScalingVis(**p)], grid=tuple({"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0))))
+INTERVENE_METHODS.register("adaptvis", InterveneMethod(
+    lambda p, heads, fitted: [AdaptVis(**p)], grid=_ADAPTVIS_GRID, shared_prefix=True))
+INTERVENE_METHODS.register("head_adaptvis", InterveneMethod(
+    lambda p, heads, fitted: [AdaptVis(heads=heads, **p)], grid=_ADAPTVIS_GRID, uses_heads=True, tunes_k=True,
+    shared_prefix=True))
+INTERVENE_METHODS.register("emphasize", InterveneMethod(
+    lambda p, heads, fitted: [Emphasize(heads, **p)], grid=tuple({"gamma": g} for g in (2.0, 1.5, 3.0)),
+    uses_heads=True, tunes_k=True))
+INTERVENE_METHODS.register("ablate", InterveneMethod(  # the diagnostic: keeps its k
+    lambda p, heads, fitted: [Ablate(heads)], uses_heads=True))
+INTERVENE_METHODS.register("visionboost", InterveneMethod(
+    lambda p, heads, fitted: [VisionBoost(directions=fitted["layout"], **p)],
+    grid=tuple({"alpha": a} for a in (1.0, 0.5, 2.0, 4.0)), fit="layout"))
+INTERVENE_METHODS.register("steer", InterveneMethod(  # ITI's usual strength first
+    lambda p, heads, fitted: [Steer(directions=fitted["steering"], **p)],
+    grid=tuple({"alpha": a} for a in (15.0, 5.0, 10.0)), uses_heads=True, fit="steering"))
+METHODS = INTERVENE_METHODS.names()
+GRIDS = {name: list(m.grid) for name, m in INTERVENE_METHODS.items()}
+HEAD_METHODS = tuple(name for name, m in INTERVENE_METHODS.items() if m.uses_heads)
 
 
 @dataclass(frozen=True)
@@ -62,54 +89,73 @@ class InterveneConfig:
     datasets: tuple[str, ...] = ("organism:controlled", "organism:vsr")
     data_root: str | None = None
     methods: tuple[str, ...] = METHODS
-    heads: tuple[tuple[int, int], ...] = ()
+    heads: tuple[tuple[int, int], ...] = ()  # the head set of head methods without their own k
     heads_from: str | None = None
     k: int | None = None
+    k_by_method: tuple[tuple[str, int], ...] = ()  # (method, k) from --emphasize top-K / --ablate top-K
     sweep: bool = False  # tune on the validation split; else the published defaults (first grid point)
-    ranking: tuple[tuple[int, int], ...] = ()  # every head, best first (from the locate run): lets sweep tune k
+    ranking: tuple[tuple[int, int], ...] = ()  # every head, best first (from the locate run): k per method, tuning
     k_grid: tuple[int, ...] = (1, 2, 3, 5, 8)
     batch_size: int = 64
     bootstrap: int = 1000
     seed: int = 0
+    device: str = "cpu"
+    dtype: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ValueError(f"no methods; choose from {', '.join(INTERVENE_METHODS)}")
+        for m in self.methods:
+            INTERVENE_METHODS[m]
+        if not self.datasets:
+            raise ValueError("no datasets")
+        for name, value in (("--batch-size", self.batch_size), ("bootstrap", self.bootstrap)):
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        for method, k in self.k_by_method:
+            INTERVENE_METHODS[method]
+            if k < 1 or (self.ranking and k > len(self.ranking)):
+                raise ValueError(f"top-{k} for {method} asks for more heads than the model has ({len(self.ranking)})"
+                                 if k >= 1 else f"top-K needs K >= 1, got {k}")
+
+    def heads_for(self, method: str) -> tuple:
+        own = dict(self.k_by_method).get(method)
+        return tuple(self.ranking[:own]) if own is not None and self.ranking else tuple(self.heads)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _correct(loaded: LoadedModel, batches, method: str, params: dict, heads, directions=None,
-             steering=None) -> torch.Tensor:
-    out = []
-    for b in batches:
-        if method in ("adaptvis", "head_adaptvis"):
-            iv = AdaptVis(heads=heads if method == "head_adaptvis" else None, **params)
-            logits = adaptvis_logits(loaded, b.inputs, iv)[0]
-        else:
-            ivs = {"none": lambda: [], "scalingvis": lambda: [ScalingVis(**params)],
-                   "emphasize": lambda: [Emphasize(heads, **params)], "ablate": lambda: [Ablate(heads)],
-                   "visionboost": lambda: [VisionBoost(directions=directions, **params)],
-                   "steer": lambda: [Steer(directions=steering, **params)]}[method]()
-            with torch.no_grad(), apply(loaded, ivs, inputs=b.inputs):
-                logits = loaded.model(**b.inputs, use_cache=False).logits[:, -1]
-        out.append(metric(logits, b.option_ids, b.answer, "accuracy").cpu())
-    return torch.cat(out)
+def _logits(loaded: LoadedModel, batch, method: InterveneMethod, ivs: list[Intervention]) -> torch.Tensor:
+    if method.shared_prefix:
+        (iv,) = ivs
+        return adaptvis_logits(loaded, batch.inputs, iv)[0]
+    with torch.no_grad(), apply(loaded, ivs, inputs=batch.inputs):
+        return loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
+
+
+def _correct(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[Intervention]) -> torch.Tensor:
+    return torch.cat([metric(_logits(loaded, b, method, ivs), b.option_ids, b.answer, "accuracy").cpu()
+                      for b in batches])
 
 
 @dataclass
 class InterveneResult:
     rows: list = field(default_factory=list)  # one per (dataset, method, group)
     chosen: dict = field(default_factory=dict)  # (dataset, method) -> params
+    applied: dict = field(default_factory=dict)  # dataset -> method -> [intervention JSON]
     probe_accuracy: dict = field(default_factory=dict)  # dataset -> VisionBoost layout probe accuracy
+    datasets: dict = field(default_factory=dict)  # dataset -> {"val": identity, "test": identity}
     skipped: dict = field(default_factory=dict)  # "dataset|method" -> reason
     timings: dict = field(default_factory=dict)
 
 
 def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[str], None] = print
                   ) -> InterveneResult:
-    heads = tuple(config.heads)
-    needs_heads = {"head_adaptvis", "emphasize", "ablate", "steer"} & set(config.methods)
-    if needs_heads and not heads:
-        raise ValueError("head_adaptvis, emphasize and ablate need located heads: pass --heads-from a locate run")
-    for layer, head in heads:
+    needs_heads = [m for m in config.methods if INTERVENE_METHODS[m].uses_heads]
+    if needs_heads and not any(config.heads_for(m) for m in needs_heads):
+        raise ValueError(f"{', '.join(needs_heads)} need located heads: pass --heads-from a locate run")
+    for layer, head in set(config.heads) | set(config.ranking):
         loaded.geometry.check_head(layer, head)
     result = InterveneResult()
     kwargs = {"root": config.data_root} if config.data_root else {}
@@ -117,43 +163,48 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
         t0 = time.time()
         val = load(name, split="val", seed=config.seed, **kwargs)
         test = load(name, split="test", seed=config.seed, **kwargs)
+        result.datasets[name] = {"val": val.identity(), "test": test.identity()}
         val_b = option_batches(loaded, list(val), config.batch_size)
         test_b = option_batches(loaded, list(test), config.batch_size)
         test_examples = [e for b in test_b for e in b.examples]
-        directions = None
-        if "visionboost" in config.methods:
-            directions, probe_acc = layout_directions(loaded, list(val), seed=config.seed)
+        fitted: dict = {}
+        fits = {INTERVENE_METHODS[m].fit for m in config.methods} - {None}
+        if "layout" in fits:
+            fitted["layout"], probe_acc = layout_directions(loaded, list(val), seed=config.seed)
             result.probe_accuracy[name] = round(probe_acc, 4)
             log(f"{name:<22} layout probe on image tokens (validation split): training accuracy {probe_acc:.3f}")
-        steering = None
-        if "steer" in config.methods:
+        if "steering" in fits:
             try:
-                steering = steering_directions(loaded, list(val), heads)
+                fitted["steering"] = steering_directions(loaded, list(val), config.heads_for("steer"))
             except ValueError as err:
                 result.skipped[f"{name}|steer"] = str(err)
                 log(f"{name:<22} steer          skipped: {err}")
-        for method in config.methods:
-            if method == "steer" and steering is None:
+        for method_name in config.methods:
+            method = INTERVENE_METHODS[method_name]
+            if method.fit and method.fit not in fitted:
                 continue
-            grid = GRIDS[method] if config.sweep else GRIDS[method][:1]
+            heads = config.heads_for(method_name)
+            grid = list(method.grid) if config.sweep else list(method.grid[:1])
             # with --sweep, head-selective methods also tune k (the top-k located heads); the given k
-            # comes first so that it wins ties. Ablate keeps its k: it is the diagnostic, not a fix.
+            # comes first so that it wins ties.
             ks = [len(heads)]
-            if config.sweep and config.ranking and method in ("head_adaptvis", "emphasize"):
+            if config.sweep and config.ranking and method.tunes_k:
                 ks += [k for k in config.k_grid if k != len(heads) and k <= len(config.ranking)]
             candidates = [(k, p) for k in ks for p in grid]
             if len(candidates) > 1:
                 scored = []
                 for i, (k, p) in enumerate(candidates):
                     chosen = tuple(config.ranking[:k]) if config.ranking else heads
-                    acc = float(_correct(loaded, val_b, method, p, chosen, directions, steering).mean())
+                    acc = float(_correct(loaded, val_b, method, method.build(p, chosen, fitted)).mean())
                     scored.append((acc, -i, k, p))
                 best_acc, _, k_best, params = max(scored, key=lambda s: (s[0], s[1]))
             else:
                 (k_best, params), best_acc = candidates[0], float("nan")
             use_heads = tuple(config.ranking[:k_best]) if config.ranking and k_best != len(heads) else heads
-            result.chosen[(name, method)] = {**params, "k": len(use_heads)} if method in HEAD_METHODS else params
-            correct = _correct(loaded, test_b, method, params, use_heads, directions, steering)
+            result.chosen[(name, method_name)] = {**params, "k": len(use_heads)} if method.uses_heads else params
+            ivs = method.build(params, use_heads, fitted)
+            result.applied.setdefault(name, {})[method_name] = [iv.to_json() for iv in ivs]
+            correct = _correct(loaded, test_b, method, ivs)
             groups = {"all": list(range(len(test_examples)))}
             for i, e in enumerate(test_examples):
                 groups.setdefault(f"relation={e.relation}", []).append(i)
@@ -161,23 +212,24 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
                     groups.setdefault(f"prior={e.meta['prior']}", []).append(i)
             for group, idx in groups.items():
                 summary = accuracy_summary(correct[idx], n_boot=config.bootstrap, seed=config.seed)
-                result.rows.append({"dataset": name, "method": method, "group": group, "n": summary["n"],
+                result.rows.append({"dataset": name, "method": method_name, "group": group, "n": summary["n"],
                                     "accuracy": summary["accuracy"], "ci_low": summary["ci_low"],
                                     "ci_high": summary["ci_high"],
                                     "val_accuracy": round(best_acc, 4) if best_acc == best_acc else "",
-                                    "params": json.dumps(result.chosen[(name, method)], sort_keys=True)})
-            log(f"{name:<22} {method:<14} test {float(correct.mean()):.3f}  params {result.chosen[(name, method)]}")
+                                    "params": json.dumps(result.chosen[(name, method_name)], sort_keys=True)})
+            log(f"{name:<22} {method_name:<14} test {float(correct.mean()):.3f}  "
+                f"params {result.chosen[(name, method_name)]}")
         result.timings[name] = time.time() - t0
     return result
 
 
 def write_outputs(result: InterveneResult, run_dir: Path) -> None:
+    """results.csv, interventions.json (exactly what was applied, re-loadable with
+    ``vlmheads.interventions.from_json``) and the offline chart comparison.html, each written atomically."""
     import plotly.graph_objects as go
 
-    with open(run_dir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(result.rows[0]))
-        writer.writeheader()
-        writer.writerows(result.rows)
+    write_csv(run_dir / "results.csv", result.rows)
+    write_json(run_dir / "interventions.json", result.applied)
     fig = go.Figure()
     rows = [r for r in result.rows if r["group"] == "all"]
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -189,7 +241,7 @@ def write_outputs(result: InterveneResult, run_dir: Path) -> None:
                              hovertext=[f"params {r['params']}<br>n {r['n']}" for r in rs]))
     fig.update_layout(barmode="group", title="test accuracy (95% bootstrap CI), tuned on validation",
                       yaxis={"range": [0, 1], "title": "accuracy"}, template="plotly_white")
-    (run_dir / "comparison.html").write_text(fig.to_html(include_plotlyjs=True, full_html=True))
+    write_text_atomic(run_dir / "comparison.html", fig.to_html(include_plotlyjs=True, full_html=True))
 
 
 def table_lines(result: InterveneResult, groups: Sequence[str] = ("all",)) -> list[str]:

@@ -12,14 +12,13 @@ Steps (each method is optional; ``LocateConfig.methods``):
 7. selection: top-k by the chosen method's score for the target function (elbow by default);
    sparsity, specificity; the ablation check (selected vs k random heads, all functions).
 
-Results come back as a ``LocateResult``; ``write_outputs`` writes scores.csv, heads.json and the
-head map into a run directory.
+Results come back as a ``HeadScores`` (``vlmheads.scores``); ``write_outputs`` saves it (scores.csv,
+heads.json) and draws the head map from it into a run directory. Methods are looked up in
+``LOCATE_METHODS``: adding one = its module in ``vlmheads.methods`` + one ``register`` entry here.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,9 +36,23 @@ from .methods.probing import probe_scores
 from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specificity, top_k
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
+from .registry import Registry
+from .scores import HeadScores
 
-METHODS = ("ablation", "patching", "attribution", "probe", "attention")
 CAUSAL = ("ablation", "noising", "denoising")
+
+
+@dataclass(frozen=True)
+class LocateMethod:
+    """One locate method: what it scores and how (``run(state)`` calls ``state.put`` per function)."""
+
+    run: Callable[["LocateState"], None]
+    scores: tuple[str, ...]  # score names it writes (scores.csv's method column)
+    selectable: tuple[str, ...] = ()  # of those, the ones ``select_by`` may name
+    needs_pairs: bool = False  # counterfactual pairs
+
+
+LOCATE_METHODS: Registry[LocateMethod] = Registry("locate method")
 
 
 @dataclass(frozen=True)
@@ -49,7 +62,7 @@ class LocateConfig:
     dataset: str = "organism:decomposed"
     data_root: str | None = None
     n: int = 64  # examples per function
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = ("ablation", "patching", "attribution", "probe", "attention")
     ablation: str = "zero"
     metric: str = "logit_diff"
     select_by: str = "ablation"  # ablation | noising | denoising | attribution | probe
@@ -63,35 +76,59 @@ class LocateConfig:
     dtype: str | None = None
 
     def __post_init__(self) -> None:
+        """Every check that needs no model: bad input fails here, before anything is loaded or scored."""
         object.__setattr__(self, "function", canonical_function(self.function))
-        unknown = [m for m in self.methods if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        if not self.methods:
+            raise ValueError(f"--methods is empty; choose from {', '.join(LOCATE_METHODS)}")
+        for m in self.methods:
+            LOCATE_METHODS[m]  # unknown names fail with the list
         if self.ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {self.ablation!r}; use one of {ABLATIONS}")
+            raise ValueError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ABLATIONS)}")
         if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; use one of {METRICS}")
-        if self.n < 4:
-            raise ValueError(f"--n must be at least 4 examples per function, got {self.n}")
+            raise ValueError(f"unknown metric {self.metric!r}; use one of {', '.join(METRICS)}")
+        selectable = {s: m for m, method in LOCATE_METHODS.items() for s in method.selectable}
+        if self.select_by not in selectable:
+            raise ValueError(f"unknown --select-by {self.select_by!r}; choose from {', '.join(selectable)}")
+        if selectable[self.select_by] not in self.methods:
+            raise ValueError(f"--select-by {self.select_by} needs the {selectable[self.select_by]} method: add it to "
+                             f"--methods (now {','.join(self.methods)})")
+        for name, value, low in (("--n", self.n, 4), ("--random-draws", self.random_draws, 1),
+                                 ("--batch-size", self.batch_size, 1), ("--bootstrap", self.bootstrap, 10)):
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.max_auto_k is not None and self.max_auto_k < 1:
+            raise ValueError(f"max_auto_k must be at least 1, got {self.max_auto_k}")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 @dataclass
-class LocateResult:
+class LocateState:
+    """What the methods of one run share: the model, its batches and pairs, and the result being filled."""
+
+    loaded: LoadedModel
     config: LocateConfig
-    geometry: dict
-    functions: list[str]
-    scores: dict = field(default_factory=dict)  # (method, function) -> {"score", "ci_low", "ci_high"} [L, H]
-    selected: list = field(default_factory=list)
-    k_rule: str = ""
-    summary: dict = field(default_factory=dict)
-    check: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
-    skipped: dict = field(default_factory=dict)  # method -> reason
+    batches: dict  # function -> [OptionBatch]
+    pairs: dict  # function -> (clean batches, corrupt batches)
+    result: HeadScores
+    log: Callable[[str], None]
+    means: torch.Tensor | None = None
+
+    @property
+    def functions(self) -> list[str]:
+        return sorted(self.batches)
+
+    def put(self, method: str, function: str, per_example: torch.Tensor, scale: float = 1.0) -> None:
+        """Mean over examples of ``per_example [N, L, H]`` with its bootstrap interval, as ``method`` scores."""
+        lo, hi = bootstrap_ci(per_example, n_boot=self.config.bootstrap, seed=self.config.seed)
+        self.result.scores[(method, function)] = {"score": per_example.float().mean(0) / scale,
+                                                  "ci_low": lo / scale, "ci_high": hi / scale}
+
+    def put_descriptive(self, method: str, function: str, score: torch.Tensor) -> None:
+        self.result.scores[(method, function)] = {"score": score, "ci_low": score, "ci_high": score}
 
 
 def _examples_by_function(config: LocateConfig) -> dict[str, list]:
@@ -116,138 +153,161 @@ def _examples_by_function(config: LocateConfig) -> dict[str, list]:
     return by_function
 
 
-def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], None] = print) -> LocateResult:
+def _pairs(loaded: LoadedModel, config: LocateConfig, by_function: dict, result: HeadScores) -> dict:
+    """Counterfactual pairs per function: re-rendered images on organism data, object swaps in the text
+    elsewhere (relational questions only); the reasons for missing pairs go into the result."""
+    pairs = {}
+    if config.dataset.startswith("organism:"):
+        for f in sorted(by_function):
+            p = organism_pairs(config.n, seed=config.seed, function=f)
+            clean = option_batches(loaded, [a for a, _ in p], config.batch_size)
+            corrupt = option_batches(loaded, [b for _, b in p], config.batch_size)
+            pairs[f] = pair_batches(clean, corrupt)
+        return pairs
+    from .data.counterfactuals import text_swap_pairs
+
+    reasons: dict[str, int] = {}
+    for f in sorted(by_function):
+        p, skipped = text_swap_pairs(loaded, by_function[f])
+        for why, n in skipped.items():
+            reasons[why] = reasons.get(why, 0) + n
+        if p:
+            clean = option_batches(loaded, [a for a, _ in p], config.batch_size)
+            corrupt = option_batches(loaded, [b for _, b in p], config.batch_size)
+            pairs[f] = pair_batches(clean, corrupt)
+    result.summary["counterfactual_pairs"] = {"kind": "text: swap the two objects",
+                                              "pairs": {f: sum(b.size for b in pairs[f][0]) for f in pairs},
+                                              "examples_without_pair": reasons}
+    if not pairs:
+        why = "no counterfactual pairs: object swaps need two-object relational questions whose swapped " \
+              f"names tokenize to the same length ({', '.join(f'{n} {w}' for w, n in reasons.items())})"
+        for name, method in LOCATE_METHODS.items():
+            if method.needs_pairs and name in config.methods:
+                result.skipped[name] = why
+    return pairs
+
+
+def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], None] = print) -> HeadScores:
     g = loaded.geometry
     total_heads = g.n_total
     if config.top_k is not None and config.top_k > total_heads:
         raise ValueError(f"--top-k {config.top_k} is larger than the number of heads: {loaded.name} has "
                          f"{total_heads} ({g.n_layers} layers x {g.n_heads}); choose 1..{total_heads}")
     torch.manual_seed(config.seed)
-    result = LocateResult(config=config, geometry=asdict(g), functions=[])
+    result = HeadScores(model=loaded.name, function=config.function, select_by=config.select_by,
+                        geometry=asdict(g))
     t0 = time.time()
     by_function = _examples_by_function(config)
-    result.functions = sorted(by_function)
-    batches = {f: option_batches(loaded, ex, config.batch_size) for f, ex in by_function.items()}
-    organism = config.dataset.startswith("organism:")
-    pairs = {}
-    if organism and ({"patching", "attribution"} & set(config.methods)):
-        for f in result.functions:
-            p = organism_pairs(config.n, seed=config.seed, function=f)
-            clean = option_batches(loaded, [a for a, _ in p], config.batch_size)
-            corrupt = option_batches(loaded, [b for _, b in p], config.batch_size)
-            pairs[f] = pair_batches(clean, corrupt)
-    elif {"patching", "attribution"} & set(config.methods):
-        from .data.counterfactuals import text_swap_pairs
-
-        reasons = {}
-        for f in result.functions:
-            p, skipped = text_swap_pairs(loaded, by_function[f])
-            for why, n in skipped.items():
-                reasons[why] = reasons.get(why, 0) + n
-            if p:
-                clean = option_batches(loaded, [a for a, _ in p], config.batch_size)
-                corrupt = option_batches(loaded, [b for _, b in p], config.batch_size)
-                pairs[f] = pair_batches(clean, corrupt)
-        result.summary["counterfactual_pairs"] = {"kind": "text: swap the two objects",
-                                                  "pairs": {f: sum(b.size for b in pairs[f][0]) for f in pairs},
-                                                  "examples_without_pair": reasons}
-        if not pairs:
-            result.skipped["patching"] = result.skipped["attribution"] = \
-                "no counterfactual pairs: object swaps need two-object relational questions whose swapped " \
-                f"names tokenize to the same length ({', '.join(f'{n} {w}' for w, n in reasons.items())})"
+    batches = {f: option_batches(loaded, ex, config.batch_size) for f, ex in sorted(by_function.items())}
+    needs_pairs = any(LOCATE_METHODS[m].needs_pairs for m in config.methods)
+    pairs = _pairs(loaded, config, by_function, result) if needs_pairs else {}
+    state = LocateState(loaded, config, batches, pairs, result, log)
+    if len(state.functions) < 2 and "probe" in config.methods:
+        result.skipped["probe"] = "probing needs sub-questions of at least two functions"
+    chooser = next(m for m in config.methods if config.select_by in LOCATE_METHODS[m].selectable)
+    if chooser in result.skipped or (LOCATE_METHODS[chooser].needs_pairs and config.function not in pairs):
+        reason = result.skipped.get(chooser, f"no counterfactual pairs for {config.function}")
+        raise ValueError(f"cannot select by {config.select_by}: {reason}; choose another --select-by "
+                         f"(ablation works on every dataset)")
     result.timings["data"] = time.time() - t0
     log(f"data: {', '.join(f'{f} {len(ex)}' for f, ex in by_function.items())} examples"
         + (f"; counterfactual pairs: {', '.join(f'{f} {sum(b.size for b in p[0])}' for f, p in pairs.items())}"
            if pairs else ""))
-
-    def put(method: str, function: str, per_example: torch.Tensor, scale: float = 1.0) -> None:
-        lo, hi = bootstrap_ci(per_example, n_boot=config.bootstrap, seed=config.seed)
-        result.scores[(method, function)] = {"score": per_example.float().mean(0) / scale,
-                                             "ci_low": lo / scale, "ci_high": hi / scale}
-
-    means = head_means(loaded, [b for bs in batches.values() for b in bs]) if config.ablation == "mean" else None
-    if "ablation" in config.methods:
+    if config.ablation == "mean":
+        state.means = head_means(loaded, [b for bs in batches.values() for b in bs])
+    for name in LOCATE_METHODS:  # registry order: attribution compares itself with patching's scores
+        if name not in config.methods or name in result.skipped:
+            continue
         t = time.time()
-        for f in result.functions:
-            r = ablation_effects(loaded, batches[f], config.ablation, metric_name=config.metric,
-                                 reference=[b for bs in batches.values() for b in bs])
-            put("ablation", f, r.effects)
-            result.summary.setdefault("base_metric", {})[f] = round(float(r.base.mean()), 4)
-            result.summary["restart_path"] = r.partial
-            log(f"ablation ({config.ablation}) {f}: base {config.metric} {float(r.base.mean()):.3f}, "
-                f"max head effect {float(r.effects.mean(0).max()):.3f}")
-        result.timings["ablation"] = time.time() - t
-    if "patching" in config.methods and pairs:
-        t = time.time()
-        for f, (clean, corrupt) in pairs.items():
-            noise = patching_effects(loaded, clean, corrupt, "noising")
-            deno = patching_effects(loaded, clean, corrupt, "denoising")
-            put("noising", f, noise.effects)
-            gap = float(noise.base.mean() - deno.base.mean())  # clean - corrupted metric
-            put("denoising", f, deno.effects, scale=gap if abs(gap) > 1e-6 else 1.0)
-            result.summary.setdefault("patching_gap", {})[f] = round(gap, 4)
-            log(f"patching {f}: clean-corrupt gap {gap:.3f}")
-        result.timings["patching"] = time.time() - t
-    if "attribution" in config.methods and pairs:
-        t = time.time()
-        for f, (clean, corrupt) in pairs.items():
-            put("attribution", f, attribution_effects(loaded, clean, corrupt, config.metric))
-        result.timings["attribution"] = time.time() - t
-        agreement = {}
-        for f in pairs:
-            if ("noising", f) in result.scores:
-                agreement[f] = _agreement(result.scores[("attribution", f)]["score"],
-                                          result.scores[("noising", f)]["score"])
-        result.summary["attribution_vs_exact_noising"] = agreement
-        if agreement:
-            log("attribution vs exact patching: " + ", ".join(
-                f"{f} spearman {a['spearman']:.2f}, top-{a['k']} overlap {a['top_overlap']:.2f}"
-                for f, a in agreement.items()))
-    if "probe" in config.methods:
-        if len(result.functions) < 2:
-            result.skipped["probe"] = "probing needs sub-questions of at least two functions"
-        else:
-            t = time.time()
-            feats, labels = [], []
-            for f in result.functions:
-                for b in batches[f]:
-                    z = LayerSweep(loaded, b.inputs, check=False).z  # L x [B, S, H, D]
-                    feats.append(torch.stack([zl[:, -1] for zl in z], 1).cpu())  # [B, L, H, D]
-                    labels += [f] * b.size
-            features = torch.cat(feats)
-            for f in result.functions:
-                s = probe_scores(features, labels, f, seed=config.seed)
-                result.scores[("probe", f)] = {"score": s, "ci_low": s, "ci_high": s}
-            result.timings["probe"] = time.time() - t
-    if "attention" in config.methods:
-        t = time.time()
-        for f in result.functions:
-            share, entropy = image_attention(loaded, batches[f])
-            result.scores[("image_share", f)] = {"score": share, "ci_low": share, "ci_high": share}
-            result.scores[("image_entropy", f)] = {"score": entropy, "ci_low": entropy, "ci_high": entropy}
-        result.timings["attention"] = time.time() - t
+        LOCATE_METHODS[name].run(state)
+        result.timings[name] = time.time() - t
 
     # -- selection and evidence --------------------------------------------------------------
-    key = (config.select_by, config.function)
-    if key not in result.scores:
-        raise ValueError(f"cannot select by {config.select_by!r}: that method did not run "
-                         f"({result.skipped.get(config.select_by, 'not in --methods')})")
-    score = result.scores[key]["score"]
+    score = result.score()
     cap = config.max_auto_k or max(1, total_heads // 10)
     k = config.top_k or elbow_k(score, max_k=cap)
     result.k_rule = "--top-k" if config.top_k else f"elbow of sorted scores (capped at {cap})"
     result.selected = top_k(score, k)
     result.summary["sparsity_80"] = {f"{m}|{f}": round(sparsity(v["score"]), 4) for (m, f), v in result.scores.items()
                                      if m in CAUSAL + ("attribution",)}
-    tops = {f: top_k(result.scores[(config.select_by, f)]["score"], k) for f in result.functions
+    tops = {f: top_k(result.scores[(config.select_by, f)]["score"], k) for f in state.functions
             if (config.select_by, f) in result.scores}
     result.summary["top_heads_by_function"] = {f: [list(h) for h in hs] for f, hs in tops.items()}
     result.summary["specificity_jaccard"] = specificity(tops)
     t = time.time()
     result.check = ablation_check(loaded, batches, result.selected, draws=config.random_draws, seed=config.seed,
-                                  mode=config.ablation, means=means)
+                                  mode=config.ablation, means=state.means)
     result.timings["check"] = time.time() - t
     return result
+
+
+# -- the methods ---------------------------------------------------------------------------------------
+
+def _ablation(state: LocateState) -> None:
+    cfg = state.config
+    reference = [b for bs in state.batches.values() for b in bs]
+    for f in state.functions:
+        r = ablation_effects(state.loaded, state.batches[f], cfg.ablation, metric_name=cfg.metric, reference=reference)
+        state.put("ablation", f, r.effects)
+        state.result.summary.setdefault("base_metric", {})[f] = round(float(r.base.mean()), 4)
+        state.result.summary["restart_path"] = r.partial
+        state.log(f"ablation ({cfg.ablation}) {f}: base {cfg.metric} {float(r.base.mean()):.3f}, "
+                  f"max head effect {float(r.effects.mean(0).max()):.3f}")
+
+
+def _patching(state: LocateState) -> None:
+    for f, (clean, corrupt) in state.pairs.items():
+        noise = patching_effects(state.loaded, clean, corrupt, "noising")
+        deno = patching_effects(state.loaded, clean, corrupt, "denoising")
+        state.put("noising", f, noise.effects)
+        gap = float(noise.base.mean() - deno.base.mean())  # clean - corrupted metric
+        state.put("denoising", f, deno.effects, scale=gap if abs(gap) > 1e-6 else 1.0)
+        state.result.summary.setdefault("patching_gap", {})[f] = round(gap, 4)
+        state.log(f"patching {f}: clean-corrupt gap {gap:.3f}")
+
+
+def _attribution(state: LocateState) -> None:
+    for f, (clean, corrupt) in state.pairs.items():
+        state.put("attribution", f, attribution_effects(state.loaded, clean, corrupt, state.config.metric))
+    agreement = {}
+    for f in state.pairs:
+        if ("noising", f) in state.result.scores:
+            agreement[f] = _agreement(state.result.scores[("attribution", f)]["score"],
+                                      state.result.scores[("noising", f)]["score"])
+    state.result.summary["attribution_vs_exact_noising"] = agreement
+    if agreement:
+        state.log("attribution vs exact patching: " + ", ".join(
+            f"{f} spearman {a['spearman']:.2f}, top-{a['k']} overlap {a['top_overlap']:.2f}"
+            for f, a in agreement.items()))
+
+
+def _probe(state: LocateState) -> None:
+    feats, labels = [], []
+    for f in state.functions:
+        for b in state.batches[f]:
+            z = LayerSweep(state.loaded, b.inputs, check=False).z  # L x [B, S, H, D]
+            feats.append(torch.stack([zl[:, -1] for zl in z], 1).cpu())  # [B, L, H, D]
+            labels += [f] * b.size
+    features = torch.cat(feats)
+    for f in state.functions:
+        state.put_descriptive("probe", f, probe_scores(features, labels, f, seed=state.config.seed))
+
+
+def _attention(state: LocateState) -> None:
+    for f in state.functions:
+        share, entropy = image_attention(state.loaded, state.batches[f])
+        state.put_descriptive("image_share", f, share)
+        state.put_descriptive("image_entropy", f, entropy)
+
+
+LOCATE_METHODS.register("ablation", LocateMethod(_ablation, ("ablation",), selectable=("ablation",)))
+LOCATE_METHODS.register("patching", LocateMethod(_patching, ("noising", "denoising"),
+                                                 selectable=("noising", "denoising"), needs_pairs=True))
+LOCATE_METHODS.register("attribution", LocateMethod(_attribution, ("attribution",), selectable=("attribution",),
+                                                    needs_pairs=True))
+LOCATE_METHODS.register("probe", LocateMethod(_probe, ("probe",), selectable=("probe",)))
+LOCATE_METHODS.register("attention", LocateMethod(_attention, ("image_share", "image_entropy")))
+METHODS = LOCATE_METHODS.names()
 
 
 def _agreement(estimate: torch.Tensor, exact: torch.Tensor) -> dict:
@@ -263,42 +323,16 @@ def _agreement(estimate: torch.Tensor, exact: torch.Tensor) -> dict:
     return {"spearman": round(spearman, 4), "k": k, "top_overlap": round(overlap, 4)}
 
 
-def score_rows(result: LocateResult) -> list[dict]:
-    rows = []
-    for (method, function), v in sorted(result.scores.items()):
-        order = {h: i + 1 for i, h in enumerate(ranked(v["score"]))}
-        n_layers, n_heads = v["score"].shape
-        for layer in range(n_layers):
-            for head in range(n_heads):
-                rows.append({"layer": layer, "head": head, "method": method, "function": function,
-                             "score": round(float(v["score"][layer, head]), 6),
-                             "ci_low": round(float(v["ci_low"][layer, head]), 6),
-                             "ci_high": round(float(v["ci_high"][layer, head]), 6),
-                             "rank": order[(layer, head)]})
-    return rows
+def write_outputs(result: HeadScores, run_dir: Path) -> None:
+    """scores.csv and heads.json (``HeadScores.save``), then the head map drawn from what was saved."""
+    from .plots.headmap import write_headmap
+
+    result.save(run_dir)
+    write_headmap(HeadScores.load(run_dir), run_dir / "headmap.html")
 
 
-def write_outputs(result: LocateResult, run_dir: Path, model_name: str) -> None:
-    from .plots.headmap import headmap_html
-
-    rows = score_rows(result)
-    with open(run_dir / "scores.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    heads = {"model": model_name, "function": result.config.function, "select_by": result.config.select_by,
-             "k": len(result.selected), "k_rule": result.k_rule,
-             "heads": [{"layer": l, "head": h,
-                        "score": round(float(result.scores[(result.config.select_by, result.config.function)]
-                                             ["score"][l, h]), 6)} for l, h in result.selected],
-             "summary": result.summary, "check": result.check, "skipped": result.skipped,
-             "geometry": result.geometry}
-    (run_dir / "heads.json").write_text(json.dumps(heads, indent=1) + "\n")
-    (run_dir / "headmap.html").write_text(headmap_html(result, title=f"{model_name}: heads by function"))
-
-
-def report_lines(result: LocateResult) -> list[str]:
-    cfg = result.config
+def report_lines(result: HeadScores) -> list[str]:
+    cfg = result
     score = result.scores[(cfg.select_by, cfg.function)]
     lines = [f"\nselected {len(result.selected)} heads for {cfg.function} by {cfg.select_by} ({result.k_rule}):"]
     for l, h in result.selected:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import re
 import subprocess
@@ -30,6 +31,8 @@ def new_run_dir(command: str, name: str, out: str | Path | None = None, root: st
     """Create and return a fresh run directory."""
     if out is not None:
         out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise FileExistsError(f"--out {out} is a file; pass a directory path (it is created if missing)")
         if out.exists() and any(out.iterdir()):
             raise FileExistsError(f"--out {out} already holds files; runs are never overwritten: "
                                   f"choose a new directory or leave --out unset")
@@ -69,8 +72,36 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader (or a
+    full disk, or Ctrl-C) never leaves a truncated file under the final name."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    """Rows of dicts (same keys) as CSV with a header, atomically."""
+    import csv
+    import io
+
+    if not rows:
+        raise ValueError(f"nothing to write to {path}: no rows")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 class RunRecord:
@@ -103,5 +134,10 @@ class RunRecord:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
         self.meta["timings"]["total"] = round(time.time() - self.started, 3)
-        self.meta["status"] = "finished" if exc is None else f"failed: {exc_type.__name__}: {exc}"
+        if exc is None:
+            self.meta["status"] = "finished"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            self.meta["status"] = "interrupted"
+        else:
+            self.meta["status"] = f"failed: {exc_type.__name__}: {exc}"
         write_json(self.run_dir / "metadata.json", self.meta)

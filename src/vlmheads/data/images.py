@@ -18,13 +18,23 @@ class MissingImagesError(FileNotFoundError):
     """Some images a dataset's records point to are not on disk."""
 
 
+class ImageReadError(ValueError):
+    """An image file exists but cannot be decoded (truncated, or not an image); names the file."""
+
+
 def as_pil(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if image is None:
         raise ValueError("this example has no image (the dataset was loaded with images=False)")
-    with Image.open(image) as opened:
-        return opened.convert("RGB")
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except FileNotFoundError:
+        raise MissingImagesError(f"image file {image} does not exist") from None
+    except (OSError, SyntaxError, ValueError) as err:  # PIL: truncated or not an image at all
+        raise ImageReadError(f"cannot read image {image}: {err}; the file is damaged or not an image "
+                             f"(re-download it or drop its record)") from None
 
 
 def check_images(paths: Iterable[Path], dataset: str, layout: str, show: int = 5) -> None:

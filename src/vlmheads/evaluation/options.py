@@ -41,7 +41,13 @@ def continuation_ids(tokenizer, prompt: str, option: str) -> list[int]:
     full = tokenizer(prompt + " " + option, add_special_tokens=False)["input_ids"]
     if full[:len(base)] != base or len(full) == len(base):
         raise ValueError(f"option {option!r} does not tokenize as a continuation of the prompt")
-    return full[len(base):]
+    added = full[len(base):]
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in added:
+        raise ValueError(f"the model's tokenizer cannot spell the answer option {option!r} (it becomes "
+                         f"{tokenizer.unk_token}): this model cannot answer this dataset's questions; use a "
+                         f"dataset in its vocabulary (the organism knows its own scenes' words: organism:*)")
+    return added
 
 
 def _single_token_batch(loaded: LoadedModel, batch: Sequence[Example], option_ids) -> list[list[float]]:

@@ -118,33 +118,85 @@ def _resolve_dtype(dtype) -> torch.dtype | None:
     return names[dtype]
 
 
+class ModelLoadError(OSError):
+    """A model that cannot be loaded; the message names the source and the fix."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """``torch.device(device)``, refused with the fix when this torch build or machine cannot use it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"unknown device {device!r} ({err}); use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+        raise ValueError(f"--device {device}: no CUDA device is usable here (torch {torch.__version__} is {build}); "
+                         f"use --device cpu, or install a CUDA build of torch on a machine with a GPU")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
+def looks_like_path(name: str) -> bool:
+    """A name that can only be a local path: absolute, ./ ../ ~, or more than one '/' (a hub id has one)."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or "\\" in name or name.endswith("/")
+
+
+def check_model_source(name_or_path: str | Path | None) -> str | Path:
+    """Where a model loads from, checked without reading weights or asking the hub."""
+    name = "organism" if name_or_path is None else str(name_or_path)
+    if not name.strip():
+        raise ValueError("--model is empty: pass 'organism', a Hugging Face model id or a local model directory")
+    if name in ORGANISM_NAMES:
+        if not (organism_path() / "config.json").exists():
+            raise FileNotFoundError(f"the shipped organism is missing at {organism_path()}; retrain it with "
+                                    f"`python -m heads.organism train --install`")
+        return organism_path()
+    source = Path(name).expanduser()
+    if isinstance(name_or_path, Path) or looks_like_path(name) or source.exists():
+        if not source.exists():
+            raise FileNotFoundError(f"no model directory at {name}: pass an existing local directory, a Hugging Face "
+                                    f"model id (e.g. llava-hf/llava-1.5-7b-hf), or 'organism'")
+        if not source.is_dir():
+            raise FileNotFoundError(f"{name} is a file, not a model directory: pass the folder that holds config.json")
+        if not (source / "config.json").exists():
+            raise FileNotFoundError(f"{name} has no config.json: it is not a saved Hugging Face model directory")
+        return source
+    return name
+
+
 def load_model(name_or_path: str | Path | None = None, *, device: str | torch.device = "cpu",
                dtype: str | torch.dtype | None = None, attn_implementation: str = "eager",
                processor: Any = None) -> LoadedModel:
     """Load a VLM by HF id or local directory (``None`` / ``"organism"`` = the shipped organism).
 
-    The architecture is read from the config first, so an unsupported model fails before any
-    weights are read, with the list of supported families.
+    Device, dtype and source are checked first, and the architecture is read from the config before
+    any weights, so an unsupported model fails fast, with the list of supported families. Damaged
+    files fail with the file named.
     """
     import transformers
 
     name = "organism" if name_or_path is None else str(name_or_path)
-    source = organism_path() if name in ORGANISM_NAMES else name_or_path
-    if name in ORGANISM_NAMES and not (organism_path() / "config.json").exists():
-        raise FileNotFoundError(
-            f"the shipped organism is missing at {organism_path()}; retrain it with `python -m heads.organism train`")
-    looks_local = isinstance(source, Path) or str(source).startswith(("/", "./", "../", "~"))
-    if looks_local and not Path(source).expanduser().exists():
-        raise FileNotFoundError(f"no model directory at {source}: pass an existing local directory, a Hugging Face "
-                                f"model id (e.g. llava-hf/llava-1.5-7b-hf), or 'organism'")
-    if isinstance(source, (str, Path)) and Path(source).exists() and not (Path(source) / "config.json").exists():
-        raise FileNotFoundError(f"{source} has no config.json: it is not a saved Hugging Face model directory")
-    config = transformers.AutoConfig.from_pretrained(source)
+    dev = check_device(device)
+    torch_dtype = _resolve_dtype(dtype) or torch.float32
+    source = check_model_source(name_or_path)
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot read the config of {name}: {str(err).splitlines()[0]}") from None
     adapter = find_adapter(config)
     cls = getattr(transformers, adapter.architectures[0])
-    model = cls.from_pretrained(source, dtype=_resolve_dtype(dtype) or torch.float32,
-                                attn_implementation=attn_implementation)
-    model.to(device).eval()
+    try:
+        model = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn_implementation)
+    except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ModelLoadError(f"cannot read the weights of {name}: {type(err).__name__}: {first}; the files may be "
+                             f"truncated or damaged: re-download or re-save the model") from None
+    model.to(dev).eval()
     if processor is None:
         processor = load_processor(source, adapter.family)
     return LoadedModel(model=model, processor=processor, adapter=adapter, name=name)

@@ -1,5 +1,7 @@
 """Interactive layer x head maps (Plotly), self-contained HTML that works offline.
 
+A pure function of a saved locate run: ``headmap_html(HeadScores.load(run_dir))``.
+
 One heatmap per (method, function); two drop-down menus pick the method and the function. Hover
 shows the score, its 95% interval, its rank and the head's attention share on the image. The
 selected heads are outlined.
@@ -8,15 +10,18 @@ selected heads are outlined.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import plotly.graph_objects as go
 
-from ..methods.selection import ranked
+from ..runs import write_text_atomic
+from ..scores import HeadScores
 
 DESCRIPTIVE = ("probe", "image_share", "image_entropy")
 
 
-def headmap_html(result, title: str = "heads") -> str:
+def headmap_html(result: HeadScores, title: str | None = None) -> str:
+    title = title or f"{result.model}: heads by function"
     keys = sorted(result.scores)
     methods = sorted({m for m, _ in keys})
     functions = sorted({f for _, f in keys})
@@ -29,7 +34,7 @@ def headmap_html(result, title: str = "heads") -> str:
             v = result.scores[(m, f)]
             score = v["score"]
             n_layers, n_heads = score.shape
-            rank = {h: i + 1 for i, h in enumerate(ranked(score))}
+            rank = {h: i + 1 for i, h in enumerate(result.ranking(m, f))}
             share = result.scores.get(("image_share", f), {}).get("score")
             custom = [[[float(v["ci_low"][l, h]), float(v["ci_high"][l, h]), rank[(l, h)],
                         float(share[l, h]) if share is not None else float("nan")] for h in range(n_heads)]
@@ -47,8 +52,8 @@ def headmap_html(result, title: str = "heads") -> str:
     sel = result.selected
     fig.add_trace(go.Scatter(x=[f"H{h}" for _, h in sel], y=[f"L{l}" for l, _ in sel], mode="markers",
                              marker={"symbol": "square-open", "size": 22, "color": "black", "line": {"width": 3}},
-                             name=f"selected for {result.config.function}", hoverinfo="name"))
-    first = f"{result.config.select_by}|{result.config.function}"
+                             name=f"selected for {result.function}", hoverinfo="name"))
+    first = f"{result.select_by}|{result.function}"
     if first not in index:
         first = next(iter(index))
     fig.data[index[first]].visible = True
@@ -72,3 +77,9 @@ document.getElementById('hm-method').onchange = show; document.getElementById('h
 """ % json.dumps(index)
     html = fig.to_html(include_plotlyjs=True, full_html=True, post_script=script)
     return html.replace("<body>", "<body>" + controls, 1)
+
+
+def write_headmap(result: HeadScores, path: Path) -> Path:
+    """Write ``headmap_html(result)`` to ``path`` atomically."""
+    write_text_atomic(path, headmap_html(result))
+    return path

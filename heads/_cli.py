@@ -1,0 +1,149 @@
+"""What every command shares: the common options, one way to fail, and run directories that are
+never left empty.
+
+    parser = command_parser("python -m heads.locate", __doc__)
+    add_model_options(parser); add_run_options(parser, batch_size=32)
+    ...
+    return run_command(body, argv)   # body(args) -> int
+
+Bad input ends in one line on stderr (``error: ...``, naming the problem and the fix) and exit status
+2; Ctrl-C ends in one line (what was kept) and exit status 130; neither prints a traceback. Every
+check that needs no model runs before a model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Sequence
+
+
+class UsageError(Exception):
+    """Bad input: the message is the one line the user sees."""
+
+
+def _positive(name: str, minimum: int = 1):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} takes a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{name} must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are the suite's one line and exit status 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    return _Parser(prog=prog, description=(description or "").split("\n\n")[0])
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="organism", help="'organism' (default), a HF id or a local model directory")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32)")
+
+
+def add_run_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
+    parser.add_argument("--batch-size", type=_positive("--batch-size"), default=batch_size,
+                        help=f"examples per forward pass (default {batch_size})")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data sampling and bootstraps (default 0)")
+    parser.add_argument("--out", default=None, help="run directory (default: results/<command>/<run_id>); must "
+                                                    "not hold files: runs are never overwritten")
+
+
+def positive(name: str, minimum: int = 1):
+    """An argparse ``type`` for whole numbers >= ``minimum``."""
+    return _positive(name, minimum)
+
+
+def check_model_options(args) -> None:
+    """Device, dtype, model source and --out, checked before anything is loaded."""
+    from vlmheads.models.loading import _resolve_dtype, check_device, check_model_source
+
+    check_device(args.device)
+    _resolve_dtype(args.dtype)
+    check_model_source(args.model)
+    check_out(args.out)
+
+
+def check_out(out: str | None) -> None:
+    if out is None:
+        return
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {out} is a file; pass a directory path (it is created if missing)")
+    if path.is_dir() and any(path.iterdir()):
+        raise UsageError(f"--out {out} already holds files; runs are never overwritten: choose a new directory "
+                         f"or leave --out unset")
+
+
+def load(args):
+    """The model of ``args`` (checked by ``check_model_options``), with a processor."""
+    from vlmheads.models import load_model
+
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    if loaded.processor is None:
+        raise UsageError(f"{args.model} has no processor; save one beside the model (processor.save_pretrained)")
+    return loaded
+
+
+@contextmanager
+def run_directory(command: str, name: str, out: str | None):
+    """A fresh run directory; removed again if the block leaves it empty (nothing finished to keep)."""
+    from vlmheads.runs import new_run_dir
+
+    run_dir = new_run_dir(command, name, out=out)
+    try:
+        yield run_dir
+    finally:
+        if run_dir.is_dir() and not any(run_dir.iterdir()):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _bad_input_types() -> tuple[type, ...]:
+    from vlmheads.data import DataError, MissingImagesError
+    from vlmheads.registry import UnknownName
+
+    return (UsageError, ValueError, FileNotFoundError, FileExistsError, IndexError, KeyError, DataError,
+            MissingImagesError, UnknownName, OSError)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return lines[0] if len(lines) == 1 else f"{lines[0]} ({'; '.join(lines[1:4])}{'; ...' if len(lines) > 4 else ''})"
+
+
+def run_command(body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+                argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run ``body(args)``: bad input -> one line + 2; Ctrl-C -> one line + 130."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exit_:  # --help, or argparse's own exit
+            return int(exit_.code or 0)
+        args.argv = argv
+        return body(args)
+    except KeyboardInterrupt:
+        where = getattr(args, "run_dir", None) if "args" in locals() else None
+        kept = f"; {where} keeps config.json and metadata.json (status: interrupted)" if where and Path(where).is_dir() \
+            else ""
+        print(f"interrupted: stopped before the run finished{kept}; re-run the command to redo it", file=sys.stderr)
+        return 130
+    except _bad_input_types() as err:
+        print(f"error: {_one_line(err)}", file=sys.stderr)
+        return 2
