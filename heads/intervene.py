@@ -67,7 +67,8 @@ def newest_locate_run(model: str, function: str, root: Path | None = None) -> Pa
 
 def _run(args) -> int:
     from vlmheads.data import canonical_function
-    from vlmheads.intervene import METHODS, InterveneConfig, run_intervene, table_lines, write_outputs
+    from vlmheads.intervene import (METHODS, InterveneConfig, load_datasets, run_intervene, table_lines,
+                                    write_outputs)
     from vlmheads.runs import RunRecord
     from vlmheads.scores import HeadScores
 
@@ -86,6 +87,7 @@ def _run(args) -> int:
                              data_root=args.data_root, methods=methods, heads=heads, heads_from=str(run),
                              k=len(heads), k_by_method=k_by_method, sweep=args.sweep, ranking=tuple(order),
                              batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype)
+    data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry
     if (located.geometry.get("n_layers"), located.geometry.get("n_heads")) != (g.n_layers, g.n_heads):
@@ -104,7 +106,7 @@ def _run(args) -> int:
                                    "k": len(heads), "heads": [list(h) for h in heads],
                                    "k_by_method": dict(k_by_method)},
                        dataset={"names": list(config.datasets), "root": config.data_root}) as record:
-            result = run_intervene(loaded, config, log=lambda s: print(s, flush=True))
+            result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data)
             record.meta["timings"].update({k: round(v, 3) for k, v in result.timings.items()})
             record.meta["layout_probe_accuracy"] = result.probe_accuracy
             record.meta["skipped"] = result.skipped

@@ -31,7 +31,7 @@ def _parser():
 
 
 def _run(args) -> int:
-    from vlmheads.locate import LocateConfig, report_lines, run_locate, write_outputs
+    from vlmheads.locate import LocateConfig, examples_by_function, report_lines, run_locate, write_outputs
     from vlmheads.runs import RunRecord
 
     config = LocateConfig(
@@ -40,6 +40,7 @@ def _run(args) -> int:
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
         batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype)
     _cli.check_model_options(args)
+    examples = examples_by_function(config)
     loaded = _cli.load(args)
     g = loaded.geometry
     if config.top_k is not None and config.top_k > g.n_total:
@@ -52,7 +53,7 @@ def _run(args) -> int:
         # a failed run keeps its directory, with metadata.json saying why
         with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed, model=model_identity,
                        dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n}) as record:
-            result = run_locate(loaded, config, log=lambda s: print(s, flush=True))
+            result = run_locate(loaded, config, log=lambda s: print(s, flush=True), examples=examples)
             record.meta["timings"].update({k: round(v, 3) for k, v in result.timings.items()})
             record.meta["selected"] = [list(h) for h in result.selected]
             write_outputs(result, run_dir)

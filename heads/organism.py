@@ -21,7 +21,7 @@ from heads import _cli
 
 def _parser():
     parser = _cli.command_parser("python -m heads.organism", __doc__)
-    sub = parser.add_subparsers(dest="action", required=True, parser_class=_cli._Parser)
+    sub = parser.add_subparsers(dest="action", metavar="{train,eval}", required=True, parser_class=_cli._Parser)
     train = sub.add_parser("train", help="train the organism from scratch")
     train.add_argument("--steps", type=_cli.positive("--steps"), default=None,
                        help="training steps (default: the shipped recipe)")

@@ -150,19 +150,26 @@ class InterveneResult:
     timings: dict = field(default_factory=dict)
 
 
-def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[str], None] = print
-                  ) -> InterveneResult:
+def load_datasets(config: InterveneConfig) -> dict:
+    """``{name: (validation split, test split)}`` (no model needed: the command calls this before loading
+    one, so a bad dataset or root fails before any weights are read)."""
+    kwargs = {"root": config.data_root} if config.data_root else {}
+    return {name: (load(name, split="val", seed=config.seed, **kwargs), load(name, split="test", seed=config.seed,
+                                                                          **kwargs)) for name in config.datasets}
+
+
+def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[str], None] = print,
+                  data: dict | None = None) -> InterveneResult:
     needs_heads = [m for m in config.methods if INTERVENE_METHODS[m].uses_heads]
     if needs_heads and not any(config.heads_for(m) for m in needs_heads):
         raise ValueError(f"{', '.join(needs_heads)} need located heads: pass --heads-from a locate run")
     for layer, head in set(config.heads) | set(config.ranking):
         loaded.geometry.check_head(layer, head)
     result = InterveneResult()
-    kwargs = {"root": config.data_root} if config.data_root else {}
+    data = data if data is not None else load_datasets(config)
     for name in config.datasets:
         t0 = time.time()
-        val = load(name, split="val", seed=config.seed, **kwargs)
-        test = load(name, split="test", seed=config.seed, **kwargs)
+        val, test = data[name]
         result.datasets[name] = {"val": val.identity(), "test": test.identity()}
         val_b = option_batches(loaded, list(val), config.batch_size)
         test_b = option_batches(loaded, list(test), config.batch_size)

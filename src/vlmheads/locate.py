@@ -131,7 +131,9 @@ class LocateState:
         self.result.scores[(method, function)] = {"score": score, "ci_low": score, "ci_high": score}
 
 
-def _examples_by_function(config: LocateConfig) -> dict[str, list]:
+def examples_by_function(config: LocateConfig) -> dict[str, list]:
+    """The run's examples per function (no model needed: the commands call this before loading one, so a
+    bad dataset, root or function fails before any weights are read)."""
     if config.dataset.strip().lower() == "organism:decomposed":
         # n fresh controlled examples per function (the registry's fixed 400 would cap n at 100)
         from .data import organism_examples
@@ -187,7 +189,8 @@ def _pairs(loaded: LoadedModel, config: LocateConfig, by_function: dict, result:
     return pairs
 
 
-def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], None] = print) -> HeadScores:
+def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], None] = print,
+               examples: dict[str, list] | None = None) -> HeadScores:
     g = loaded.geometry
     total_heads = g.n_total
     if config.top_k is not None and config.top_k > total_heads:
@@ -197,7 +200,7 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     result = HeadScores(model=loaded.name, function=config.function, select_by=config.select_by,
                         geometry=asdict(g))
     t0 = time.time()
-    by_function = _examples_by_function(config)
+    by_function = examples if examples is not None else examples_by_function(config)
     batches = {f: option_batches(loaded, ex, config.batch_size) for f, ex in sorted(by_function.items())}
     needs_pairs = any(LOCATE_METHODS[m].needs_pairs for m in config.methods)
     pairs = _pairs(loaded, config, by_function, result) if needs_pairs else {}

@@ -126,8 +126,8 @@ def check_device(device: str | torch.device) -> torch.device:
     """``torch.device(device)``, refused with the fix when this torch build or machine cannot use it."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"unknown device {device!r} ({err}); use cpu, cuda, cuda:N or mps") from None
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
         raise ValueError(f"--device {device}: no CUDA device is usable here (torch {torch.__version__} is {build}); "

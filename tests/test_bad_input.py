@@ -1,0 +1,292 @@
+"""The bad-input catalogue: every command and the public library calls, fed what a new user gets wrong.
+
+Every case must end in ONE clear line on stderr that names the problem (the expected words below) and
+exit status 2, with no traceback, and must lose no finished work: a directory passed as --out that
+already holds files keeps them, and a refused run leaves no empty run directory behind. Library calls
+must raise an exception whose message names the problem. Cases are rows of tables: a new bad input
+found is one more row.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from heads.intervene import main as intervene_main
+from heads.locate import main as locate_main
+from heads.organism import main as organism_main
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+FAST = ["--n", "8", "--random-draws", "1", "--batch-size", "8", "--methods", "ablation"]
+COMMANDS = {"locate": locate_main, "intervene": intervene_main, "organism": organism_main}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Files the cases point at: a locate run, damaged runs and models, a tiny model, data files."""
+    root = tmp_path_factory.mktemp("world")
+    run = root / "locate-run"
+    assert locate_main(["--function", "spatial", "--out", str(run), *FAST]) == 0
+    from vlmheads.models import organism_path
+
+    truncated = root / "truncated-model"
+    shutil.copytree(organism_path(), truncated)
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (root / "no-config").mkdir()
+    (root / "a-file.txt").write_text("not a directory")
+    (root / "full").mkdir()
+    (root / "full" / "finished.txt").write_text("finished work")
+    corrupt = root / "corrupt-run"
+    shutil.copytree(run, corrupt)
+    (corrupt / "heads.json").write_text('{"model": "organism", "function": ')
+    bad_row = root / "bad-row-run"
+    shutil.copytree(run, bad_row)
+    lines = (bad_row / "scores.csv").read_text().splitlines()
+    lines[5] = "3,x,ablation,spatial_perception,1,0,2,4"
+    (bad_row / "scores.csv").write_text("\n".join(lines) + "\n")
+    missing_scores = root / "missing-scores-run"
+    shutil.copytree(run, missing_scores)
+    (missing_scores / "scores.csv").unlink()
+    from vlmheads.scores import HeadScores
+
+    other = root / "other-geometry-run"  # a run made on a 2 x 4-head model
+    other.mkdir()
+    score = torch.arange(8.0).view(2, 4)
+    HeadScores(model="organism", function="spatial_perception", select_by="ablation",
+               geometry={"n_layers": 2, "n_heads": 4, "n_kv_heads": 4, "head_dim": 4},
+               scores={("ablation", "spatial_perception"): {"score": score, "ci_low": score, "ci_high": score}},
+               selected=[(1, 3)]).save(other)
+    # a CogVSR file whose first image is truncated, and one with a malformed line
+    from vlmheads.data.cogvsr import write_organism_cogvsr
+
+    cog = write_organism_cogvsr(root / "cog", n=8, seed=1)
+    first_image = cog.parent / json.loads(cog.read_text().splitlines()[0])["image"]
+    first_image.write_bytes(first_image.read_bytes()[:40])
+    malformed = root / "malformed.jsonl"
+    malformed.write_text('{"id": "a"}\nnot json\n')
+    return {"root": root, "run": run, "truncated": truncated, "cogvsr": cog, "malformed": malformed}
+
+
+def _ours(stderr: str) -> list[str]:
+    """stderr without transformers' own weight-loading progress bar."""
+    return [line for line in stderr.strip().splitlines() if line.strip() and not line.startswith("Loading weights")]
+
+
+def _fill(argv, world):
+    return [a.format(**{k: str(v) for k, v in world.items()}) for a in argv]
+
+
+# (command, argv, words the one line must contain)
+CLI_CASES = [
+    # heads.locate: arguments checked before any model is loaded
+    ("locate", ["--function", "telepathy"], "unknown cognitive function"),
+    ("locate", ["--function", "math"], "has no 'math_reasoning' questions"),
+    ("locate", ["--methods", "ablation,magic"], "unknown locate method 'magic'"),
+    ("locate", ["--methods", ","], "--methods is empty"),
+    ("locate", ["--methods", "ablation", "--select-by", "noising"], "add it to --methods"),
+    ("locate", ["--select-by", "vibes"], "invalid choice"),
+    ("locate", ["--random-draws", "0"], "argument --random-draws: must be at least 1"),
+    ("locate", ["--n", "2"], "argument --n: must be at least 4"),
+    ("locate", ["--n", "many"], "argument --n: takes a whole number"),
+    ("locate", ["--top-k", "0"], "argument --top-k: must be at least 1"),
+    ("locate", ["--top-k", "33"], "larger than the number of heads"),
+    ("locate", ["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+    ("locate", ["--ablation", "median"], "invalid choice"),
+    ("locate", ["--metric", "f1"], "invalid choice"),
+    ("locate", ["--wat"], "unrecognized arguments"),
+    ("locate", ["--model", "/nonexistent/model"], "no model directory"),
+    ("locate", ["--model", "results/organism/never/model"], "no model directory"),
+    ("locate", ["--model", "{root}/no-config"], "has no config.json"),
+    ("locate", ["--model", "{root}/a-file.txt"], "is a file, not a model directory"),
+    ("locate", ["--model", "{truncated}"], "cannot read the weights"),
+    ("locate", ["--model", ""], "--model is empty"),
+    ("locate", ["--device", "cuda"], "no CUDA device is usable here"),
+    ("locate", ["--device", "banana"], "unknown device"),
+    ("locate", ["--dtype", "float8"], "unknown dtype"),
+    ("locate", ["--out", "{root}/a-file.txt"], "is a file"),
+    ("locate", ["--out", "{root}/full"], "never overwritten"),
+    ("locate", ["--dataset", "nope:x"], "unknown dataset"),
+    ("locate", ["--dataset", "organism"], "needs the form family:name"),
+    ("locate", ["--dataset", "organism:zzz"], "unknown organism dataset"),
+    ("locate", ["--dataset", "whatsup:controlled_a"], "no data root given"),
+    ("locate", ["--dataset", "whatsup:controlled_z", "--data-root", "{root}"], "controlled_z"),
+    ("locate", ["--dataset", "cogvsr:{root}/nowhere.jsonl"], "nowhere.jsonl"),
+    ("locate", ["--dataset", "cogvsr:{malformed}"], "malformed.jsonl:"),
+    ("locate", ["--dataset", "cogvsr:{cogvsr}", "--function", "relational"], "cannot read image"),
+    ("locate", ["--dataset", "organism:controlled", "--function", "relational", "--methods", "ablation,probe",
+                "--select-by", "probe"], "cannot select by probe"),
+    # heads.intervene
+    ("intervene", ["--heads-from", "{run}", "--emphasize", "three"], "expects top-k"),
+    ("intervene", ["--heads-from", "{run}", "--emphasize", "top-0"], "expects top-k"),
+    ("intervene", ["--heads-from", "{run}", "--emphasize", "top-99"], "more heads than the model has"),
+    ("intervene", ["--heads-from", "{run}", "--heads", "top-99"], "more heads than the model has"),
+    ("intervene", ["--heads-from", "{run}", "--method", "magic"], "unknown intervene method 'magic'"),
+    ("intervene", ["--heads-from", "{root}/full"], "not a locate run"),
+    ("intervene", ["--heads-from", "{root}/nowhere"], "is not a directory"),
+    ("intervene", ["--heads-from", "{root}/corrupt-run"], "corrupt-run/heads.json: not valid JSON"),
+    ("intervene", ["--heads-from", "{root}/bad-row-run"], "bad-row-run/scores.csv:6: malformed row"),
+    ("intervene", ["--heads-from", "{root}/missing-scores-run"], "no scores.csv"),
+    ("intervene", ["--heads-from", "{root}/other-geometry-run"], "locate heads on this model first"),
+    ("intervene", ["--heads-from", "{run}", "--function", "telepathy"], "unknown cognitive function"),
+    ("intervene", ["--heads-from", "{run}", "--device", "cuda"], "no CUDA device is usable here"),
+    ("intervene", ["--heads-from", "{run}", "--dtype", "int3"], "unknown dtype"),
+    ("intervene", ["--heads-from", "{run}", "--batch-size", "-1"], "argument --batch-size: must be at least 1"),
+    ("intervene", ["--heads-from", "{run}", "--out", "{root}/full"], "never overwritten"),
+    ("intervene", ["--heads-from", "{run}", "--dataset", "organism:nope"], "unknown organism dataset"),
+    ("intervene", ["--heads-from", "{run}", "--model", "{truncated}"], "cannot read the weights"),
+    # heads.organism
+    ("organism", [], "required: {train,eval}"),
+    ("organism", ["train", "--steps", "0"], "argument --steps: must be at least 1"),
+    ("organism", ["train", "--steps", "-5"], "argument --steps: must be at least 1"),
+    ("organism", ["train", "--micro", "--install"], "would replace the shipped organism"),
+    ("organism", ["train", "--micro", "--out", "{root}/a-file.txt"], "is a file"),
+    ("organism", ["train", "--micro", "--out", "{root}/full"], "never overwritten"),
+    ("organism", ["eval", "--n", "0"], "argument --n: must be at least 1"),
+    ("organism", ["eval", "--generate", "-1"], "argument --generate: must be at least 0"),
+    ("organism", ["eval", "--model", "{root}/nowhere"], "no model directory"),
+    ("organism", ["eval", "--device", "cuda"], "no CUDA device is usable here"),
+]
+
+
+@pytest.mark.parametrize("command,argv,words", CLI_CASES, ids=[f"{c}:{' '.join(a)[:60]}" for c, a, _ in CLI_CASES])
+def test_command_refuses_with_one_clear_line(world, tmp_path, capsys, command, argv, words):
+    argv = _fill(argv, world)
+    if "--out" not in argv and command != "organism" or argv[:1] == ["train"] and "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path / "run")]
+    before = sorted(p.name for p in (world["root"] / "full").iterdir())
+    assert COMMANDS[command](argv) == 2
+    err = capsys.readouterr().err.strip()
+    lines = _ours(err)
+    assert lines and lines[-1].startswith("error: "), err
+    assert words in lines[-1], err
+    assert "Traceback" not in err
+    assert all(line.startswith("warning: ") for line in lines[:-1]), err
+    assert sorted(p.name for p in (world["root"] / "full").iterdir()) == before  # finished work untouched
+    assert (world["root"] / "full" / "finished.txt").read_text() == "finished work"
+    assert not (tmp_path / "run").exists() or any((tmp_path / "run").iterdir())  # no empty run directory
+
+
+def test_unreadable_runs_are_passed_over_when_picking_the_newest(world, tmp_path, capsys, monkeypatch):
+    """One corrupt heads.json among the runs no longer breaks the default heads.intervene."""
+    import vlmheads.runs
+
+    results = tmp_path / "results"
+    (results / "locate").mkdir(parents=True)
+    shutil.copytree(world["run"], results / "locate" / "20200101-000000_good")
+    shutil.copytree(world["root"] / "corrupt-run", results / "locate" / "20990101-000000_corrupt")
+    monkeypatch.setattr(vlmheads.runs, "DEFAULT_RESULTS", results)
+    from heads.intervene import newest_locate_run
+
+    assert newest_locate_run("organism", "spatial").name == "20200101-000000_good"
+    err = capsys.readouterr().err
+    assert err.startswith("warning: passing over") and "20990101-000000_corrupt/heads.json" in err
+
+
+def test_ctrl_c_prints_one_line_and_marks_the_run(world, tmp_path, capsys, monkeypatch):
+    import vlmheads.locate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vlmheads.locate, "run_locate", interrupted)
+    out = tmp_path / "run"
+    assert locate_main(["--out", str(out), *FAST]) == 130
+    lines = _ours(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("interrupted:") and str(out) in lines[0]
+    assert json.loads((out / "metadata.json").read_text())["status"] == "interrupted"
+
+
+def test_unknown_subset_or_root_of_real_data(tmp_path):
+    from vlmheads.data import load
+
+    with pytest.raises(FileNotFoundError, match="no data root given"):
+        load("vsr:random/test")
+
+
+def test_whatsup_on_the_organism_says_its_tokenizer_cannot_spell_the_options(tmp_path, capsys):
+    """The default organism's tokenizer maps on/under/front/behind to <unk>: the run says so."""
+    prompts = SHARED / "whatsup" / "adaptvis_prompts"
+    if not prompts.is_dir():
+        pytest.skip("../shared/data/whatsup/adaptvis_prompts not present")
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "data"))
+    import whatsup_release as release
+
+    release.build_release(tmp_path / "whatsup", "controlled_a", n=8, images=True)
+    assert locate_main(["--dataset", "whatsup:controlled_a", "--data-root", str(tmp_path / "whatsup"),
+                        "--function", "relational", "--out", str(tmp_path / "run"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "cannot spell the answer option" in err and "<unk>" in err
+
+
+# -- the public library calls ---------------------------------------------------------------------------
+
+def _library_cases():
+    from vlmheads import load_model, site
+    from vlmheads.data import as_pil, load
+    from vlmheads.interventions import (Ablate, AdaptVis, Emphasize, ScalingVis, Steer, VisionBoost, apply,
+                                        from_json)
+    from vlmheads.scores import HeadScores
+
+    return [
+        ("load organism:vsr for another function", lambda w, o: load("organism:vsr", function="spatial"),
+         "has no 'spatial_perception' questions"),
+        ("load an unknown split", lambda w, o: load("organism:controlled", split="train"), "unknown split"),
+        ("load limit 0", lambda w, o: load("organism:controlled", limit=0), "limit must be positive"),
+        ("load a name that is not a string", lambda w, o: load(None), "must be a string"),
+        ("negative head index", lambda w, o: Ablate(heads=[(-1, 0)]), "negative indices are not allowed"),
+        ("fractional head index", lambda w, o: Ablate(heads=[(0.5, 1)]), "head indices are integers"),
+        ("head that is not a pair", lambda w, o: Emphasize(heads=[3]), "(layer, head) pairs"),
+        ("negative alpha", lambda w, o: ScalingVis(alpha=-1.0), "alpha must be >= 0"),
+        ("alpha that is not a number", lambda w, o: ScalingVis(alpha="big"), "alpha must be a number"),
+        ("infinite alpha", lambda w, o: AdaptVis(alpha_high=float("inf")), "must be finite"),
+        ("threshold outside [0, 1]", lambda w, o: AdaptVis(threshold=2), "threshold is a probability"),
+        ("negative gamma", lambda w, o: Emphasize(heads=[(0, 0)], gamma=-1), "gamma must be >= 0"),
+        ("unknown ablation mode", lambda w, o: Ablate(heads=[(0, 0)], mode="median"), "Ablate mode must be one of"),
+        ("ablation value, unknown mode", lambda w, o: site.ablation_value("median", torch.zeros(1, 1, 1), 0, 0),
+         "unknown ablation mode"),
+        ("mean ablation without means", lambda w, o: site.ablation_value("mean", torch.zeros(1, 1, 1), 0, 0),
+         "needs the heads' mean outputs"),
+        ("steer without directions", lambda w, o: Steer(alpha=1.0, directions={}), "Steer needs directions"),
+        ("vision boost with a vector", lambda w, o: VisionBoost(alpha=1.0, directions=torch.zeros(3)),
+         "must be [r, hidden_size]"),
+        ("vision boost of the wrong width", lambda w, o: _enter(apply(o, [VisionBoost(1.0, torch.zeros(2, 7))])),
+         "hidden_size=128"),
+        ("layer out of range", lambda w, o: _enter(apply(o, [Ablate(heads=[(9, 0)])])), "layer 9 out of range"),
+        ("head out of range", lambda w, o: _enter(apply(o, [Emphasize(heads=[(0, 8)])])), "head 8 out of range"),
+        ("two attention-logit interventions", lambda w, o: _enter(apply(o, [ScalingVis(1.0), AdaptVis()])),
+         "only one attention-logit intervention"),
+        ("mean ablation without means in apply", lambda w, o: _enter(apply(o, [Ablate([(0, 0)], mode="mean")])),
+         "needs the heads' mean outputs"),
+        ("not an intervention", lambda w, o: _enter(apply(o, ["ablate"])), "unknown intervention"),
+        ("unknown JSON record", lambda w, o: from_json({"type": "Nope"}), "not an intervention record"),
+        ("model on a device this build lacks", lambda w, o: load_model("organism", device="cuda"), "no CUDA device"),
+        ("truncated weights", lambda w, o: load_model(w["truncated"]), "truncated-model: SafetensorError"),
+        ("corrupt locate run", lambda w, o: HeadScores.load(w["root"] / "corrupt-run"), "not valid JSON"),
+        ("truncated image", lambda w, o: as_pil(w["cogvsr"].parent / json.loads(
+            w["cogvsr"].read_text().splitlines()[0])["image"]), "cannot read image"),
+        ("missing image", lambda w, o: as_pil(w["root"] / "nowhere.png"), "nowhere.png does not exist"),
+    ]
+
+
+def _enter(cm):
+    with cm:
+        pass
+
+
+LIBRARY_NAMES = [name for name, _, _ in _library_cases()]
+
+
+@pytest.mark.parametrize("index", range(len(LIBRARY_NAMES)), ids=LIBRARY_NAMES)
+def test_library_call_refuses_with_a_clear_message(world, organism, index):
+    name, call, words = _library_cases()[index]
+    with pytest.raises((ValueError, OSError, IndexError, TypeError)) as info:
+        call(world, organism)
+    assert words in str(info.value), f"{name}: {info.value}"
+    assert "\n" not in str(info.value).strip() or name == "missing images", f"{name}: not one line"
