@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+# both tiers in one run: the fast default tier and the end-to-end runs behind the e2e marker
+exec .venv/bin/python -m pytest -m "e2e or not e2e" "$@"

@@ -10,6 +10,8 @@ import pytest
 from heads.intervene import main
 from heads.locate import main as locate_main
 
+pytestmark = pytest.mark.e2e  # end-to-end runs of the command
+
 
 @pytest.fixture(scope="module")
 def locate_run(tmp_path_factory):

@@ -14,6 +14,8 @@ from vlmheads.testing.tiny_processors import tiny_processor
 
 FAST = ["--n", "8", "--random-draws", "2", "--batch-size", "8"]
 
+pytestmark = pytest.mark.e2e  # end-to-end runs of the command
+
 
 @pytest.fixture(scope="module")
 def organism_run(tmp_path_factory):

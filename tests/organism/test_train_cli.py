@@ -2,10 +2,14 @@
 
 import json
 
+import pytest
+
 import torch
 
 from heads.organism import main
 from vlmheads.models import load_model
+
+pytestmark = pytest.mark.e2e  # end-to-end runs of the command
 
 
 def test_micro_training_run_writes_a_loadable_model(tmp_path):

@@ -1,0 +1,70 @@
+"""HeadScores save/load round trip, the head map drawn from a saved run, and the registries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmheads.data.registry import DATASETS
+from vlmheads.intervene import INTERVENE_METHODS
+from vlmheads.locate import LOCATE_METHODS, LocateConfig
+from vlmheads.plots.headmap import headmap_html
+from vlmheads.registry import Registry, UnknownName
+from vlmheads.scores import HeadScores
+
+
+def _scores():
+    torch.manual_seed(0)
+    score = torch.randn(3, 4)
+    score[1, 2] = 5.0
+    return HeadScores(model="m", function="spatial_perception", select_by="ablation",
+                      geometry={"n_layers": 3, "n_heads": 4, "n_kv_heads": 2, "head_dim": 8},
+                      scores={("ablation", "spatial_perception"): {"score": score, "ci_low": score - 1,
+                                                                   "ci_high": score + 1},
+                              ("probe", "object"): {"score": score.abs(), "ci_low": score.abs(),
+                                                    "ci_high": score.abs()}},
+                      selected=[(1, 2), (0, 0)], k_rule="--top-k", summary={"x": 1}, check={"k": 2})
+
+
+def test_save_load_round_trip(tmp_path):
+    original = _scores()
+    original.save(tmp_path)
+    loaded = HeadScores.load(tmp_path)
+    assert loaded.selected == [(1, 2), (0, 0)] and loaded.function == "spatial_perception"
+    assert loaded.ranking() == original.ranking() and loaded.ranking()[0] == (1, 2)
+    assert loaded.top(3) == original.ranking()[:3] and loaded.top() == [(1, 2), (0, 0)]
+    assert torch.allclose(loaded.score(), original.score(), atol=1e-6)
+    assert loaded.methods == ["ablation", "probe"] and loaded.summary == {"x": 1}
+    with pytest.raises(ValueError, match="more heads than the model has"):
+        loaded.top(13)
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
+
+
+def test_headmap_is_drawn_from_the_saved_run(tmp_path):
+    _scores().save(tmp_path)
+    html = headmap_html(HeadScores.load(tmp_path))
+    assert 'id="hm-method"' in html and "ablation|spatial_perception" in html and "m: heads by function" in html
+
+
+def test_registry_names_what_it_knows():
+    reg: Registry[int] = Registry("widget")
+    reg.register("a", 1)
+
+    @reg.register("b")
+    def b():
+        return 2
+
+    assert reg["a"] == 1 and reg["b"]() == 2 and reg.names() == ("a", "b")
+    with pytest.raises(UnknownName, match="unknown widget 'c'; choose from a, b"):
+        reg["c"]
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("a", 3)
+
+
+def test_the_suite_registries():
+    assert set(DATASETS) == {"whatsup", "vsr", "cogvsr", "organism"}
+    assert LOCATE_METHODS.names() == ("ablation", "patching", "attribution", "probe", "attention")
+    assert set(INTERVENE_METHODS) == {"none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate",
+                                      "visionboost", "steer"}
+    with pytest.raises(ValueError, match="needs the patching method"):
+        LocateConfig(methods=("ablation",), select_by="denoising")
