@@ -78,14 +78,9 @@ def check_model_options(args) -> None:
 
 
 def check_out(out: str | None) -> None:
-    if out is None:
-        return
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"--out {out} is a file; pass a directory path (it is created if missing)")
-    if path.is_dir() and any(path.iterdir()):
-        raise UsageError(f"--out {out} already holds files; runs are never overwritten: choose a new directory "
-                         f"or leave --out unset")
+    from vlmheads.runs import check_out as check
+
+    check(out)
 
 
 def load(args):

@@ -107,7 +107,8 @@ def _run(args) -> int:
                                    "k_by_method": dict(k_by_method)},
                        dataset={"names": list(config.datasets), "root": config.data_root}) as record:
             result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data)
-            record.meta["timings"].update({k: round(v, 3) for k, v in result.timings.items()})
+            for stage, seconds in result.timings.items():
+                record.time(stage, seconds)
             record.meta["layout_probe_accuracy"] = result.probe_accuracy
             record.meta["skipped"] = result.skipped
             record.meta["dataset"]["identity"] = result.datasets

@@ -54,7 +54,8 @@ def _run(args) -> int:
         with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed, model=model_identity,
                        dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n}) as record:
             result = run_locate(loaded, config, log=lambda s: print(s, flush=True), examples=examples)
-            record.meta["timings"].update({k: round(v, 3) for k, v in result.timings.items()})
+            for stage, seconds in result.timings.items():
+                record.time(stage, seconds)
             record.meta["selected"] = [list(h) for h in result.selected]
             write_outputs(result, run_dir)
     print("\n".join(report_lines(result)))

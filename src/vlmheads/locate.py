@@ -20,7 +20,7 @@ heads.json) and draws the head map from it into a run directory. Methods are loo
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 

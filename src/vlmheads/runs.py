@@ -27,15 +27,23 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60] or "run"
 
 
+def check_out(out: str | Path | None) -> None:
+    """Refuse an ``--out`` that is a file or already holds files (runs are never overwritten)."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; pass a directory path (it is created if missing)")
+    if out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"--out {out} already holds files; runs are never overwritten: "
+                              f"choose a new directory or leave --out unset")
+
+
 def new_run_dir(command: str, name: str, out: str | Path | None = None, root: str | Path | None = None) -> Path:
     """Create and return a fresh run directory."""
     if out is not None:
+        check_out(out)
         out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise FileExistsError(f"--out {out} is a file; pass a directory path (it is created if missing)")
-        if out.exists() and any(out.iterdir()):
-            raise FileExistsError(f"--out {out} already holds files; runs are never overwritten: "
-                                  f"choose a new directory or leave --out unset")
         out.mkdir(parents=True, exist_ok=True)
         return out
     base = Path(root) if root is not None else DEFAULT_RESULTS

@@ -4,7 +4,8 @@ Values (``values.py``) install themselves; ``apply`` (``core.py``) composes them
 Directions for ``Steer`` and ``VisionBoost`` are fitted by ``vlmheads.methods.directions``.
 """
 
-from .core import Installation, adaptvis_alpha, adaptvis_logits, apply
+from .core import adaptvis_alpha, adaptvis_logits, apply
+from .installation import Installation
 from .values import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, InterventionError, ScalingVis, Steer,
                      VisionBoost, from_json)
 

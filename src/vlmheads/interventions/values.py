@@ -32,16 +32,13 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 import torch
 
 from .. import site
+from .installation import InterventionError, by_layer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .core import Installation
+    from .installation import Installation
 
 Heads = Optional[tuple[tuple[int, int], ...]]
 INTERVENTIONS: dict[str, type] = {}
-
-
-class InterventionError(ValueError):
-    """An intervention's parameters, or their fit to a model, are wrong."""
 
 
 def intervention(cls):
@@ -79,13 +76,6 @@ def _number(value, name: str, owner: str, minimum: float | None = None) -> float
         raise InterventionError(f"{owner}: {name} must be >= {minimum:g}, got {value!r}"
                                 + (" (a negative factor flips the sign instead of scaling)" if minimum == 0 else ""))
     return x
-
-
-def _by_layer(heads) -> dict[int, list[int]]:
-    out: dict[int, list[int]] = {}
-    for layer, head in heads:
-        out.setdefault(layer, []).append(head)
-    return out
 
 
 def _all_heads(loaded) -> tuple[tuple[int, int], ...]:
@@ -145,7 +135,7 @@ class Ablate(Intervention):
             raise InterventionError("Ablate(mode='mean') needs the heads' mean outputs: apply(..., means=...) "
                                     "(vlmheads.site.head_means)")
         heads = self.heads if self.heads is not None else _all_heads(ctx.loaded)
-        for layer, hs in _by_layer(heads).items():
+        for layer, hs in by_layer(heads).items():
             ctx.head_hook(layer, lambda z, layer=layer, hs=hs: site.ablate_(z, layer, hs, self.mode, ctx.means))
 
 
@@ -161,7 +151,7 @@ class Emphasize(Intervention):
 
     def install(self, ctx: "Installation") -> None:
         heads = self.heads if self.heads is not None else _all_heads(ctx.loaded)
-        for layer, hs in _by_layer(heads).items():
+        for layer, hs in by_layer(heads).items():
             ctx.head_hook(layer, lambda z, hs=hs: site.scale_(z, hs, self.gamma))
 
 

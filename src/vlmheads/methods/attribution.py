@@ -56,7 +56,6 @@ def _z_pass(loaded: LoadedModel, inputs, grad: bool) -> tuple[list[torch.Tensor]
 def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch],
                         metric_name: str = "logit_diff") -> torch.Tensor:
     """Estimated noising effects ``[n_examples, n_layers, n_heads]`` (pairs from ``pair_batches``)."""
-    g = loaded.geometry
     out = []
     params = [p for p in loaded.model.parameters()]
     flags = [p.requires_grad for p in params]

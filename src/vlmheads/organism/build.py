@@ -15,19 +15,23 @@ from ..world.scenes import CELL, IMAGE_SIZE
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 # LLaVA-1.5's conversation format: "USER: <image>\n{question} ASSISTANT: {answer}</s>"
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}USER: "
-    "{% for item in message['content'] %}"
-    "{% if item['type'] == 'image' %}<image>\n{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
-    "{% endfor %} "
-    "{% elif message['role'] == 'assistant' %}ASSISTANT: "
-    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
-    "</s>"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
+def chat_template(image_text: str) -> str:
+    """The organism's chat format, ``USER: {image_text}{question} ASSISTANT: {answer}</s>`` (the tiny
+    models reuse it with their family's image placeholder text)."""
+    return ("{% for message in messages %}"
+            "{% if message['role'] == 'user' %}USER: "
+            "{% for item in message['content'] %}"
+            "{% if item['type'] == 'image' %}" + image_text + "{% elif item['type'] == 'text' %}{{ item['text'] }}"
+            "{% endif %}{% endfor %} "
+            "{% elif message['role'] == 'assistant' %}ASSISTANT: "
+            "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+            "</s>"
+            "{% endif %}"
+            "{% endfor %}"
+            "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+
+
+CHAT_TEMPLATE = chat_template("<image>\n")
 
 
 @dataclass(frozen=True)
@@ -53,27 +57,33 @@ MICRO_ARCH = OrganismArch(text_hidden=32, text_layers=4, text_heads=8, text_kv_h
                           vision_hidden=32, vision_layers=1, vision_heads=2, vision_mlp=64)
 
 
-def build_tokenizer():
+def word_level_tokenizer(vocab: dict[str, int], special: dict[str, str], extra_special: list[str],
+                         model_max_length: int, template: str, **kwargs):
+    """A word-level fast tokenizer over ``vocab``: words split on spaces, "?", ".", ",", ":" kept as their own
+    tokens ("top-left" stays one word); decoding joins words with spaces and tidies punctuation."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for word in vocabulary():
-        vocab.setdefault(word, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    # split on spaces, and keep "?", ".", ",", ":" as their own tokens ("top-left" stays one word)
     core.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.WhitespaceSplit(),
         pre_tokenizers.Split(Regex(r"[?.,:]"), behavior="isolated"),
     ])
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)  # joins words with spaces, tidies punctuation
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-        extra_special_tokens={"image_token": "<image>"}, padding_side="left", model_max_length=128,
-    )
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    tok.chat_template = CHAT_TEMPLATE
+    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, padding_side="left", model_max_length=model_max_length,
+                                  **special, **kwargs)
+    tok.add_special_tokens({"additional_special_tokens": extra_special})
+    tok.chat_template = template
     return tok
+
+
+def build_tokenizer():
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for word in vocabulary():
+        vocab.setdefault(word, len(vocab))
+    return word_level_tokenizer(vocab, {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>",
+                                        "eos_token": "</s>"}, ["<image>"], 128, CHAT_TEMPLATE,
+                                extra_special_tokens={"image_token": "<image>"})
 
 
 def build_processor():

@@ -29,19 +29,8 @@ _SPECIALS["qwen2_5_vl"] = _SPECIALS["qwen2_vl"]
 _SPECIALS["smolvlm"] = _SPECIALS["idefics3"]
 
 
-def _template(image_text: str) -> str:
-    return ("{% for message in messages %}{% if message['role'] == 'user' %}USER: "
-            "{% for item in message['content'] %}{% if item['type'] == 'image' %}" + image_text +
-            "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %} "
-            "{% elif message['role'] == 'assistant' %}ASSISTANT: {% for item in message['content'] %}"
-            "{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}</s>{% endif %}{% endfor %}"
-            "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
-
-
 def tiny_tokenizer(family: str):
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
+    from ..organism.build import chat_template, word_level_tokenizer
     from ..world.questions import vocabulary
 
     specials = _SPECIALS[family]
@@ -51,17 +40,10 @@ def tiny_tokenizer(family: str):
         vocab[word] = next(free)
     for i in free:
         vocab[f"<unused{i}>"] = i
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                  pre_tokenizers.Split(Regex(r"[?.,:]"), behavior="isolated")])
-    core.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     names = {v: k for k, v in vocab.items()}
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=names[0], unk_token="<unk>",
-                                  bos_token="<s>", eos_token="</s>", padding_side="left", model_max_length=256)
-    tok.add_special_tokens({"additional_special_tokens": [t for i, t in sorted(specials.items())
-                                                          if t not in ("<pad>", "<unk>", "<s>", "</s>")]})
-    tok.chat_template = _template(_IMAGE_TEXT[family])
-    return tok
+    extra = [t for i, t in sorted(specials.items()) if t not in ("<pad>", "<unk>", "<s>", "</s>")]
+    return word_level_tokenizer(vocab, {"pad_token": names[0], "unk_token": "<unk>", "bos_token": "<s>",
+                                        "eos_token": "</s>"}, extra, 256, chat_template(_IMAGE_TEXT[family]))
 
 
 def tiny_processor(family: str):

@@ -1,0 +1,130 @@
+"""``Installation``: what interventions install into during one ``apply`` block, and all it undoes on exit.
+
+The few ways an intervention can act:
+
+    head_hook(layer, fn)       fn(z) edits the head outputs of one layer (``vlmheads.site.hook``)
+    scale_attention(...)       switch the text decoder to the registered ``vlmheads_scaled`` attention
+                               and scale the last prompt query's logits over the image keys
+    image_hook(fn)             hidden = fn(hidden, image_mask) at the first decoder layer's input
+    confidence(inputs)         top-1 probability of the first answer token from an unmodified pass
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Callable, Mapping
+
+import torch
+
+from .. import site
+from ..models.adapter import resolve
+from ..models.loading import LoadedModel
+from . import attention
+
+
+class InterventionError(ValueError):
+    """An intervention's parameters, or their fit to a model, are wrong."""
+
+
+def by_layer(heads) -> dict[int, list[int]]:
+    """``{layer: [head, ...]}`` of ``(layer, head)`` pairs."""
+    out: dict[int, list[int]] = {}
+    for layer, head in heads:
+        out.setdefault(layer, []).append(head)
+    return out
+
+
+@contextmanager
+def text_attention(loaded: LoadedModel, name: str):
+    """Switch only the text decoder's attention implementation, restoring it afterwards."""
+    model = loaded.model
+    text = model.config.get_text_config()
+    previous = text._attn_implementation
+    model.set_attn_implementation({"text_config": name})
+    try:
+        yield
+    finally:
+        model.set_attn_implementation({"text_config": previous or "eager"})
+
+
+def scale_spec(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], alpha, heads) -> attention.ScaleSpec:
+    g = loaded.geometry
+    image = loaded.image_token_mask(inputs)  # [B, S]
+    alpha = torch.as_tensor(alpha, dtype=torch.float32, device=image.device)
+    if alpha.dim() == 0:
+        alpha = alpha.expand(image.shape[0])
+    if heads is None:
+        layers = {layer: None for layer in range(g.n_layers)}
+    else:
+        layers = {layer: torch.tensor(hs, device=image.device) for layer, hs in by_layer(heads).items()}
+    return attention.ScaleSpec(layers=layers, alpha=alpha, image_keys=image, prompt_len=int(image.shape[1]))
+
+
+class Installation:
+    """What interventions install into during one ``apply`` block; everything is undone by ``stack``."""
+
+    def __init__(self, loaded: LoadedModel, stack: ExitStack, means: torch.Tensor | None):
+        self.loaded, self.stack, self.means = loaded, stack, means
+        self.image: torch.Tensor | None = None  # [B, S] image-token mask of the batch being run
+        self.busy = False  # inside a confidence pass: image hooks stay out of it
+        self.needs_batch = False
+        self._scaler: tuple[object, Callable, object] | None = None
+
+    def head_hook(self, layer: int, fn: site.ZFn) -> None:
+        self.stack.enter_context(site.hook(self.loaded, layer, fn, clone=True))
+
+    def scale_attention(self, owner, alpha_for: Callable, heads) -> None:
+        if self._scaler is not None:
+            raise InterventionError(f"only one attention-logit intervention (ScalingVis or AdaptVis) at a time: "
+                                    f"{type(self._scaler[0]).__name__} and {type(owner).__name__} were given")
+        self._scaler = (owner, alpha_for, heads)
+        self.needs_batch = True
+        self.stack.enter_context(text_attention(self.loaded, attention.register()))
+
+    def image_hook(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        self.needs_batch = True
+
+        def hook(mod, args, kwargs):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            if self.busy or self.image is None or hidden.shape[:2] != self.image.shape:
+                return None  # a decoding step (the image is in the cache already) or a confidence pass
+            out = fn(hidden, self.image)
+            return ((out,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": out})
+
+        first = resolve(self.loaded.model, self.loaded.adapter.layers)[0]
+        handle = first.register_forward_pre_hook(hook, with_kwargs=True)
+        self.stack.callback(handle.remove)
+
+    def confidence(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Top-1 probability ``[B]`` of the first answer token from a pass without attention scaling."""
+        self.busy = True
+        try:
+            with torch.no_grad(), attention.scaling(None):
+                plain = {k: v for k, v in inputs.items() if k not in ("past_key_values", "use_cache")}
+                first = self.loaded.model(**plain, use_cache=False).logits[:, -1].float()
+        finally:
+            self.busy = False
+        return first.softmax(-1).max(-1).values
+
+    def prepare(self, inputs: Mapping[str, torch.Tensor]) -> None:
+        """Set the image mask (and the scaling spec) for a batch: its prompt, before any decoding step."""
+        self.image = self.loaded.image_token_mask(inputs)
+        if self._scaler is not None:
+            _, alpha_for, heads = self._scaler
+            attention._SPEC.set(scale_spec(self.loaded, inputs, alpha_for(inputs), heads))
+
+    def watch_calls(self) -> None:
+        """Prepare each forward call's own batch (``input_ids`` of a prompt; decoding steps keep the mask)."""
+        def from_call(mod, args, kwargs):
+            if self.busy:
+                return None
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                raise InterventionError("these interventions find the image tokens in input_ids; pass input_ids "
+                                        "or apply(..., inputs=inputs)")
+            if ids.shape[1] > 1 or self.image is None:
+                self.prepare({**kwargs, "input_ids": ids})
+            return None
+
+        handle = self.loaded.model.register_forward_pre_hook(from_call, with_kwargs=True)
+        self.stack.callback(handle.remove)
