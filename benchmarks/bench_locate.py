@@ -93,7 +93,7 @@ def main() -> None:
     print(f"exact zero-ablation of all {g.n_total} heads:")
     print(f"  plain nnsight loop (one trace per head): {t_plain:8.3f} s (best)")
     print(f"  restart-at-layer batched sweep:         {t_sweep:8.3f} s (best)   "
-          f"({'restart path' if sweep.partial else 'full passes'})")
+          f"(path: {sweep.path})")
     print(f"  speed-up: median {ratios[len(ratios) // 2]:.2f}x over rounds (range {ratios[0]:.2f}-{ratios[-1]:.2f}); "
           f"best/best {t_plain / t_sweep:.2f}x; max |difference| of effects: {diff:.2e}")
 

@@ -95,3 +95,23 @@ def test_bad_input(tmp_path, locate_run, capsys, argv, message):
 def test_missing_locate_run(tmp_path, capsys):
     assert main(["--heads-from", str(tmp_path), "--out", str(tmp_path / "iv")]) == 2
     assert "not a locate run" in capsys.readouterr().err
+
+
+def test_tiny_qwen2_vl_end_to_end_in_bfloat16(tmp_path):
+    """The first real-size failure, in small: AdaptVis on Qwen2-VL (M-RoPE) through the whole command, bf16."""
+    from vlmheads.testing import TINY_BUILDERS, tiny_processor
+
+    model, _, _ = TINY_BUILDERS["qwen2_vl"](gqa=True)
+    model.save_pretrained(tmp_path / "tiny")
+    tiny_processor("qwen2_vl").save_pretrained(tmp_path / "tiny")
+    common = ["--model", str(tmp_path / "tiny"), "--dtype", "bfloat16", "--batch-size", "16"]
+    assert locate_main([*common, "--n", "8", "--methods", "ablation", "--random-draws", "1",
+                        "--out", str(tmp_path / "loc")]) == 0
+    out = tmp_path / "iv"
+    assert main([*common, "--heads-from", str(tmp_path / "loc"), "--dataset", "organism:controlled",
+                 "--method", "none", "--method", "adaptvis", "--method", "head_adaptvis", "--method", "emphasize",
+                 "--out", str(out)]) == 0
+    rows = [r for r in csv.DictReader((out / "results.csv").open()) if r["group"] == "all"]
+    assert [r["method"] for r in rows] == ["none", "adaptvis", "head_adaptvis", "emphasize"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["dtype"] == "bfloat16"

@@ -253,7 +253,7 @@ def _ablation(state: LocateState) -> None:
         r = ablation_effects(state.loaded, state.batches[f], cfg.ablation, metric_name=cfg.metric, reference=reference)
         state.put("ablation", f, r.effects)
         state.result.summary.setdefault("base_metric", {})[f] = round(float(r.base.mean()), 4)
-        state.result.summary["restart_path"] = r.partial
+        state.result.summary["restart_path"] = r.path
         state.log(f"ablation ({cfg.ablation}) {f}: base {cfg.metric} {float(r.base.mean()):.3f}, "
                   f"max head effect {float(r.effects.mean(0).max()):.3f}")
 

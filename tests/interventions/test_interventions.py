@@ -148,6 +148,22 @@ def test_adaptvis_rule_and_shared_prefix(organism, batch):
     torch.testing.assert_close(same, plain.float(), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("family,window", [(f, None) for f in TINY_BUILDERS] + [("qwen2_vl", 4)])
+def test_shared_prefix_adaptvis_on_every_family(family, window):
+    """The KV-cached prefix + one-token step equals two full passes on every family: M-RoPE models get
+    the prompt's own 3-D positions (the step once got positions for the whole mask and crashed), and a
+    cache that cannot be cropped (sliding-window layers past their window) is rebuilt instead."""
+    model, inputs, processor = TINY_BUILDERS[family](gqa=True, **({"sliding_window": window} if window else {}))
+    loaded = wrap_model(model, processor or tiny_processor(family))
+    for heads in (None, [(0, 1), (1, 3)]):
+        iv = AdaptVis(0.5, 8.0, threshold=0.0, heads=heads)  # threshold 0: every row sharpened, so it acts
+        shared, conf, alpha = adaptvis_logits(loaded, inputs, iv)
+        two, conf2, alpha2 = adaptvis_logits(loaded, inputs, iv, shared_prefix=False)
+        torch.testing.assert_close(shared, two, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(conf, conf2, atol=1e-6, rtol=1e-6)
+        assert (shared - _logits(loaded, inputs)[:, -1].float()).abs().max() > 1e-5  # tiny random logits move little
+
+
 def test_scalingvis_in_generate_acts_on_prefill_only(organism, batch):
     with torch.no_grad():
         plain = organism.model.generate(**batch, max_new_tokens=3, do_sample=False)

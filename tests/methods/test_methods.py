@@ -59,31 +59,53 @@ def test_ablation_finds_the_planted_head_and_nothing_else(planted, mode):
     # heads that write nothing have no effect (up to rounding: the sweep's last layer computes one query)
     assert others.abs().max() < 1e-6
     assert scores[SIGNAL].abs() > 1e-3
-    assert r.partial
+    assert r.path == "fast"
 
 
 @pytest.mark.parametrize("family", list(TINY_BUILDERS))
 def test_sweep_equals_one_nnsight_trace_per_head(tiny_models, family):
-    """The batched restart-at-layer sweep gives the same logits as the plain nnsight loop, every family."""
+    """The batched restart-at-layer sweep gives the same logits as the plain nnsight loop, every family,
+    on every path (whole-layer calls and full passes too: Qwen's flattened pixel patches are copied whole)."""
     loaded, inputs = tiny_models(family, gqa=True)
-    g = loaded.geometry
     sweep = LayerSweep(loaded, inputs)
     assert sweep.path == "fast"
-    B = inputs["input_ids"].shape[0]
-    # the fallbacks give the same answer too (whole-layer calls; full passes repeat batch-major inputs,
-    # which Qwen's flattened pixel patches are not)
-    for path in ("fast", "layers", "full") if family in ("llava", "idefics3") else ("fast",):
+    for path in ("fast", "layers", "full"):
         sweep.path = path
-        for layer in range(g.n_layers):
-            def edit(z):
-                for h in range(g.n_heads):
-                    z[h * B:(h + 1) * B, :, h] = 0
-            batched = sweep.run_from(layer, edit, g.n_heads).view(g.n_heads, B, -1)
+        _assert_sweep_matches_traces(loaded, inputs, sweep)
+
+
+def _assert_sweep_matches_traces(loaded, inputs, sweep):
+    g = loaded.geometry
+    B = inputs["input_ids"].shape[0]
+    for layer in range(g.n_layers):
+        def edit(z):
             for h in range(g.n_heads):
-                def zero(z, h=h):
-                    z[:, :, h] = 0
-                plain = edit_heads(loaded, inputs, {layer: zero}).logits[:, -1].float()
-                torch.testing.assert_close(batched[h], plain, atol=1e-5, rtol=1e-5)
+                z[h * B:(h + 1) * B, :, h] = 0
+        batched = sweep.run_from(layer, edit, g.n_heads).view(g.n_heads, B, -1)
+        for h in range(g.n_heads):
+            def zero(z, h=h):
+                z[:, :, h] = 0
+            plain = edit_heads(loaded, inputs, {layer: zero}).logits[:, -1].float()
+            torch.testing.assert_close(batched[h], plain, atol=1e-5, rtol=1e-5)
+
+
+def test_sweep_on_layers_with_different_masks():
+    """A global layer then a sliding-window layer (window 4 < prompt): each restarted layer gets its own
+    recorded mask, so the fast path holds (it once reused layer L's mask for every later layer and fell
+    back to full passes, which then crashed on Qwen's flattened pixel patches)."""
+    from vlmheads.testing.tiny import tiny_qwen2_vl
+
+    model, inputs, _ = tiny_qwen2_vl(gqa=True, sliding_window=4)
+    unwindowed, _, _ = tiny_qwen2_vl(gqa=True)  # the same weights without the window
+    assert model.config.text_config.layer_types == ["full_attention", "sliding_attention"]
+    with torch.no_grad():  # the window matters on this prompt
+        assert not torch.allclose(model(**inputs).logits[:, -1], unwindowed(**inputs).logits[:, -1], atol=1e-3)
+    loaded = wrap_model(model)
+    sweep = LayerSweep(loaded, inputs)
+    masks = [sweep.layer_inputs[i][1]["attention_mask"] for i in range(2)]
+    assert not torch.equal(masks[0], masks[1])
+    assert sweep.path == "fast"
+    _assert_sweep_matches_traces(loaded, inputs, sweep)
 
 
 def test_mean_ablation_uses_the_reference_mean(organism):

@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..models.loading import LoadedModel
+from ..models.positions import prompt_position_ids
 from . import attention
 from .installation import Installation, scale_spec, text_attention
 from .values import AdaptVis, Intervention, ScalingVis
@@ -76,24 +77,37 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
         return logits, confidence, alpha
     from transformers import DynamicCache
 
-    prefix = {k: v for k, v in inputs.items()}
-    prefix["input_ids"] = inputs["input_ids"][:, :-1]
-    prefix["attention_mask"] = inputs["attention_mask"][:, :-1]
-    for key in ("mm_token_type_ids", "token_type_ids"):
-        if key in inputs:
-            prefix[key] = inputs[key][:, :-1]
-    n = prefix["input_ids"].shape[1]
+    n = inputs["input_ids"].shape[1] - 1
+    prefix = _first_tokens(inputs, n)
+    positions = prompt_position_ids(model, inputs)  # [3, B, S] for M-RoPE models, else None
+    if positions is not None:
+        prefix["position_ids"] = positions[..., :n]
+    step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": inputs["attention_mask"], "use_cache": True,
+            "cache_position": torch.tensor([n], device=inputs["input_ids"].device)}
+    if positions is not None:
+        step["position_ids"] = positions[..., n:]
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
         model(**prefix, past_key_values=cache, use_cache=True)
-        step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": inputs["attention_mask"],
-                "past_key_values": cache, "use_cache": True,
-                "cache_position": torch.tensor([n], device=inputs["input_ids"].device)}
-        first = model(**step).logits[:, -1].float()
+        first = model(**step, past_key_values=cache).logits[:, -1].float()
         confidence = first.softmax(-1).max(-1).values
         alpha = adaptvis_alpha(confidence, iv)
-        cache.crop(-1)  # drop the unmodified last token; the prefix stays shared
+        try:
+            cache.crop(-1)  # drop the unmodified last token; the prefix stays shared
+        except (ValueError, RuntimeError, NotImplementedError, AttributeError, IndexError):
+            # caches that cannot be cropped (sliding-window layers past their window): run the prefix again
+            cache = DynamicCache(config=model.config)
+            model(**prefix, past_key_values=cache, use_cache=True)
         spec = scale_spec(loaded, inputs, alpha, iv.heads)
         with text_attention(loaded, attention.register()), attention.scaling(spec):
-            logits = model(**step).logits[:, -1].float()
+            logits = model(**step, past_key_values=cache).logits[:, -1].float()
     return logits, confidence, alpha
+
+
+def _first_tokens(inputs: Mapping[str, torch.Tensor], n: int) -> dict:
+    """The prompt's first ``n`` tokens: every per-token input sliced, the image inputs kept whole."""
+    out = dict(inputs)
+    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
+        if key in inputs:
+            out[key] = inputs[key][:, :n]
+    return out

@@ -24,7 +24,7 @@ import torch
 from .. import site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
-from .sweep import LayerSweep
+from .sweep import PATHS, LayerSweep
 
 ABLATIONS = site.ABLATIONS
 PATCH_DIRECTIONS = ("noising", "denoising")
@@ -36,7 +36,7 @@ Replacement = Callable[[int, int, LayerSweep, int], torch.Tensor]
 class SweepResult:
     effects: torch.Tensor  # [n_examples, n_layers, n_heads]
     base: torch.Tensor  # [n_examples] metric without edits
-    partial: bool  # whether the restart-at-layer path ran (else full passes)
+    path: str  # the slowest path any batch ran: "fast" (restart at o_proj), "layers" (whole-layer calls) or "full"
 
 
 def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Replacement,
@@ -48,10 +48,10 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
     per_pass = heads_per_pass or g.n_heads
     if rows_per_pass is None:
         rows_per_pass = 64 if loaded.device.type == "cpu" else 1024
-    effects, bases, partial = [], [], True
+    effects, bases, paths = [], [], []
     for b_index, batch in enumerate(batches):
         sweep = LayerSweep(loaded, batch.inputs)
-        partial &= sweep.partial
+        paths.append(sweep.path)
         base = metric(sweep.logits, batch.option_ids, batch.answer, metric_name)  # [B]
         out = torch.zeros(batch.size, g.n_layers, g.n_heads)
         B = batch.size
@@ -77,7 +77,7 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
         bases.append(base.cpu())
         if progress:
             progress(f"batch {b_index + 1}/{len(batches)}")
-    return SweepResult(torch.cat(effects), torch.cat(bases), partial)
+    return SweepResult(torch.cat(effects), torch.cat(bases), max(paths, key=PATHS.index))
 
 
 def head_means(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> torch.Tensor:

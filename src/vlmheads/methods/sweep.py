@@ -36,6 +36,7 @@ from .. import site
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 
+PATHS = ("fast", "layers", "full")  # fastest first
 ZEdit = Callable[[torch.Tensor], None]  # z [copies * B, S, H, D], edited in place
 _CHECKED: "weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, str]]" = weakref.WeakKeyDictionary()
 # model -> {(batch, input shape): the path that reproduced its plain forward pass}
@@ -144,25 +145,36 @@ class LayerSweep:
         except (RuntimeError, IndexError, TypeError, ValueError):
             return False
 
-    @property
-    def partial(self) -> bool:
-        return self.path != "full"
-
     def run_from(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
         """Last-position logits ``[copies * B, vocab]`` with ``edit`` applied to layer's ``z``."""
         if self.path == "full":
             return self._full(layer, edit, copies)
         if self.path == "fast":
             return self._fast(layer, edit, copies)
-        args, kwargs = self.layer_inputs[layer]
-        hidden = _repeat(args[0], self.batch, copies)
-        kwargs = _repeat(dict(kwargs), self.batch, copies)
-        rest = tuple(args[1:])
+        hidden = _repeat(self.layer_inputs[layer][0][0], self.batch, copies)
+        kwargs_of = self._kwargs_maker(None, self.batch, copies)
         with torch.no_grad(), (site.hook(self.loaded, layer, edit) if edit else _null()):
-            for module in self.layers[layer:]:
-                out = module(hidden, *rest, **kwargs)
+            for i in range(layer, len(self.layers)):
+                args, _ = self.layer_inputs[i]
+                out = self.layers[i](hidden, *tuple(args[1:]), **kwargs_of(i))
                 hidden = out[0] if isinstance(out, tuple) else out
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
+
+    def _kwargs_maker(self, rows: torch.Tensor | None, n: int, copies: int) -> Callable[[int], dict]:
+        """Layer i's own recorded keyword arguments (masks, rotary embeddings...), for ``rows`` repeated
+        ``copies`` times. Layers may differ (sliding-window vs global attention layers get other masks);
+        layers that were given the very same tensors share one repeated copy."""
+        memo: dict[tuple, dict] = {}
+
+        def kwargs_of(i: int) -> dict:
+            recorded = self.layer_inputs[i][1]
+            key = tuple((k, id(v)) for k, v in recorded.items())
+            if key not in memo:
+                kwargs = _repeat(_take(dict(recorded), self.batch, rows), n, copies)
+                kwargs.pop("use_cache", None)
+                memo[key] = kwargs
+            return memo[key]
+        return kwargs_of
 
     def run_chunked(self, layer: int, make_edit: Callable[[torch.Tensor], ZEdit], copies: int,
                     rows_per_pass: int) -> torch.Tensor:
@@ -185,10 +197,9 @@ class LayerSweep:
         return torch.cat(parts, dim=1)
 
     def _fast(self, layer: int, edit: ZEdit | None, copies: int, rows: torch.Tensor | None = None) -> torch.Tensor:
-        args, kwargs = self.layer_inputs[layer]
+        args, _ = self.layer_inputs[layer]
         n = self.batch if rows is None else len(rows)
-        kwargs = _repeat(_take(dict(kwargs), self.batch, rows), n, copies)
-        kwargs.pop("use_cache", None)
+        kwargs_of = self._kwargs_maker(rows, n, copies)
         residual = _repeat(_take(args[0], self.batch, rows), n, copies)  # [k*n, S, hidden]
         z = _repeat(_take(self.z[layer], self.batch, rows), n, copies).clone()  # [k*n, S, H, D]
         if edit is not None:
@@ -204,10 +215,10 @@ class LayerSweep:
                 module = self.layers[i]
                 normed = module.input_layernorm(hidden)
                 if i == last and self.last_query:
-                    attn = self._last_query_attention(module.self_attn, normed, kwargs)
+                    attn = self._last_query_attention(module.self_attn, normed, kwargs_of(i))
                     hidden = self._mlp(module, hidden[:, -1:] + attn, only_last=True)
                 else:
-                    attn = module.self_attn(hidden_states=normed, **kwargs)[0]
+                    attn = module.self_attn(hidden_states=normed, **kwargs_of(i))[0]
                     hidden = self._mlp(module, hidden + attn, only_last=i == last)
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
 
@@ -239,6 +250,9 @@ class LayerSweep:
 
     def _full(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
         inputs = _repeat(self.inputs, self.batch, copies)
+        for key in self.loaded.adapter.flat_image_inputs:  # all images' patches in one tensor: copy them whole
+            if key in self.inputs and copies > 1:
+                inputs[key] = torch.cat([self.inputs[key]] * copies)
         with torch.no_grad(), (site.hook(self.loaded, layer, edit) if edit else _null()):
             return self.model(**inputs, use_cache=False).logits[:, -1].float()
 

@@ -76,6 +76,7 @@ class Adapter:
     o_proj: str = "o_proj"  # inside the attention module
     image_token_attrs: tuple[str, ...] = ("image_token_id", "image_token_index")
     lm_head: str = "lm_head"
+    flat_image_inputs: tuple[str, ...] = ()  # inputs holding every image's patches in one tensor (not batch-major)
     notes: str = ""
 
     # -- geometry ---------------------------------------------------------------------------

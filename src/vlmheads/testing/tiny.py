@@ -93,16 +93,20 @@ def _qwen_inputs(seed: int, patch: int = 14, temporal: int = 2):
             "mm_token_type_ids": (ids == 4).int()}
 
 
-def _qwen_text(gqa: bool) -> dict:
+def _qwen_text(gqa: bool, sliding_window: int | None = None) -> dict:
+    # sliding_window: layer 0 attends globally, layer 1 to the last ``sliding_window`` tokens only
+    sliding = {} if sliding_window is None else dict(use_sliding_window=True, sliding_window=sliding_window,
+                                                     max_window_layers=1)
     return _text(gqa, bos_token_id=0, eos_token_id=1,
-                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]})
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+                 **sliding)
 
 
-def tiny_qwen2_vl(gqa: bool = True, seed: int = 0):
+def tiny_qwen2_vl(gqa: bool = True, seed: int = 0, sliding_window: int | None = None):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     cfg = Qwen2VLConfig(
-        text_config=_qwen_text(gqa),
+        text_config=_qwen_text(gqa, sliding_window),
         vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
                            spatial_merge_size=1, temporal_patch_size=2),
         image_token_id=4, video_token_id=5, vision_start_token_id=3, vision_end_token_id=6)
