@@ -51,7 +51,13 @@ def command_parser(prog: str, description: str | None) -> argparse.ArgumentParse
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="organism", help="'organism' (default), a HF id or a local model directory")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
-    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32)")
+    parser.add_argument("--device-map", default=None,
+                        help="spread the model over the visible devices: auto | balanced | sequential (needs "
+                             "accelerate; --device is then ignored)")
+    parser.add_argument("--dtype", default=None,
+                        help="auto | float32 | bfloat16 | float16 (default: the checkpoint's own dtype)")
+    parser.add_argument("--attn-implementation", default=None,
+                        help="eager | sdpa | flash_attention_2 (default: eager on CPU, sdpa on accelerators)")
 
 
 def add_run_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
@@ -69,10 +75,16 @@ def positive(name: str, minimum: int = 1):
 
 def check_model_options(args) -> None:
     """Device, dtype, model source and --out, checked before anything is loaded."""
-    from vlmheads.models.loading import _resolve_dtype, check_device, check_model_source
+    from vlmheads.models.loading import (ATTENTION_IMPLEMENTATIONS, _resolve_dtype, check_device,
+                                         check_device_map, check_model_source)
 
     check_device(args.device)
     _resolve_dtype(args.dtype)
+    if args.device_map is not None:
+        check_device_map(args.device_map)
+    if args.attn_implementation is not None and args.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise UsageError(f"unknown --attn-implementation {args.attn_implementation!r}; use one of "
+                         f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
     check_model_source(args.model)
     check_out(args.out)
 
@@ -87,7 +99,8 @@ def load(args):
     """The model of ``args`` (checked by ``check_model_options``), with a processor."""
     from vlmheads.models import load_model
 
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+    loaded = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                        attn_implementation=args.attn_implementation)
     if loaded.processor is None:
         raise UsageError(f"{args.model} has no processor; save one beside the model (processor.save_pretrained)")
     return loaded

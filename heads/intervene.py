@@ -86,7 +86,8 @@ def _run(args) -> int:
     config = InterveneConfig(model=args.model, datasets=tuple(args.dataset or InterveneConfig.datasets),
                              data_root=args.data_root, methods=methods, heads=heads, heads_from=str(run),
                              k=len(heads), k_by_method=k_by_method, sweep=args.sweep, ranking=tuple(order),
-                             batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype)
+                             batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
+        device_map=args.device_map, attn_implementation=args.attn_implementation)
     data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry
@@ -101,7 +102,7 @@ def _run(args) -> int:
               f"from {run}): " + ", ".join(f"L{l}H{h}" for l, h in heads)
               + "".join(f"; {m}: top {k}" for m, k in k_by_method))
         with RunRecord(run_dir, "intervene", config.to_dict(), argv=args.argv, seed=config.seed,
-                       model={"name": loaded.name, "family": loaded.adapter.family, "geometry": vars(g)},
+                       model=loaded.identity(),
                        locate_run={"path": str(run), "function": located.function, "select_by": located.select_by,
                                    "k": len(heads), "heads": [list(h) for h in heads],
                                    "k_by_method": dict(k_by_method)},

@@ -38,7 +38,8 @@ def _run(args) -> int:
         function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root, n=args.n,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), ablation=args.ablation,
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
-        batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype)
+        batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
+        device_map=args.device_map, attn_implementation=args.attn_implementation)
     _cli.check_model_options(args)
     examples = examples_by_function(config)
     loaded = _cli.load(args)
@@ -49,7 +50,7 @@ def _run(args) -> int:
     with _cli.run_directory("locate", f"{config.function}-{loaded.name.split('/')[-1]}", args.out) as run_dir:
         args.run_dir = run_dir
         print(f"run directory: {run_dir}")
-        model_identity = {"name": loaded.name, "family": loaded.adapter.family, "geometry": vars(g)}
+        model_identity = loaded.identity()
         # a failed run keeps its directory, with metadata.json saying why
         with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed, model=model_identity,
                        dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n}) as record:

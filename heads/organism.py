@@ -87,7 +87,7 @@ def _eval(args) -> int:
     with _cli.run_directory("organism", f"eval-{config.model}", args.out) as run_dir:
         args.run_dir = run_dir
         print(f"run directory: {run_dir}")
-        model_identity = {"name": loaded.name, "family": loaded.adapter.family, "geometry": vars(loaded.geometry)}
+        model_identity = loaded.identity()
         dataset_identity = {"name": f"organism:{config.split}", "seed": config.seed,
                             "n_per_function": config.n_per_function}
         with RunRecord(run_dir, "organism eval", config.to_dict(), argv=args.argv, seed=config.seed,

@@ -108,6 +108,8 @@ CLI_CASES = [
     ("locate", ["--device", "cuda"], "no CUDA device is usable here"),
     ("locate", ["--device", "banana"], "unknown device"),
     ("locate", ["--dtype", "float8"], "unknown dtype"),
+    ("locate", ["--attn-implementation", "magic"], "unknown --attn-implementation 'magic'"),
+    ("locate", ["--device-map", "everywhere"], "unknown device map 'everywhere'"),
     ("locate", ["--out", "{root}/a-file.txt"], "is a file"),
     ("locate", ["--out", "{root}/full"], "never overwritten"),
     ("locate", ["--dataset", "nope:x"], "unknown dataset"),

@@ -101,6 +101,8 @@ class InterveneConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str | None = None
+    device_map: str | None = None
+    attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
         if not self.methods:

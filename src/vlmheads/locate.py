@@ -74,6 +74,8 @@ class LocateConfig:
     seed: int = 0
     device: str = "cpu"
     dtype: str | None = None
+    device_map: str | None = None
+    attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
         """Every check that needs no model: bad input fails here, before anything is loaded or scored."""

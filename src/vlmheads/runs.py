@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / "results"
-_PACKAGES = ("vlmheads", "torch", "transformers", "nnsight", "tokenizers", "numpy", "pandas", "plotly", "pillow")
+_PACKAGES = ("vlmheads", "torch", "transformers", "nnsight", "tokenizers", "accelerate", "numpy", "pandas", "plotly",
+             "pillow")
 
 
 def slug(text: str) -> str:

@@ -64,3 +64,31 @@ def test_encode_left_pads_and_marks_image_tokens(organism):
     assert organism.image_token_mask(enc).sum(dim=1).tolist() == [16, 16]
     with pytest.raises(ValueError, match="2 questions but 1 images"):
         organism.encode(["a", "b"], [None])
+
+
+def test_device_map_sdpa_and_own_dtype_give_the_same_model():
+    """device_map="auto" (accelerate) loads and runs; SDPA gives eager's logits to rounding; the default dtype
+    is the checkpoint's own (float32 for the organism)."""
+    import torch
+
+    from vlmheads.data import organism_examples
+    from vlmheads.methods.attention import image_attention
+    from vlmheads.methods.batches import option_batches
+    from vlmheads.methods.sweep import LayerSweep
+
+    eager = load_model("organism")
+    mapped = load_model("organism", device_map="auto", attn_implementation="sdpa")
+    assert eager.dtype == torch.float32 and eager.identity()["attn_implementation"] == "eager"
+    assert mapped.identity()["attn_implementation"] == "sdpa" and mapped.devices == ["cpu"]
+    batches = option_batches(eager, organism_examples(8, seed=3, function="spatial", split="controlled"), 8)
+    with torch.no_grad():
+        a = eager.model(**batches[0].inputs).logits
+        b = mapped.model(**batches[0].inputs).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # the image-attention score switches to eager by itself; the sweep's fast path holds under SDPA
+    share_a, _ = image_attention(eager, batches)
+    share_b, _ = image_attention(mapped, batches)
+    torch.testing.assert_close(share_a, share_b)
+    assert mapped.identity()["attn_implementation"] == "sdpa"  # switched back
+    assert LayerSweep(mapped, batches[0].inputs).path == "fast"
+    assert load_model("organism", dtype="bfloat16").dtype == torch.bfloat16

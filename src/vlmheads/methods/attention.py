@@ -4,7 +4,8 @@
     image_entropy  entropy of that attention renormalised over the image tokens, divided by
                    log(n_image_tokens): 0 = one patch, 1 = spread evenly over the image
 
-Needs eager attention (``load_model`` uses it by default), which returns the probabilities.
+Needs attention probabilities: the text decoder switches to eager attention for these passes (and
+back), whatever the model was loaded with.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from ..interventions.installation import text_attention
 from ..models.loading import LoadedModel
 from .batches import OptionBatch
 
@@ -21,7 +23,7 @@ def image_attention(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> tupl
     """Mean ``(image_share, image_entropy)``, each ``[n_layers, n_heads]``, over the batches' examples."""
     shares, entropies = [], []
     for batch in batches:
-        with torch.no_grad():
+        with torch.no_grad(), text_attention(loaded, "eager"):
             out = loaded.model(**batch.inputs, output_attentions=True, use_cache=False)
         if not out.attentions or out.attentions[0] is None:
             raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")

@@ -136,7 +136,7 @@ class LayerSweep:
         return (all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
                 and not hasattr(attn, "q_norm") and hasattr(module, "apply_rotary_pos_emb")
                 and hasattr(module, "eager_attention_forward")
-                and self.model.config.get_text_config()._attn_implementation in ("eager", None))
+                and self.model.config.get_text_config()._attn_implementation in ("eager", "sdpa", None))
 
     def _reproduces(self) -> bool:
         try:

@@ -41,11 +41,29 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embeddings' device (with a device map, layers may sit elsewhere)."""
+        embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        weight = getattr(embeddings, "weight", None)
+        return weight.device if weight is not None else next(self.model.parameters()).device
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        embeddings = self.model.get_input_embeddings() if hasattr(self.model, "get_input_embeddings") else None
+        weight = getattr(embeddings, "weight", None)
+        return weight.dtype if weight is not None else next(self.model.parameters()).dtype
+
+    def identity(self) -> dict:
+        """What a run's metadata records about the model as it ran."""
+        from dataclasses import asdict
+
+        return {"name": self.name, "family": self.adapter.family, "class": type(self.model).__name__,
+                "geometry": asdict(self.geometry), "dtype": str(self.dtype).replace("torch.", ""),
+                "attn_implementation": self.config.get_text_config()._attn_implementation, "devices": self.devices}
+
+    @property
+    def devices(self) -> list[str]:
+        """Every device holding parameters (more than one with a device map)."""
+        return sorted({str(p.device) for p in self.model.parameters()})
 
     @property
     def tokenizer(self):
@@ -109,12 +127,13 @@ class LoadedModel:
 
 
 def _resolve_dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
+    """A torch dtype from its name; None (and "auto") = the checkpoint's own dtype."""
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return None if dtype == "auto" else dtype
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
+        raise ValueError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(names)}")
     return names[dtype]
 
 
@@ -169,11 +188,25 @@ def check_model_source(name_or_path: str | Path | None) -> str | Path:
     return name
 
 
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+
+
+def default_attention(device: torch.device, device_map) -> str:
+    """Eager on CPU (this project's reference numbers and benchmarks), SDPA on accelerators and with a
+    device map. Nothing here needs eager everywhere: ScalingVis/AdaptVis switch the text decoder to their
+    own registered attention while they act, and the image-attention score switches to eager itself."""
+    return "sdpa" if device_map is not None or device.type != "cpu" else "eager"
+
+
 def load_model(name_or_path: str | Path | None = None, *, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype | None = None, attn_implementation: str = "eager",
+               dtype: str | torch.dtype | None = None, attn_implementation: str | None = None,
+               device_map: str | dict | None = None, max_memory: dict | None = None,
                processor: Any = None) -> LoadedModel:
     """Load a VLM by HF id or local directory (``None`` / ``"organism"`` = the shipped organism).
 
+    ``dtype``: None = the checkpoint's own dtype (bf16 for most real VLMs; float32 for the organism).
+    ``device_map`` (e.g. ``"auto"``, needs accelerate) spreads the layers over the visible devices (and
+    ``max_memory``); ``device`` is then ignored. ``attn_implementation``: None = ``default_attention``.
     Device, dtype and source are checked first, and the architecture is read from the config before
     any weights, so an unsupported model fails fast, with the list of supported families. Damaged
     files fail with the file named.
@@ -182,7 +215,13 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
 
     name = "organism" if name_or_path is None else str(name_or_path)
     dev = check_device(device)
-    torch_dtype = _resolve_dtype(dtype) or torch.float32
+    torch_dtype = _resolve_dtype(dtype) or "auto"
+    if attn_implementation is not None and attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(f"unknown attention implementation {attn_implementation!r}; use one of "
+                         f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
+    if device_map is not None:
+        check_device_map(device_map)
+    attn = attn_implementation or default_attention(dev, device_map)
     source = check_model_source(name_or_path)
     try:
         config = transformers.AutoConfig.from_pretrained(source)
@@ -190,16 +229,34 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
         raise ModelLoadError(f"cannot read the config of {name}: {str(err).splitlines()[0]}") from None
     adapter = find_adapter(config)
     cls = getattr(transformers, adapter.architectures[0])
+    placement = {} if device_map is None else {"device_map": device_map,
+                                                **({"max_memory": max_memory} if max_memory else {})}
     try:
-        model = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn_implementation)
+        model = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn, **placement)
+    except ImportError as err:  # e.g. flash_attention_2 without its package
+        raise ModelLoadError(f"cannot load {name} with attn_implementation={attn!r}: {str(err).splitlines()[0]}") \
+            from None
     except Exception as err:  # noqa: BLE001 - safetensors, torch and transformers each raise their own types
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise ModelLoadError(f"cannot read the weights of {name}: {type(err).__name__}: {first}; the files may be "
                              f"truncated or damaged: re-download or re-save the model") from None
-    model.to(dev).eval()
+    if device_map is None:
+        model.to(dev)
+    model.eval()
     if processor is None:
         processor = load_processor(source, adapter.family)
     return LoadedModel(model=model, processor=processor, adapter=adapter, name=name)
+
+
+def check_device_map(device_map) -> None:
+    """A device map needs accelerate; strings are accelerate's strategies."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise ValueError("--device-map needs the accelerate package: pip install accelerate") from None
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential") \
+            and not device_map.startswith(("cpu", "cuda", "mps")):
+        raise ValueError(f"unknown device map {device_map!r}; use auto, balanced, sequential or a device")
 
 
 def wrap_model(model: torch.nn.Module, processor: Any = None, name: str | None = None) -> LoadedModel:
