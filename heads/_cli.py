@@ -119,6 +119,12 @@ def run_directory(command: str, name: str, out: str | None):
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+@contextmanager
+def existing_directory(run_dir: Path):
+    """An existing run directory, continued in place (``--resume``)."""
+    yield Path(run_dir)
+
+
 def _bad_input_types() -> tuple[type, ...]:
     from vlmheads.data import DataError, MissingImagesError
     from vlmheads.registry import UnknownName
@@ -147,11 +153,20 @@ def run_command(body: Callable[[argparse.Namespace], int], parser: argparse.Argu
         args.argv = argv
         return body(args)
     except KeyboardInterrupt:
-        where = getattr(args, "run_dir", None) if "args" in locals() else None
-        kept = f"; {where} keeps config.json and metadata.json (status: interrupted)" if where and Path(where).is_dir() \
-            else ""
-        print(f"interrupted: stopped before the run finished{kept}; re-run the command to redo it", file=sys.stderr)
+        print(_interrupted_line(args if "args" in locals() else None), file=sys.stderr)
         return 130
     except _bad_input_types() as err:
         print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _interrupted_line(args) -> str:
+    """What Ctrl-C kept, and how to go on."""
+    where = getattr(args, "run_dir", None)
+    if not where or not Path(where).is_dir():
+        return "interrupted: stopped before a run directory was made; nothing to keep"
+    stages = sorted(Path(where, "stages").glob("*.pt"))
+    kept = f"{len(stages)} finished stage(s) kept in {where}/stages" if stages else f"{where} keeps its config and metadata"
+    hint = getattr(args, "resume_hint", None)
+    then = f"; continue with: {hint}" if hint and stages else "; re-run the command to redo it"
+    return f"interrupted: {kept} (metadata.json status: interrupted){then}"

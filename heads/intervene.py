@@ -107,7 +107,7 @@ def _run(args) -> int:
                                    "k": len(heads), "heads": [list(h) for h in heads],
                                    "k_by_method": dict(k_by_method)},
                        dataset={"names": list(config.datasets), "root": config.data_root}) as record:
-            result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data)
+            result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data, progress=True)
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["layout_probe_accuracy"] = result.probe_accuracy

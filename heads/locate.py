@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from heads import _cli
@@ -27,19 +29,59 @@ def _parser():
     p.add_argument("--random-draws", type=_cli.positive("--random-draws"), default=5,
                    help="random head sets in the ablation check (default 5)")
     _cli.add_run_options(p, batch_size=32)
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
+                        "finished stages are loaded, not re-run")
     return p
 
 
-def _run(args) -> int:
-    from vlmheads.locate import LocateConfig, examples_by_function, report_lines, run_locate, write_outputs
-    from vlmheads.runs import RunRecord
+def _config(args):
+    from vlmheads.locate import LocateConfig
 
-    config = LocateConfig(
+    return LocateConfig(
         function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root, n=args.n,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), ablation=args.ablation,
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
         batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
         device_map=args.device_map, attn_implementation=args.attn_implementation)
+
+
+def _resumed_config(run_dir: Path):
+    """The config of an interrupted run, and its previous metadata; refused with the reason otherwise."""
+    from vlmheads.locate import LocateConfig
+
+    if not (run_dir / "config.json").is_file() or not (run_dir / "metadata.json").is_file():
+        raise _cli.UsageError(f"--resume {run_dir}: not a run directory (no config.json / metadata.json)")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        meta = json.loads((run_dir / "metadata.json").read_text())
+    except json.JSONDecodeError as err:
+        raise _cli.UsageError(f"--resume {run_dir}: unreadable config.json or metadata.json ({err.msg})") from None
+    if meta.get("command") != "locate":
+        raise _cli.UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not a locate run")
+    if meta.get("status") == "finished":
+        raise _cli.UsageError(f"--resume {run_dir}: the run has already finished; nothing to resume")
+    try:
+        config = LocateConfig(**{k: tuple(v) if k == "methods" else v for k, v in saved.items()})
+    except TypeError as err:
+        raise _cli.UsageError(f"--resume {run_dir}: config.json does not fit this version ({err})") from None
+    return config, meta
+
+
+def _run(args) -> int:
+    import shutil
+
+    from vlmheads.locate import examples_by_function, report_lines, run_locate, write_outputs
+    from vlmheads.runs import RunRecord
+
+    resume = Path(args.resume) if args.resume else None
+    if resume is not None:
+        config, previous = _resumed_config(resume)
+        for option in ("model", "device", "dtype", "device_map", "attn_implementation"):
+            setattr(args, option, getattr(config, option))
+        args.out = None
+    else:
+        config, previous = _config(args), None
     _cli.check_model_options(args)
     examples = examples_by_function(config)
     loaded = _cli.load(args)
@@ -47,18 +89,25 @@ def _run(args) -> int:
     if config.top_k is not None and config.top_k > g.n_total:
         raise _cli.UsageError(f"--top-k {config.top_k} is larger than the number of heads: {loaded.name} has "
                               f"{g.n_total} ({g.n_layers} layers x {g.n_heads}); choose 1..{g.n_total}")
-    with _cli.run_directory("locate", f"{config.function}-{loaded.name.split('/')[-1]}", args.out) as run_dir:
+    directory = _cli.existing_directory(resume) if resume else \
+        _cli.run_directory("locate", f"{config.function}-{loaded.name.split('/')[-1]}", args.out)
+    with directory as run_dir:
         args.run_dir = run_dir
-        print(f"run directory: {run_dir}")
-        model_identity = loaded.identity()
+        args.resume_hint = f"python -m heads.locate --resume {run_dir}"
+        print(f"run directory: {run_dir}" + (" (resumed)" if resume else ""))
+        extra = {"resumed": {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
+                             "previous_argv": previous.get("argv")}} if previous else {}
         # a failed run keeps its directory, with metadata.json saying why
-        with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed, model=model_identity,
-                       dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n}) as record:
-            result = run_locate(loaded, config, log=lambda s: print(s, flush=True), examples=examples)
+        with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed, model=loaded.identity(),
+                       dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n},
+                       **extra) as record:
+            result = run_locate(loaded, config, log=lambda s: print(s, flush=True), examples=examples,
+                                stages_dir=run_dir / "stages", progress=True)
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["selected"] = [list(h) for h in result.selected]
             write_outputs(result, run_dir)
+        shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
     print("\n".join(report_lines(result)))
     print(f"\nwrote {run_dir}/scores.csv, heads.json, headmap.html")
     return 0

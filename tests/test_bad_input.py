@@ -120,6 +120,8 @@ CLI_CASES = [
     ("locate", ["--dataset", "cogvsr:{root}/nowhere.jsonl"], "nowhere.jsonl"),
     ("locate", ["--dataset", "cogvsr:{malformed}"], "malformed.jsonl:"),
     ("locate", ["--dataset", "cogvsr:{cogvsr}", "--function", "relational"], "cannot read image"),
+    ("locate", ["--resume", "{root}/full"], "not a run directory"),
+    ("locate", ["--resume", "{run}"], "already finished; nothing to resume"),
     ("locate", ["--dataset", "organism:controlled", "--function", "relational", "--methods", "ablation,probe",
                 "--select-by", "probe"], "cannot select by probe"),
     # heads.intervene

@@ -122,3 +122,44 @@ def test_real_dataset_format_with_text_counterfactuals(tmp_path):
     assert {r["function"] for r in rows if r["method"] == "noising"} == {"relational_reasoning"}
     assert {r["method"] for r in rows} == {"ablation", "noising", "denoising", "attribution", "probe",
                                            "image_share", "image_entropy"}
+
+
+def test_interrupted_run_resumes_to_the_same_scores(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the middle keeps every finished stage; --resume loads them, runs the rest, and ends with the
+    scores of an uninterrupted run."""
+    import vlmheads.locate as locate
+
+    argv = ["--function", "spatial", *FAST, "--methods", "ablation,patching,probe"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    run = tmp_path / "cut"
+    real = locate.LOCATE_METHODS["patching"].run
+    calls = []
+
+    def patching_then_ctrl_c(state, function):
+        calls.append(function)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(state, function)
+
+    from dataclasses import replace
+
+    monkeypatch.setitem(locate.LOCATE_METHODS._items, "patching",
+                        replace(locate.LOCATE_METHODS["patching"], run=patching_then_ctrl_c))
+    capsys.readouterr()
+    assert main([*argv, "--out", str(run)]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: 6 finished stage(s) kept") and f"--resume {run}" in last
+    assert json.loads((run / "metadata.json").read_text())["status"] == "interrupted"
+    assert len(list((run / "stages").glob("*.pt"))) == 6 and not (run / "scores.csv").exists()
+    monkeypatch.undo()
+    assert main(["--resume", str(run)]) == 0
+    assert (run / "scores.csv").read_text() == (tmp_path / "whole" / "scores.csv").read_text()
+    resumed, whole = (json.loads((d / "heads.json").read_text()) for d in (run, tmp_path / "whole"))
+    assert resumed["summary"].pop("resumed_stages") == [f"ablation/{f}" for f in sorted(resumed["summary"]["base_metric"])] + \
+        ["patching/decision_making", "patching/low_level_visual_perception"]
+    assert resumed == whole
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["status"] == "finished" and meta["resumed"]["previous_status"] == "interrupted"
+    assert not (run / "stages").exists()
+    assert main(["--resume", str(run)]) == 2  # finished: nothing to resume
+    assert "already finished" in capsys.readouterr().err

@@ -161,75 +161,110 @@ def load_datasets(config: InterveneConfig) -> dict:
 
 
 def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[str], None] = print,
-                  data: dict | None = None) -> InterveneResult:
+                  data: dict | None = None, progress: bool = False) -> InterveneResult:
     needs_heads = [m for m in config.methods if INTERVENE_METHODS[m].uses_heads]
     if needs_heads and not any(config.heads_for(m) for m in needs_heads):
         raise ValueError(f"{', '.join(needs_heads)} need located heads: pass --heads-from a locate run")
     for layer, head in set(config.heads) | set(config.ranking):
         loaded.geometry.check_head(layer, head)
+    from tqdm.auto import tqdm
+
     result = InterveneResult()
     data = data if data is not None else load_datasets(config)
-    for name in config.datasets:
-        t0 = time.time()
-        val, test = data[name]
-        result.datasets[name] = {"val": val.identity(), "test": test.identity()}
-        val_b = option_batches(loaded, list(val), config.batch_size)
-        test_b = option_batches(loaded, list(test), config.batch_size)
-        test_examples = [e for b in test_b for e in b.examples]
-        fitted: dict = {}
-        fits = {INTERVENE_METHODS[m].fit for m in config.methods} - {None}
-        if "layout" in fits:
-            fitted["layout"], probe_acc = layout_directions(loaded, list(val), seed=config.seed)
-            result.probe_accuracy[name] = round(probe_acc, 4)
-            log(f"{name:<22} layout probe on image tokens (validation split): training accuracy {probe_acc:.3f}")
-        if "steering" in fits:
-            try:
-                fitted["steering"] = steering_directions(loaded, list(val), config.heads_for("steer"))
-            except ValueError as err:
-                result.skipped[f"{name}|steer"] = str(err)
-                log(f"{name:<22} steer          skipped: {err}")
-        for method_name in config.methods:
-            method = INTERVENE_METHODS[method_name]
-            if method.fit and method.fit not in fitted:
-                continue
-            heads = config.heads_for(method_name)
-            grid = list(method.grid) if config.sweep else list(method.grid[:1])
-            # with --sweep, head-selective methods also tune k (the top-k located heads); the given k
-            # comes first so that it wins ties.
-            ks = [len(heads)]
-            if config.sweep and config.ranking and method.tunes_k:
-                ks += [k for k in config.k_grid if k != len(heads) and k <= len(config.ranking)]
-            candidates = [(k, p) for k in ks for p in grid]
-            if len(candidates) > 1:
-                scored = []
-                for i, (k, p) in enumerate(candidates):
-                    chosen = tuple(config.ranking[:k]) if config.ranking else heads
-                    acc = float(_correct(loaded, val_b, method, method.build(p, chosen, fitted)).mean())
-                    scored.append((acc, -i, k, p))
-                best_acc, _, k_best, params = max(scored, key=lambda s: (s[0], s[1]))
-            else:
-                (k_best, params), best_acc = candidates[0], float("nan")
-            use_heads = tuple(config.ranking[:k_best]) if config.ranking and k_best != len(heads) else heads
-            result.chosen[(name, method_name)] = {**params, "k": len(use_heads)} if method.uses_heads else params
-            ivs = method.build(params, use_heads, fitted)
-            result.applied.setdefault(name, {})[method_name] = [iv.to_json() for iv in ivs]
-            correct = _correct(loaded, test_b, method, ivs)
-            groups = {"all": list(range(len(test_examples)))}
-            for i, e in enumerate(test_examples):
-                groups.setdefault(f"relation={e.relation}", []).append(i)
-                if e.meta.get("prior"):
-                    groups.setdefault(f"prior={e.meta['prior']}", []).append(i)
-            for group, idx in groups.items():
-                summary = accuracy_summary(correct[idx], n_boot=config.bootstrap, seed=config.seed)
-                result.rows.append({"dataset": name, "method": method_name, "group": group, "n": summary["n"],
-                                    "accuracy": summary["accuracy"], "ci_low": summary["ci_low"],
-                                    "ci_high": summary["ci_high"],
-                                    "val_accuracy": round(best_acc, 4) if best_acc == best_acc else "",
-                                    "params": json.dumps(result.chosen[(name, method_name)], sort_keys=True)})
-            log(f"{name:<22} {method_name:<14} test {float(correct.mean()):.3f}  "
-                f"params {result.chosen[(name, method_name)]}")
-        result.timings[name] = time.time() - t0
+    bar = tqdm(total=len(config.datasets) * len(config.methods), desc="intervene", unit="method",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for name in config.datasets:
+            _run_dataset(loaded, config, name, data[name], result, log, bar)
+    finally:
+        bar.close()
     return result
+
+
+def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits, result: InterveneResult,
+                 log: Callable[[str], None], bar) -> None:
+    """Fit what the methods need on the validation split, tune, and score every method on the test split."""
+    t0 = time.time()
+    val, test = splits
+    result.datasets[name] = {"val": val.identity(), "test": test.identity()}
+    val_b = option_batches(loaded, list(val), config.batch_size)
+    test_b = option_batches(loaded, list(test), config.batch_size)
+    fitted = _fit(loaded, config, name, list(val), result, log)
+    for method_name in config.methods:
+        bar.set_postfix_str(f"{name} / {method_name}")
+        method = INTERVENE_METHODS[method_name]
+        if method.fit and method.fit not in fitted:
+            bar.update()
+            continue
+        params, heads, val_acc = _tune(loaded, config, method_name, val_b, fitted)
+        result.chosen[(name, method_name)] = {**params, "k": len(heads)} if method.uses_heads else params
+        ivs = method.build(params, heads, fitted)
+        result.applied.setdefault(name, {})[method_name] = [iv.to_json() for iv in ivs]
+        correct = _correct(loaded, test_b, method, ivs)
+        result.rows += _rows(config, name, method_name, correct, [e for b in test_b for e in b.examples], val_acc,
+                             result.chosen[(name, method_name)])
+        log(f"{name:<22} {method_name:<14} test {float(correct.mean()):.3f}  params {result.chosen[(name, method_name)]}")
+        bar.update()
+    result.timings[name] = time.time() - t0
+
+
+def _fit(loaded: LoadedModel, config: InterveneConfig, name: str, val: list, result: InterveneResult,
+         log: Callable[[str], None]) -> dict:
+    """Directions the requested methods need, fitted on the validation split (a method whose fit is
+    impossible, e.g. steering on a model that makes no errors, is skipped with the reason)."""
+    fitted: dict = {}
+    fits = {INTERVENE_METHODS[m].fit for m in config.methods} - {None}
+    if "layout" in fits:
+        fitted["layout"], probe_acc = layout_directions(loaded, val, seed=config.seed)
+        result.probe_accuracy[name] = round(probe_acc, 4)
+        log(f"{name:<22} layout probe on image tokens (validation split): training accuracy {probe_acc:.3f}")
+    if "steering" in fits:
+        try:
+            fitted["steering"] = steering_directions(loaded, val, config.heads_for("steer"))
+        except ValueError as err:
+            result.skipped[f"{name}|steer"] = str(err)
+            log(f"{name:<22} steer          skipped: {err}")
+    return fitted
+
+
+def _tune(loaded: LoadedModel, config: InterveneConfig, method_name: str, val_b, fitted: dict):
+    """``(params, heads, validation accuracy)``: the published default, or with ``sweep`` the best grid point
+    on validation (ties: the earlier point, so the default wins a tie). Head-selective methods that tune k
+    try the top-k located heads for k in the k grid too, the given k first."""
+    method = INTERVENE_METHODS[method_name]
+    heads = config.heads_for(method_name)
+    grid = list(method.grid) if config.sweep else list(method.grid[:1])
+    ks = [len(heads)]
+    if config.sweep and config.ranking and method.tunes_k:
+        ks += [k for k in config.k_grid if k != len(heads) and k <= len(config.ranking)]
+    candidates = [(k, p) for k in ks for p in grid]
+    if len(candidates) == 1:
+        return candidates[0][1], heads, float("nan")
+    scored = []
+    for i, (k, p) in enumerate(candidates):
+        chosen = tuple(config.ranking[:k]) if config.ranking else heads
+        scored.append((float(_correct(loaded, val_b, method, method.build(p, chosen, fitted)).mean()), -i, k, p))
+    best_acc, _, k_best, params = max(scored, key=lambda s: (s[0], s[1]))
+    use_heads = tuple(config.ranking[:k_best]) if config.ranking and k_best != len(heads) else heads
+    return params, use_heads, best_acc
+
+
+def _rows(config: InterveneConfig, name: str, method_name: str, correct: torch.Tensor, examples, val_acc: float,
+          chosen: dict) -> list[dict]:
+    """results.csv rows: all examples, per relation and per prior group, with bootstrap intervals."""
+    groups = {"all": list(range(len(examples)))}
+    for i, e in enumerate(examples):
+        groups.setdefault(f"relation={e.relation}", []).append(i)
+        if e.meta.get("prior"):
+            groups.setdefault(f"prior={e.meta['prior']}", []).append(i)
+    rows = []
+    for group, idx in groups.items():
+        summary = accuracy_summary(correct[idx], n_boot=config.bootstrap, seed=config.seed)
+        rows.append({"dataset": name, "method": method_name, "group": group, "n": summary["n"],
+                     "accuracy": summary["accuracy"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"],
+                     "val_accuracy": round(val_acc, 4) if val_acc == val_acc else "",
+                     "params": json.dumps(chosen, sort_keys=True)})
+    return rows
 
 
 def write_outputs(result: InterveneResult, run_dir: Path) -> None:

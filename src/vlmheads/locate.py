@@ -20,7 +20,7 @@ heads.json) and draws the head map from it into a run directory. Methods are loo
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -44,12 +44,18 @@ CAUSAL = ("ablation", "noising", "denoising")
 
 @dataclass(frozen=True)
 class LocateMethod:
-    """One locate method: what it scores and how (``run(state)`` calls ``state.put`` per function)."""
+    """One locate method: what it scores and how. ``run(state, function)`` is one stage: it scores every
+    head for one function (``state.put``), and is saved as soon as it finishes; ``finish(state)`` runs
+    once after all of its stages (cheap summaries only)."""
 
-    run: Callable[["LocateState"], None]
+    run: Callable[["LocateState", str], None]
     scores: tuple[str, ...]  # score names it writes (scores.csv's method column)
     selectable: tuple[str, ...] = ()  # of those, the ones ``select_by`` may name
     needs_pairs: bool = False  # counterfactual pairs
+    finish: Callable[["LocateState"], None] | None = None
+
+    def functions(self, state: "LocateState") -> list[str]:
+        return sorted(state.pairs) if self.needs_pairs else state.functions
 
 
 LOCATE_METHODS: Registry[LocateMethod] = Registry("locate method")
@@ -109,7 +115,11 @@ class LocateConfig:
 
 @dataclass
 class LocateState:
-    """What the methods of one run share: the model, its batches and pairs, and the result being filled."""
+    """What the methods of one run share: the model, its batches and pairs, and the result being filled.
+
+    Every stage (one method for one function) is saved to ``stages_dir`` as it finishes (temporary file,
+    then rename); a stage already saved there is loaded instead of run, which is how ``--resume`` continues
+    an interrupted run with the same scores it would have had."""
 
     loaded: LoadedModel
     config: LocateConfig
@@ -118,6 +128,10 @@ class LocateState:
     result: HeadScores
     log: Callable[[str], None]
     means: torch.Tensor | None = None
+    stages_dir: Path | None = None
+    cache: dict = field(default_factory=dict)  # what several stages of one method share (probe features)
+    resumed: list = field(default_factory=list)  # stages loaded from stages_dir
+    _writes: dict | None = None
 
     @property
     def functions(self) -> list[str]:
@@ -126,11 +140,47 @@ class LocateState:
     def put(self, method: str, function: str, per_example: torch.Tensor, scale: float = 1.0) -> None:
         """Mean over examples of ``per_example [N, L, H]`` with its bootstrap interval, as ``method`` scores."""
         lo, hi = bootstrap_ci(per_example, n_boot=self.config.bootstrap, seed=self.config.seed)
-        self.result.scores[(method, function)] = {"score": per_example.float().mean(0) / scale,
-                                                  "ci_low": lo / scale, "ci_high": hi / scale}
+        self._score(method, function, {"score": per_example.float().mean(0) / scale,
+                                       "ci_low": lo / scale, "ci_high": hi / scale})
 
     def put_descriptive(self, method: str, function: str, score: torch.Tensor) -> None:
-        self.result.scores[(method, function)] = {"score": score, "ci_low": score, "ci_high": score}
+        self._score(method, function, {"score": score, "ci_low": score, "ci_high": score})
+
+    def note(self, key: str, function: str | None, value) -> None:
+        """A summary entry (``summary[key][function]``, or ``summary[key]`` without a function)."""
+        if function is None:
+            self.result.summary[key] = value
+        else:
+            self.result.summary.setdefault(key, {})[function] = value
+        if self._writes is not None:
+            self._writes["summary"].append((key, function, value))
+
+    def _score(self, method: str, function: str, value: dict) -> None:
+        self.result.scores[(method, function)] = value
+        if self._writes is not None:
+            self._writes["scores"][(method, function)] = value
+
+    def stage(self, name: str, function: str, run: Callable[[], None]) -> bool:
+        """Run one stage, or load it if a previous run saved it; True if loaded."""
+        path = None if self.stages_dir is None else self.stages_dir / f"{name}--{function}.pt"
+        if path is not None and path.is_file():
+            saved = torch.load(path, weights_only=False)
+            self.result.scores.update(saved["scores"])
+            for key, fn, value in saved["summary"]:
+                self.note(key, fn, value)
+            self.resumed.append(f"{name}/{function}")
+            return True
+        self._writes = {"scores": {}, "summary": []}
+        try:
+            run()
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.tmp")
+                torch.save(self._writes, tmp)
+                tmp.replace(path)
+        finally:
+            self._writes = None
+        return False
 
 
 def examples_by_function(config: LocateConfig) -> dict[str, list]:
@@ -192,7 +242,10 @@ def _pairs(loaded: LoadedModel, config: LocateConfig, by_function: dict, result:
 
 
 def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], None] = print,
-               examples: dict[str, list] | None = None) -> HeadScores:
+               examples: dict[str, list] | None = None, stages_dir: Path | None = None,
+               progress: bool = False) -> HeadScores:
+    """Score, select, check. With ``stages_dir`` every finished stage is saved there and saved stages are
+    loaded instead of re-run (resume); ``progress`` draws a tqdm bar over the stages (stderr)."""
     g = loaded.geometry
     total_heads = g.n_total
     if config.top_k is not None and config.top_k > total_heads:
@@ -206,7 +259,7 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     batches = {f: option_batches(loaded, ex, config.batch_size) for f, ex in sorted(by_function.items())}
     needs_pairs = any(LOCATE_METHODS[m].needs_pairs for m in config.methods)
     pairs = _pairs(loaded, config, by_function, result) if needs_pairs else {}
-    state = LocateState(loaded, config, batches, pairs, result, log)
+    state = LocateState(loaded, config, batches, pairs, result, log, stages_dir=stages_dir)
     if len(state.functions) < 2 and "probe" in config.methods:
         result.skipped["probe"] = "probing needs sub-questions of at least two functions"
     chooser = next(m for m in config.methods if config.select_by in LOCATE_METHODS[m].selectable)
@@ -220,16 +273,41 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
            if pairs else ""))
     if config.ablation == "mean":
         state.means = head_means(loaded, [b for bs in batches.values() for b in bs])
-    for name in LOCATE_METHODS:  # registry order: attribution compares itself with patching's scores
-        if name not in config.methods or name in result.skipped:
+    plan = [(name, f) for name in LOCATE_METHODS if name in config.methods and name not in result.skipped
+            for f in LOCATE_METHODS[name].functions(state)]  # registry order: attribution after patching
+    bar = _progress(len(plan) + 1, "locate", progress)
+    try:
+        _run_stages(state, plan, bar)
+        _select_and_check(state, bar)
+    finally:
+        bar.close()  # also on Ctrl-C: the bar ends its line before the command's last word
+    return result
+
+
+def _run_stages(state: LocateState, plan: list[tuple[str, str]], bar) -> None:
+    """Every (method, function) stage in ``plan``, in registry order (attribution after patching)."""
+    for name in LOCATE_METHODS:
+        stages = [f for m, f in plan if m == name]
+        if not stages:
             continue
         t = time.time()
-        LOCATE_METHODS[name].run(state)
-        result.timings[name] = time.time() - t
+        for f in stages:
+            bar.set_postfix_str(f"{name} / {f}")
+            state.stage(name, f, lambda name=name, f=f: LOCATE_METHODS[name].run(state, f))
+            bar.update()
+        if LOCATE_METHODS[name].finish:
+            LOCATE_METHODS[name].finish(state)
+        state.result.timings[name] = time.time() - t
+    if state.resumed:
+        state.log(f"resumed: {len(state.resumed)} of {len(plan)} stages loaded from {state.stages_dir}")
+        state.result.summary["resumed_stages"] = list(state.resumed)
 
-    # -- selection and evidence --------------------------------------------------------------
+
+def _select_and_check(state: LocateState, bar) -> None:
+    """Top-k (or the elbow) by the chosen method, sparsity, specificity, and the ablation check."""
+    config, result = state.config, state.result
     score = result.score()
-    cap = config.max_auto_k or max(1, total_heads // 10)
+    cap = config.max_auto_k or max(1, score.numel() // 10)
     k = config.top_k or elbow_k(score, max_k=cap)
     result.k_rule = "--top-k" if config.top_k else f"elbow of sorted scores (capped at {cap})"
     result.selected = top_k(score, k)
@@ -240,43 +318,53 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     result.summary["top_heads_by_function"] = {f: [list(h) for h in hs] for f, hs in tops.items()}
     result.summary["specificity_jaccard"] = specificity(tops)
     t = time.time()
-    result.check = ablation_check(loaded, batches, result.selected, draws=config.random_draws, seed=config.seed,
-                                  mode=config.ablation, means=state.means)
+    bar.set_postfix_str("ablation check")
+    result.check = ablation_check(state.loaded, state.batches, result.selected, draws=config.random_draws,
+                                  seed=config.seed, mode=config.ablation, means=state.means)
+    bar.update()
     result.timings["check"] = time.time() - t
-    return result
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    """A tqdm bar with ETA on stderr (a silent stand-in when ``enabled`` is False)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="stage", disable=not enabled, dynamic_ncols=True)
 
 
 # -- the methods ---------------------------------------------------------------------------------------
 
-def _ablation(state: LocateState) -> None:
+def _ablation(state: LocateState, f: str) -> None:
     cfg = state.config
     reference = [b for bs in state.batches.values() for b in bs]
-    for f in state.functions:
-        r = ablation_effects(state.loaded, state.batches[f], cfg.ablation, metric_name=cfg.metric, reference=reference)
-        state.put("ablation", f, r.effects)
-        state.result.summary.setdefault("base_metric", {})[f] = round(float(r.base.mean()), 4)
-        state.result.summary["restart_path"] = r.path
-        state.log(f"ablation ({cfg.ablation}) {f}: base {cfg.metric} {float(r.base.mean()):.3f}, "
-                  f"max head effect {float(r.effects.mean(0).max()):.3f}")
+    r = ablation_effects(state.loaded, state.batches[f], cfg.ablation, metric_name=cfg.metric, reference=reference)
+    state.put("ablation", f, r.effects)
+    state.note("base_metric", f, round(float(r.base.mean()), 4))
+    state.note("restart_path", None, r.path)
+    state.log(f"ablation ({cfg.ablation}) {f}: base {cfg.metric} {float(r.base.mean()):.3f}, "
+              f"max head effect {float(r.effects.mean(0).max()):.3f}")
 
 
-def _patching(state: LocateState) -> None:
-    for f, (clean, corrupt) in state.pairs.items():
-        noise = patching_effects(state.loaded, clean, corrupt, "noising")
-        deno = patching_effects(state.loaded, clean, corrupt, "denoising")
-        state.put("noising", f, noise.effects)
-        gap = float(noise.base.mean() - deno.base.mean())  # clean - corrupted metric
-        state.put("denoising", f, deno.effects, scale=gap if abs(gap) > 1e-6 else 1.0)
-        state.result.summary.setdefault("patching_gap", {})[f] = round(gap, 4)
-        state.log(f"patching {f}: clean-corrupt gap {gap:.3f}")
+def _patching(state: LocateState, f: str) -> None:
+    clean, corrupt = state.pairs[f]
+    noise = patching_effects(state.loaded, clean, corrupt, "noising")
+    deno = patching_effects(state.loaded, clean, corrupt, "denoising")
+    state.put("noising", f, noise.effects)
+    gap = float(noise.base.mean() - deno.base.mean())  # clean - corrupted metric
+    state.put("denoising", f, deno.effects, scale=gap if abs(gap) > 1e-6 else 1.0)
+    state.note("patching_gap", f, round(gap, 4))
+    state.log(f"patching {f}: clean-corrupt gap {gap:.3f}")
 
 
-def _attribution(state: LocateState) -> None:
-    for f, (clean, corrupt) in state.pairs.items():
-        state.put("attribution", f, attribution_effects(state.loaded, clean, corrupt, state.config.metric))
+def _attribution(state: LocateState, f: str) -> None:
+    clean, corrupt = state.pairs[f]
+    state.put("attribution", f, attribution_effects(state.loaded, clean, corrupt, state.config.metric))
+
+
+def _attribution_agreement(state: LocateState) -> None:
     agreement = {}
     for f in state.pairs:
-        if ("noising", f) in state.result.scores:
+        if ("noising", f) in state.result.scores and ("attribution", f) in state.result.scores:
             agreement[f] = _agreement(state.result.scores[("attribution", f)]["score"],
                                       state.result.scores[("noising", f)]["score"])
     state.result.summary["attribution_vs_exact_noising"] = agreement
@@ -286,30 +374,30 @@ def _attribution(state: LocateState) -> None:
             for f, a in agreement.items()))
 
 
-def _probe(state: LocateState) -> None:
-    feats, labels = [], []
-    for f in state.functions:
-        for b in state.batches[f]:
-            z = LayerSweep(state.loaded, b.inputs, check=False).z  # L x [B, S, H, D]
-            feats.append(torch.stack([zl[:, -1] for zl in z], 1).cpu())  # [B, L, H, D]
-            labels += [f] * b.size
-    features = torch.cat(feats)
-    for f in state.functions:
-        state.put_descriptive("probe", f, probe_scores(features, labels, f, seed=state.config.seed))
+def _probe(state: LocateState, f: str) -> None:
+    if "probe" not in state.cache:  # every function's answer-position head outputs, once per run
+        feats, labels = [], []
+        for function in state.functions:
+            for b in state.batches[function]:
+                z = LayerSweep(state.loaded, b.inputs, check=False).z  # L x [B, S, H, D]
+                feats.append(torch.stack([zl[:, -1] for zl in z], 1).cpu())  # [B, L, H, D]
+                labels += [function] * b.size
+        state.cache["probe"] = (torch.cat(feats), labels)
+    features, labels = state.cache["probe"]
+    state.put_descriptive("probe", f, probe_scores(features, labels, f, seed=state.config.seed))
 
 
-def _attention(state: LocateState) -> None:
-    for f in state.functions:
-        share, entropy = image_attention(state.loaded, state.batches[f])
-        state.put_descriptive("image_share", f, share)
-        state.put_descriptive("image_entropy", f, entropy)
+def _attention(state: LocateState, f: str) -> None:
+    share, entropy = image_attention(state.loaded, state.batches[f])
+    state.put_descriptive("image_share", f, share)
+    state.put_descriptive("image_entropy", f, entropy)
 
 
 LOCATE_METHODS.register("ablation", LocateMethod(_ablation, ("ablation",), selectable=("ablation",)))
 LOCATE_METHODS.register("patching", LocateMethod(_patching, ("noising", "denoising"),
                                                  selectable=("noising", "denoising"), needs_pairs=True))
 LOCATE_METHODS.register("attribution", LocateMethod(_attribution, ("attribution",), selectable=("attribution",),
-                                                    needs_pairs=True))
+                                                    needs_pairs=True, finish=_attribution_agreement))
 LOCATE_METHODS.register("probe", LocateMethod(_probe, ("probe",), selectable=("probe",)))
 LOCATE_METHODS.register("attention", LocateMethod(_attention, ("image_share", "image_entropy")))
 METHODS = LOCATE_METHODS.names()
