@@ -28,6 +28,11 @@ def _parser():
     p.add_argument("--top-k", type=_cli.positive("--top-k"), default=None, help="number of heads to select (default: elbow)")
     p.add_argument("--random-draws", type=_cli.positive("--random-draws"), default=5,
                    help="random head sets in the ablation check (default 5)")
+    p.add_argument("--screen", default="auto", choices=("auto", "attribution", "off"),
+                   help="ablation as screen + verify: an attribution estimate of every head, exact ablation of the "
+                        "top --verify only (auto: when the model has more than 256 heads; off: all heads exact)")
+    p.add_argument("--verify", type=_cli.positive("--verify"), default=64,
+                   help="heads the exact ablation verifies after the screen (default 64)")
     _cli.add_run_options(p, batch_size=32)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
@@ -42,7 +47,8 @@ def _config(args):
         function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root, n=args.n,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), ablation=args.ablation,
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
-        batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
+        screen=args.screen, verify=args.verify, batch_size=args.batch_size, seed=args.seed, device=args.device,
+        dtype=args.dtype,
         device_map=args.device_map, attn_implementation=args.attn_implementation)
 
 

@@ -163,3 +163,27 @@ def test_interrupted_run_resumes_to_the_same_scores(tmp_path, capsys, monkeypatc
     assert not (run / "stages").exists()
     assert main(["--resume", str(run)]) == 2  # finished: nothing to resume
     assert "already finished" in capsys.readouterr().err
+
+
+def test_screen_and_verify_select_the_exact_run_s_heads(tmp_path, organism_run, capsys):
+    """--screen attribution on the organism: every head estimated, 12 verified exactly; the selection and the
+    verified heads' scores are the all-head exact run's."""
+    out = tmp_path / "screened"
+    assert main(["--function", "spatial", "--screen", "attribution", "--verify", "12", "--out", str(out), *FAST]) == 0
+    assert "exact ablation of the top 12 (--screen attribution" in capsys.readouterr().out
+    screened, exact = (json.loads((d / "heads.json").read_text()) for d in (out, organism_run))
+    assert screened["heads"] and [h["layer"] for h in screened["heads"]] == [h["layer"] for h in exact["heads"]]
+    assert [h["head"] for h in screened["heads"]] == [h["head"] for h in exact["heads"]]
+    assert screened["summary"]["screen"] == {"method": "attribution", "verify": 12, "reason": "--screen attribution"}
+    rows = {(r["method"], r["function"], r["layer"], r["head"]): r for r in csv.DictReader((out / "scores.csv").open())}
+    base = {(r["method"], r["function"], r["layer"], r["head"]): r
+            for r in csv.DictReader((organism_run / "scores.csv").open())}
+    verified = screened["summary"]["verified_heads"]["spatial_perception"]
+    assert len(verified) == 12
+    for layer, head in verified:
+        key = ("ablation", "spatial_perception", str(layer), str(head))
+        assert abs(float(rows[key]["score"]) - float(base[key]["score"])) < 1e-4
+    unverified = [r for k, r in rows.items() if k[0] == "ablation" and k[1] == "spatial_perception"
+                  and [int(k[2]), int(k[3])] not in verified]
+    assert len(unverified) == 20 and all(r["score"] == "nan" for r in unverified)
+    assert {k[0] for k in rows} >= {"ablation_screen"}

@@ -33,6 +33,7 @@ from .methods.batches import METRICS, option_batches
 from .methods.checks import ablation_check
 from .methods.effects import ABLATIONS, ablation_effects, head_means, pair_batches, patching_effects
 from .methods.probing import probe_scores
+from .methods.screen import screened_ablation
 from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specificity, top_k
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
@@ -40,6 +41,8 @@ from .registry import Registry
 from .scores import HeadScores
 
 CAUSAL = ("ablation", "noising", "denoising")
+SCREENS = ("auto", "attribution", "off")
+SCREEN_ABOVE = 256  # heads: above this, "auto" screens (all-head exact ablation costs ~n_heads / 2 passes)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class LocateConfig:
     top_k: int | None = None  # None: the elbow of the sorted scores
     max_auto_k: int | None = None  # cap for the elbow (default: 10% of heads, at least 1)
     random_draws: int = 5
+    screen: str = "auto"  # ablation by screen + verify: "auto" (when the model has > SCREEN_ABOVE heads), "attribution", "off"
+    verify: int = 64  # heads the exact ablation verifies after the screen
     batch_size: int = 32
     bootstrap: int = 1000
     seed: int = 0
@@ -106,6 +111,13 @@ class LocateConfig:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
+        if self.screen not in SCREENS:
+            raise ValueError(f"unknown --screen {self.screen!r}; use one of {', '.join(SCREENS)}")
+        if self.verify < 1:
+            raise ValueError(f"--verify must be at least 1, got {self.verify}")
+        if self.screen == "attribution" and self.top_k is not None and self.top_k > self.verify:
+            raise ValueError(f"--top-k {self.top_k} is more than the {self.verify} heads --verify checks exactly; "
+                             f"raise --verify to at least {self.top_k}")
         if self.max_auto_k is not None and self.max_auto_k < 1:
             raise ValueError(f"max_auto_k must be at least 1, got {self.max_auto_k}")
 
@@ -130,6 +142,7 @@ class LocateState:
     means: torch.Tensor | None = None
     stages_dir: Path | None = None
     cache: dict = field(default_factory=dict)  # what several stages of one method share (probe features)
+    screening: bool = False  # ablation by screen + verify
     resumed: list = field(default_factory=list)  # stages loaded from stages_dir
     _writes: dict | None = None
 
@@ -260,6 +273,7 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     needs_pairs = any(LOCATE_METHODS[m].needs_pairs for m in config.methods)
     pairs = _pairs(loaded, config, by_function, result) if needs_pairs else {}
     state = LocateState(loaded, config, batches, pairs, result, log, stages_dir=stages_dir)
+    state.screening = _screening(config, total_heads, result, log)
     if len(state.functions) < 2 and "probe" in config.methods:
         result.skipped["probe"] = "probing needs sub-questions of at least two functions"
     chooser = next(m for m in config.methods if config.select_by in LOCATE_METHODS[m].selectable)
@@ -271,7 +285,7 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     log(f"data: {', '.join(f'{f} {len(ex)}' for f, ex in by_function.items())} examples"
         + (f"; counterfactual pairs: {', '.join(f'{f} {sum(b.size for b in p[0])}' for f, p in pairs.items())}"
            if pairs else ""))
-    if config.ablation == "mean":
+    if config.ablation == "mean":  # one reference set for every function: the mean over all of them
         state.means = head_means(loaded, [b for bs in batches.values() for b in bs])
     plan = [(name, f) for name in LOCATE_METHODS if name in config.methods and name not in result.skipped
             for f in LOCATE_METHODS[name].functions(state)]  # registry order: attribution after patching
@@ -282,6 +296,19 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     finally:
         bar.close()  # also on Ctrl-C: the bar ends its line before the command's last word
     return result
+
+
+def _screening(config: LocateConfig, total_heads: int, result: HeadScores, log: Callable[[str], None]) -> bool:
+    """Whether ablation runs as screen + verify, said in the output and recorded in the summary."""
+    if "ablation" not in config.methods or config.screen == "off" or \
+            (config.screen == "auto" and total_heads <= SCREEN_ABOVE):
+        return False
+    verify = min(config.verify, total_heads)
+    why = f"auto: {total_heads} heads > {SCREEN_ABOVE}" if config.screen == "auto" else "--screen attribution"
+    result.summary["screen"] = {"method": "attribution", "verify": verify, "reason": why}
+    log(f"ablation: attribution screen of all {total_heads} heads, exact ablation of the top {verify} ({why}; "
+        f"--screen off for all-head exact ablation)")
+    return True
 
 
 def _run_stages(state: LocateState, plan: list[tuple[str, str]], bar) -> None:
@@ -308,6 +335,8 @@ def _select_and_check(state: LocateState, bar) -> None:
     config, result = state.config, state.result
     score = result.score()
     cap = config.max_auto_k or max(1, score.numel() // 10)
+    if state.screening and config.select_by == "ablation":
+        cap = min(cap, max(1, config.verify // 2))  # choose among verified heads, with a margin
     k = config.top_k or elbow_k(score, max_k=cap)
     result.k_rule = "--top-k" if config.top_k else f"elbow of sorted scores (capped at {cap})"
     result.selected = top_k(score, k)
@@ -336,8 +365,14 @@ def _progress(total: int, desc: str, enabled: bool):
 
 def _ablation(state: LocateState, f: str) -> None:
     cfg = state.config
-    reference = [b for bs in state.batches.values() for b in bs]
-    r = ablation_effects(state.loaded, state.batches[f], cfg.ablation, metric_name=cfg.metric, reference=reference)
+    if state.screening:
+        estimate, r, verified = screened_ablation(state.loaded, state.batches[f], cfg.verify, cfg.ablation,
+                                                  cfg.metric, means=state.means)
+        state.put("ablation_screen", f, estimate)  # the estimate of every head
+        state.note("verified_heads", f, [list(h) for h in verified])  # exact scores exist for these only
+    else:
+        r = ablation_effects(state.loaded, state.batches[f], cfg.ablation, metric_name=cfg.metric,
+                             means=state.means)
     state.put("ablation", f, r.effects)
     state.note("base_metric", f, round(float(r.base.mean()), 4))
     state.note("restart_path", None, r.path)
@@ -393,7 +428,7 @@ def _attention(state: LocateState, f: str) -> None:
     state.put_descriptive("image_entropy", f, entropy)
 
 
-LOCATE_METHODS.register("ablation", LocateMethod(_ablation, ("ablation",), selectable=("ablation",)))
+LOCATE_METHODS.register("ablation", LocateMethod(_ablation, ("ablation", "ablation_screen"), selectable=("ablation",)))
 LOCATE_METHODS.register("patching", LocateMethod(_patching, ("noising", "denoising"),
                                                  selectable=("noising", "denoising"), needs_pairs=True))
 LOCATE_METHODS.register("attribution", LocateMethod(_attribution, ("attribution",), selectable=("attribution",),

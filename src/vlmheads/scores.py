@@ -154,12 +154,14 @@ class HeadScores:
                     raise LocateRunError(f"{scores_path}:{lineno}: head L{layer}H{head} is outside the model's "
                                          f"{n_layers} x {n_heads} heads")
                 key = (row["method"], row["function"])
-                cell = values.setdefault(key, torch.full((3, n_layers, n_heads), float("nan")))
-                cell[:, layer, head] = torch.tensor(numbers)
+                cell, seen = values.setdefault(key, (torch.zeros(3, n_layers, n_heads),
+                                                     torch.zeros(n_layers, n_heads, dtype=torch.bool)))
+                cell[:, layer, head] = torch.tensor(numbers)  # NaN stays NaN: a head that was not computed
+                seen[layer, head] = True
                 ranks.setdefault(key, {})[rank] = (layer, head)
         scores = {}
-        for key, cell in values.items():
-            if torch.isnan(cell).any():
+        for key, (cell, seen) in values.items():
+            if not seen.all():
                 raise LocateRunError(f"{scores_path}: {key[0]}/{key[1]} lacks rows for some heads; the run is damaged")
             scores[key] = {"score": cell[0], "ci_low": cell[1], "ci_high": cell[2]}
         try:

@@ -170,3 +170,19 @@ def test_ablation_check_counts_and_no_op(organism):
     assert 0 <= r["selected_ablated"]["accuracy"] <= 1 and r["unablated"]["n"] == 8
     with pytest.raises(IndexError, match="layer 9 out of range"):
         correct_under(organism, batches["relational_reasoning"], [(9, 0)])
+
+
+def test_screen_then_verify_finds_the_planted_head(planted):
+    """The attribution screen ranks the one head that writes anything first; the exact ablation verifies the
+    top few only (NaN elsewhere) and agrees with the all-head exact run where both ran."""
+    from vlmheads.methods.screen import screen_score, screened_ablation
+    from vlmheads.methods.selection import ranked
+
+    batches = _batches(planted)
+    estimate, verified, heads = screened_ablation(planted, batches, verify=3)
+    assert ranked(screen_score(estimate))[0] == SIGNAL and heads[0] == SIGNAL and len(heads) == 3
+    exact = ablation_effects(planted, batches).effects
+    done = ~verified.effects[0].isnan()
+    assert int(done.sum()) == 3 and bool(done[SIGNAL])
+    torch.testing.assert_close(verified.effects[:, done], exact[:, done], atol=1e-5, rtol=1e-5)
+    assert ranked(verified.effects.mean(0))[0] == SIGNAL

@@ -11,6 +11,7 @@ without gradients that stops at the last layer's head outputs.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Sequence
 
 import torch
@@ -53,15 +54,25 @@ def _z_pass(loaded: LoadedModel, inputs, grad: bool) -> tuple[list[torch.Tensor]
     return saved, logits
 
 
-def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch],
-                        metric_name: str = "logit_diff") -> torch.Tensor:
-    """Estimated noising effects ``[n_examples, n_layers, n_heads]`` (pairs from ``pair_batches``)."""
-    out = []
-    params = [p for p in loaded.model.parameters()]
+@contextmanager
+def _frozen(loaded: LoadedModel):
+    """Weights without gradients for the block (the graph starts at the token embeddings), restored after."""
+    params = list(loaded.model.parameters())
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(False)
     try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch],
+                        metric_name: str = "logit_diff") -> torch.Tensor:
+    """Estimated noising effects ``[n_examples, n_layers, n_heads]`` (pairs from ``pair_batches``)."""
+    out = []
+    with _frozen(loaded):
         for c, k in zip(clean, corrupt):
             z_clean, logits = _z_pass(loaded, c.inputs, grad=True)
             # gradients only where they are needed: autograd.grad prunes the graph to the o_proj inputs
@@ -72,7 +83,4 @@ def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corru
                 for zc, gz, zk in zip(z_clean, grads, z_corrupt):  # each [B, S, H, D]
                     per_layer.append(-(gz * (zk - zc.detach())).sum((1, 3)))  # [B, H]
                 out.append(torch.stack(per_layer, 1).float().cpu())  # [B, L, H]
-    finally:
-        for p, f in zip(params, flags):
-            p.requires_grad_(f)
     return torch.cat(out)

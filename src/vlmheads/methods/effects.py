@@ -41,10 +41,16 @@ class SweepResult:
 
 def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Replacement,
                metric_name: str = "logit_diff", heads_per_pass: int | None = None, sign: float = 1.0,
-               rows_per_pass: int | None = None, progress: Callable[[str], None] | None = None) -> SweepResult:
+               rows_per_pass: int | None = None, progress: Callable[[str], None] | None = None,
+               heads: Sequence[tuple[int, int]] | None = None) -> SweepResult:
     """``rows_per_pass``: rows (examples x edited copies) per forward pass; default 64 on CPU, 1024 on
-    accelerators."""
+    accelerators. ``heads``: sweep only these (layer, head) pairs; the others' effects are NaN (not computed),
+    and layers without a chosen head are not run at all."""
     g = loaded.geometry
+    chosen: dict[int, list[int]] = {}
+    for layer, head in (heads if heads is not None else [(l, h) for l in range(g.n_layers) for h in range(g.n_heads)]):
+        g.check_head(layer, head)
+        chosen.setdefault(layer, []).append(head)
     per_pass = heads_per_pass or g.n_heads
     if rows_per_pass is None:
         rows_per_pass = 64 if loaded.device.type == "cpu" else 1024
@@ -53,11 +59,13 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
         sweep = LayerSweep(loaded, batch.inputs)
         paths.append(sweep.path)
         base = metric(sweep.logits, batch.option_ids, batch.answer, metric_name)  # [B]
-        out = torch.zeros(batch.size, g.n_layers, g.n_heads)
+        out = torch.full((batch.size, g.n_layers, g.n_heads), float("nan")) if heads is not None else \
+            torch.zeros(batch.size, g.n_layers, g.n_heads)
         B = batch.size
-        for layer in range(g.n_layers):
-            for start in range(0, g.n_heads, per_pass):
-                chunk = list(range(start, min(g.n_heads, start + per_pass)))
+        for layer in sorted(chosen):
+            layer_heads = sorted(set(chosen[layer]))
+            for start in range(0, len(layer_heads), per_pass):
+                chunk = layer_heads[start:start + per_pass]
                 values = [replace(layer, h, sweep, b_index) for h in chunk]
 
                 def make_edit(rows, chunk=chunk, values=values):
@@ -86,11 +94,13 @@ def head_means(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> torch.Ten
 
 
 def ablation_effects(loaded: LoadedModel, batches: Sequence[OptionBatch], mode: str = "zero",
-                     reference: Sequence[OptionBatch] | None = None, **kw) -> SweepResult:
+                     reference: Sequence[OptionBatch] | None = None, means: torch.Tensor | None = None,
+                     **kw) -> SweepResult:
     """Per-head ablation effects; the replacement is ``vlmheads.site.ablation_value`` (zero, mean over
     ``reference`` (default: ``batches``), or resample)."""
     site.check_ablation(mode)
-    means = head_means(loaded, reference or batches) if mode == "mean" else None  # [L, H, D]
+    if mode == "mean" and means is None:
+        means = head_means(loaded, reference or batches)  # [L, H, D]
     return head_sweep(loaded, batches,
                       lambda layer, h, sweep, b: site.ablation_value(mode, sweep.z[layer][:, :, h], layer, h, means), **kw)
 

@@ -18,9 +18,10 @@ Head = tuple[int, int]
 
 
 def ranked(scores: torch.Tensor) -> list[Head]:
-    """Every head, best score first (ties: lower layer, then lower head)."""
+    """Every head, best score first (ties: lower layer, then lower head; NaN = not computed: last)."""
     n_heads = scores.shape[1]
-    order = sorted(range(scores.numel()), key=lambda i: (-float(scores.flatten()[i]), i))
+    flat = scores.flatten().tolist()
+    order = sorted(range(len(flat)), key=lambda i: (flat[i] != flat[i], -flat[i] if flat[i] == flat[i] else 0.0, i))
     return [(i // n_heads, i % n_heads) for i in order]
 
 
@@ -34,7 +35,8 @@ def top_k(scores: torch.Tensor, k: int) -> list[Head]:
 
 def elbow_k(scores: torch.Tensor, max_k: int | None = None) -> int:
     """Kneedle on the descending sorted scores: the point farthest below the first-to-last chord."""
-    values = scores.flatten().float().sort(descending=True).values
+    values = scores.flatten().float()
+    values = values[~values.isnan()].sort(descending=True).values  # NaN: heads not computed
     n = values.numel()
     if n <= 2:
         return 1
@@ -51,7 +53,7 @@ def elbow_k(scores: torch.Tensor, max_k: int | None = None) -> int:
 
 def sparsity(scores: torch.Tensor, share: float = 0.8) -> float:
     """Smallest fraction of heads whose positive scores sum to ``share`` of all positive scores."""
-    pos = scores.flatten().clamp(min=0).sort(descending=True).values
+    pos = scores.flatten().nan_to_num(0.0).clamp(min=0).sort(descending=True).values
     total = pos.sum()
     if total <= 0:
         return float("nan")

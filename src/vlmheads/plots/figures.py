@@ -27,7 +27,10 @@ def head_scores_figure(scores: HeadScores, method: str | None = None, function: 
     method, function = method or scores.select_by, function or scores.function
     grid = scores.score(method, function).numpy()  # [L, H]
     fig, ax = plt.subplots(figsize=(1.0 + 0.45 * grid.shape[1], 1.2 + 0.45 * grid.shape[0]))
-    bound = float(abs(grid).max()) or 1.0
+    import numpy as np
+
+    bound = float(np.nanmax(np.abs(grid))) if not np.isnan(grid).all() else 1.0  # NaN: heads not computed
+    bound = bound or 1.0
     image = ax.imshow(grid, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
     for layer, head in scores.selected:
         ax.add_patch(plt.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2.5, ec="black"))
