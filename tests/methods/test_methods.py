@@ -186,3 +186,47 @@ def test_screen_then_verify_finds_the_planted_head(planted):
     assert int(done.sum()) == 3 and bool(done[SIGNAL])
     torch.testing.assert_close(verified.effects[:, done], exact[:, done], atol=1e-5, rtol=1e-5)
     assert ranked(verified.effects.mean(0))[0] == SIGNAL
+
+
+def test_out_of_memory_halves_the_pass_and_gives_the_same_effects(organism, monkeypatch):
+    """A pass that runs out of memory is retried with half the rows (and fewer heads per pass), down to what
+    fits; the effects are the ones an unconstrained run gives."""
+    batches = _batches(organism, n=8)
+    free = ablation_effects(organism, batches).effects
+    real = LayerSweep._fast
+    sizes = []
+
+    def small_memory(self, layer, edit, copies, rows=None):
+        n = self.batch if rows is None else len(rows)
+        sizes.append(copies * n)
+        if copies * n > 6:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, layer, edit, copies, rows)
+
+    monkeypatch.setattr(LayerSweep, "_fast", small_memory)
+    tight = ablation_effects(organism, batches, rows_per_pass=64).effects
+    torch.testing.assert_close(tight, free, atol=1e-5, rtol=1e-5)
+    assert sizes[0] > 6 and max(sizes[-10:]) <= 6
+    monkeypatch.setattr(LayerSweep, "_fast", lambda *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    with pytest.raises(torch.OutOfMemoryError, match="one row per pass does not fit"):
+        ablation_effects(organism, batches, rows_per_pass=4)
+
+
+def test_patching_streams_its_sources(organism):
+    """Noising patching computes one batch's corrupted head outputs at a time and still equals the
+    one-trace-per-head loop."""
+    pairs = organism_pairs(8, seed=2, function="spatial")
+    clean = option_batches(organism, [a for a, _ in pairs], 4)
+    corrupt = option_batches(organism, [b for _, b in pairs], 4)
+    clean, corrupt = pair_batches(clean, corrupt)
+    effects = patching_effects(organism, clean, corrupt, "noising").effects  # [N, L, H]
+    for b, (c, k) in enumerate(zip(clean, corrupt)):
+        source = LayerSweep(organism, k.inputs, check=False).z
+        layer, head = 2, 1
+
+        def patch(z):
+            z[:, :, head] = source[layer][:, :, head]
+        edited = edit_heads(organism, c.inputs, {layer: patch}).logits[:, -1]
+        base = organism.model(**c.inputs).logits[:, -1]
+        expect = metric(base, c.option_ids, c.answer) - metric(edited, c.option_ids, c.answer)
+        torch.testing.assert_close(effects[b * 4:(b + 1) * 4, layer, head], expect.detach(), atol=1e-4, rtol=1e-4)

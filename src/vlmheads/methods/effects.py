@@ -43,17 +43,16 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
                metric_name: str = "logit_diff", heads_per_pass: int | None = None, sign: float = 1.0,
                rows_per_pass: int | None = None, progress: Callable[[str], None] | None = None,
                heads: Sequence[tuple[int, int]] | None = None) -> SweepResult:
-    """``rows_per_pass``: rows (examples x edited copies) per forward pass; default 64 on CPU, 1024 on
-    accelerators. ``heads``: sweep only these (layer, head) pairs; the others' effects are NaN (not computed),
-    and layers without a chosen head are not run at all."""
+    """``rows_per_pass``: rows (examples x edited copies) per forward pass; default ``pass_rows`` (64 on CPU,
+    from free memory on accelerators), halved and retried whenever a pass runs out of memory. ``heads``:
+    sweep only these (layer, head) pairs; the others' effects are NaN (not computed), and layers without a
+    chosen head are not run at all."""
     g = loaded.geometry
     chosen: dict[int, list[int]] = {}
     for layer, head in (heads if heads is not None else [(l, h) for l in range(g.n_layers) for h in range(g.n_heads)]):
         g.check_head(layer, head)
         chosen.setdefault(layer, []).append(head)
-    per_pass = heads_per_pass or g.n_heads
-    if rows_per_pass is None:
-        rows_per_pass = 64 if loaded.device.type == "cpu" else 1024
+    budget = PassBudget(rows_per_pass or pass_rows(loaded, int(batches[0].inputs["input_ids"].shape[1])))
     effects, bases, paths = [], [], []
     for b_index, batch in enumerate(batches):
         sweep = LayerSweep(loaded, batch.inputs)
@@ -63,9 +62,9 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
             torch.zeros(batch.size, g.n_layers, g.n_heads)
         B = batch.size
         for layer in sorted(chosen):
-            layer_heads = sorted(set(chosen[layer]))
-            for start in range(0, len(layer_heads), per_pass):
-                chunk = layer_heads[start:start + per_pass]
+            todo = sorted(set(chosen[layer]))
+            while todo:
+                chunk = todo[:min(heads_per_pass or g.n_heads, budget.rows)]  # never more copies than rows
                 values = [replace(layer, h, sweep, b_index) for h in chunk]
 
                 def make_edit(rows, chunk=chunk, values=values):
@@ -78,14 +77,50 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
                             z[c * n:(c + 1) * n, :, h] = v
                     return edit
 
-                logits = sweep.run_chunked(layer, make_edit, len(chunk), rows_per_pass)  # [copies, B, vocab]
+                try:
+                    logits = sweep.run_chunked(layer, make_edit, len(chunk), budget.rows)  # [copies, B, vocab]
+                except torch.OutOfMemoryError:
+                    budget.halve(loaded)
+                    continue
                 edited = metric(logits.flatten(0, 1), batch.option_ids, batch.answer, metric_name).view(len(chunk), B)
                 out[:, layer, chunk] = (sign * (base[None] - edited)).T.cpu()
+                todo = todo[len(chunk):]
         effects.append(out)
         bases.append(base.cpu())
         if progress:
             progress(f"batch {b_index + 1}/{len(batches)}")
     return SweepResult(torch.cat(effects), torch.cat(bases), max(paths, key=PATHS.index))
+
+
+class PassBudget:
+    """Rows per restarted pass, halved on out-of-memory (down to one row, then the error stands)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = max(1, int(rows))
+        self.halvings = 0
+
+    def halve(self, loaded: LoadedModel) -> None:
+        if self.rows == 1:
+            raise torch.OutOfMemoryError(f"{loaded.name}: one row per pass does not fit in memory; use a smaller "
+                                         f"--batch-size, a lower --dtype, or --device-map auto over more devices")
+        self.rows //= 2
+        self.halvings += 1
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def pass_rows(loaded: LoadedModel, seq_len: int, share: float = 0.5) -> int:
+    """Rows per restarted pass: 64 on CPU (measured fastest there); on CUDA, what ``share`` of the free
+    memory holds, by a per-row estimate of one decoder layer's activations in flight (residual, attention
+    and MLP activations, and eager attention's [heads, seq, seq] scores and probabilities in float32)."""
+    if loaded.device.type != "cuda":
+        return 64
+    free, _ = torch.cuda.mem_get_info(loaded.device)
+    text = loaded.config.get_text_config()
+    size = torch.finfo(loaded.dtype).bits // 8
+    per_row = seq_len * (6 * text.hidden_size + 3 * getattr(text, "intermediate_size", 4 * text.hidden_size)) * size \
+        + 2 * loaded.geometry.n_heads * seq_len * seq_len * 4
+    return int(max(1, min(4096, share * free // per_row)))
 
 
 def head_means(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> torch.Tensor:
@@ -130,6 +165,13 @@ def patching_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corrupt:
         raise ValueError(f"unknown patching direction {direction!r}; use one of {PATCH_DIRECTIONS}")
     source_batches = corrupt if direction == "noising" else clean
     base_batches = clean if direction == "noising" else corrupt
-    sources = [LayerSweep(loaded, b.inputs, check=False).z for b in source_batches]
     sign = 1.0 if direction == "noising" else -1.0
-    return head_sweep(loaded, base_batches, lambda layer, h, sweep, b: sources[b][layer][:, :, h], sign=sign, **kw)
+    current: dict[int, list[torch.Tensor]] = {}  # one batch's source head outputs at a time (streamed)
+
+    def source(layer, h, sweep, b):
+        if b not in current:
+            current.clear()
+            current[b] = LayerSweep(loaded, source_batches[b].inputs, check=False).z  # L x [B, S, H, D]
+        return current[b][layer][:, :, h]
+
+    return head_sweep(loaded, base_batches, source, sign=sign, **kw)
