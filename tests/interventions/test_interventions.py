@@ -265,3 +265,15 @@ def test_the_public_api_form_finds_the_batch_itself(organism, batch):
         ids = organism.model.generate(**batch, max_new_tokens=2, do_sample=False)
     assert ids.shape == (batch["input_ids"].shape[0], batch["input_ids"].shape[1] + 2)
     assert attention._SPEC.get() is None
+
+
+def test_scaling_on_an_sdpa_model_keeps_sdpa_where_nothing_is_scaled(batch):
+    """On a model loaded with SDPA, ScalingVis computes eager attention only where it scales; it matches the
+    eager-loaded model to rounding, and the implementation is SDPA again afterwards."""
+    from vlmheads import load_model
+
+    sdpa, eager = load_model("organism", attn_implementation="sdpa"), load_model("organism")
+    for ivs in ([ScalingVis(2.0, heads=[(2, 1)])], [ScalingVis(0.5)]):
+        torch.testing.assert_close(_logits(sdpa, batch, ivs), _logits(eager, batch, ivs), atol=1e-4, rtol=1e-4)
+    assert sdpa.model.config.get_text_config()._attn_implementation == "sdpa"
+    assert attention.FALLBACK.get() == "eager"  # the context variable is reset too

@@ -34,6 +34,9 @@ class ScaleSpec:
 
 
 _SPEC: contextvars.ContextVar[ScaleSpec | None] = contextvars.ContextVar("vlmheads_scale", default=None)
+# the implementation the model had before the switch: layers and calls that nothing scales run it
+# (SDPA stays SDPA on a big model; only the scaled last-query rows pay for eager attention)
+FALLBACK: contextvars.ContextVar[str] = contextvars.ContextVar("vlmheads_fallback", default="eager")
 
 
 @contextlib.contextmanager
@@ -49,6 +52,17 @@ def _eager_of(module):
     return getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
 
 
+def _fallback_of(module):
+    """The attention function of the model's own implementation (its eager one when that is eager)."""
+    name = FALLBACK.get()
+    if name not in (None, "eager", NAME):
+        from transformers import AttentionInterface
+
+        if name in AttentionInterface._global_mapping:
+            return AttentionInterface._global_mapping[name]
+    return _eager_of(module)
+
+
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     if n_rep == 1:
         return x
@@ -61,9 +75,9 @@ def scaled_attention(module, query, key, value, attention_mask, scaling=None, dr
     layer = getattr(module, "layer_idx", None)
     active = spec is not None and layer in spec.layers and key.shape[-2] == spec.prompt_len
     if not active:
-        eager = _eager_of(module)
-        if eager is not None:
-            return eager(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        fallback = _fallback_of(module)
+        if fallback is not None:
+            return fallback(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     n_rep = query.shape[1] // key.shape[1]
     key_states, value_states = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
     weights = torch.matmul(query, key_states.transpose(2, 3)) * (scaling if scaling is not None

@@ -41,9 +41,11 @@ def text_attention(loaded: LoadedModel, name: str):
     text = model.config.get_text_config()
     previous = text._attn_implementation
     model.set_attn_implementation({"text_config": name})
+    token = attention.FALLBACK.set(previous or "eager")
     try:
         yield
     finally:
+        attention.FALLBACK.reset(token)
         model.set_attn_implementation({"text_config": previous or "eager"})
 
 
