@@ -54,7 +54,7 @@ def _timed(fn, sync):
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=8, help="examples")
-    p.add_argument("--verify", type=int, default=64, help="heads the exact ablation verifies after the screen")
+    p.add_argument("--verify", type=int, default=40, help="heads the exact ablation verifies after the screen")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
@@ -97,11 +97,33 @@ def main() -> None:
           f"{t_screen / t_fwd:6.1f} forward-equivalents)" + (f", peak {peak_screen:.1f} GiB" if cuda else ""))
     print(f"  cost ratio {t_screen / t_exact:.3f} of the all-head exact run (target <= 0.10); recall of the exact "
           f"top-10: verified top-10 {recall:.2f}, candidates {in_candidates:.2f} (target >= 0.9)")
+    organism_screen(args, sync)
     iv = AdaptVis(0.5, 1.5, 0.4)
     t_two, _ = _timed(lambda: [adaptvis_logits(loaded, b.inputs, iv, shared_prefix=False) for b in batches], sync)
     t_shared, _ = _timed(lambda: [adaptvis_logits(loaded, b.inputs, iv) for b in batches], sync)
     print(f"AdaptVis: two full passes {t_two * per:.3f} s/example ({t_two / t_fwd:.2f} forward passes); shared "
           f"prompt cache {t_shared * per:.3f} s/example ({t_shared / t_fwd:.2f}); {t_two / t_shared:.2f}x")
+
+
+def organism_screen(args, sync) -> None:
+    """The same comparison on the trained organism (32 heads, known located heads), per function."""
+    from vlmheads.data import organism_examples
+    from vlmheads.methods.batches import option_batches
+    from vlmheads.methods.effects import ablation_effects
+    from vlmheads.methods.screen import screened_ablation
+    from vlmheads.methods.selection import ranked
+    from vlmheads.models import load_model
+
+    loaded = load_model("organism", device=args.device if not args.device.startswith("cuda") else "cpu")
+    for function in ("spatial", "relational", "decision", "object"):
+        batches = option_batches(loaded, organism_examples(32, seed=0, function=function, split="controlled"), 32)
+        t_exact, exact = _timed(lambda: ablation_effects(loaded, batches), sync)
+        for verify in (8, 16):
+            t_screen, (_, verified, _) = _timed(lambda: screened_ablation(loaded, batches, verify), sync)
+            top = {k: len(set(ranked(exact.effects.mean(0))[:k]) & set(ranked(verified.effects.mean(0))[:k])) / k
+                   for k in (3, 10)}
+            print(f"organism {function:<10} verify {verify:>2} of 32: cost {t_screen / t_exact:.2f} of all-head exact; "
+                  f"recall top-3 {top[3]:.2f}, top-10 {top[10]:.2f}")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ def _parser():
     p.add_argument("--screen", default="auto", choices=("auto", "attribution", "off"),
                    help="ablation as screen + verify: an attribution estimate of every head, exact ablation of the "
                         "top --verify only (auto: when the model has more than 256 heads; off: all heads exact)")
-    p.add_argument("--verify", type=_cli.positive("--verify"), default=64,
-                   help="heads the exact ablation verifies after the screen (default 64)")
+    p.add_argument("--verify", type=_cli.positive("--verify"), default=40,
+                   help="heads the exact ablation verifies after the screen (default 40)")
     _cli.add_run_options(p, batch_size=32)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "

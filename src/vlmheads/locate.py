@@ -79,7 +79,7 @@ class LocateConfig:
     max_auto_k: int | None = None  # cap for the elbow (default: 10% of heads, at least 1)
     random_draws: int = 5
     screen: str = "auto"  # ablation by screen + verify: "auto" (when the model has > SCREEN_ABOVE heads), "attribution", "off"
-    verify: int = 64  # heads the exact ablation verifies after the screen
+    verify: int = 40  # heads the exact ablation verifies after the screen
     batch_size: int = 32
     bootstrap: int = 1000
     seed: int = 0

@@ -180,12 +180,12 @@ def test_screen_then_verify_finds_the_planted_head(planted):
 
     batches = _batches(planted)
     estimate, verified, heads = screened_ablation(planted, batches, verify=3)
-    assert ranked(screen_score(estimate))[0] == SIGNAL and heads[0] == SIGNAL and len(heads) == 3
+    assert ranked(screen_score(estimate))[0] == SIGNAL and SIGNAL in heads[:2] and len(set(heads)) == 3
     exact = ablation_effects(planted, batches).effects
     done = ~verified.effects[0].isnan()
     assert int(done.sum()) == 3 and bool(done[SIGNAL])
     torch.testing.assert_close(verified.effects[:, done], exact[:, done], atol=1e-5, rtol=1e-5)
-    assert ranked(verified.effects.mean(0))[0] == SIGNAL
+    assert ranked(verified.effects.mean(0).abs())[0] == SIGNAL  # the only head whose removal changes anything
 
 
 def test_out_of_memory_halves_the_pass_and_gives_the_same_effects(organism, monkeypatch):
