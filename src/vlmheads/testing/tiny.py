@@ -102,35 +102,30 @@ def _qwen_text(gqa: bool, sliding_window: int | None = None) -> dict:
                  **sliding)
 
 
+def _qwen(config_cls, model_cls, text: dict, vision: dict, seed: int):
+    cfg = config_cls(text_config=text, vision_config=vision, image_token_id=4, video_token_id=5,
+                     vision_start_token_id=3, vision_end_token_id=6)
+    cfg.architectures = [model_cls.__name__]
+    torch.manual_seed(seed)
+    model = model_cls(cfg).eval()
+    model.set_attn_implementation("eager")
+    return model, _qwen_inputs(seed), None
+
+
 def tiny_qwen2_vl(gqa: bool = True, seed: int = 0, sliding_window: int | None = None):
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
-    cfg = Qwen2VLConfig(
-        text_config=_qwen_text(gqa, sliding_window),
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=1, temporal_patch_size=2),
-        image_token_id=4, video_token_id=5, vision_start_token_id=3, vision_end_token_id=6)
-    cfg.architectures = ["Qwen2VLForConditionalGeneration"]
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(cfg).eval()
-    model.set_attn_implementation("eager")
-    return model, _qwen_inputs(seed), None
+    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
+                  spatial_merge_size=1, temporal_patch_size=2)
+    return _qwen(Qwen2VLConfig, Qwen2VLForConditionalGeneration, _qwen_text(gqa, sliding_window), vision, seed)
 
 
 def tiny_qwen2_5_vl(gqa: bool = True, seed: int = 0):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    cfg = Qwen2_5_VLConfig(
-        text_config=_qwen_text(gqa),
-        vision_config=dict(depth=2, hidden_size=32, intermediate_size=32, num_heads=4, out_hidden_size=32,
-                           patch_size=14, spatial_merge_size=1, temporal_patch_size=2, window_size=28,
-                           fullatt_block_indexes=[1]),
-        image_token_id=4, video_token_id=5, vision_start_token_id=3, vision_end_token_id=6)
-    cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]
-    torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(cfg).eval()
-    model.set_attn_implementation("eager")
-    return model, _qwen_inputs(seed), None
+    vision = dict(depth=2, hidden_size=32, intermediate_size=32, num_heads=4, out_hidden_size=32, patch_size=14,
+                  spatial_merge_size=1, temporal_patch_size=2, window_size=28, fullatt_block_indexes=[1])
+    return _qwen(Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, _qwen_text(gqa), vision, seed)
 
 
 def _idefics_like(config_cls, model_cls, arch: str, gqa: bool, seed: int):
