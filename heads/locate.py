@@ -11,7 +11,7 @@ from heads import _cli
 
 
 def _parser():
-    from vlmheads.locate import LOCATE_METHODS
+    from vlmheads.locate import DEFAULT_METHODS, LOCATE_METHODS
     from vlmheads.site import ABLATIONS
 
     p = _cli.command_parser("python -m heads.locate", __doc__)
@@ -20,11 +20,12 @@ def _parser():
     p.add_argument("--dataset", default="organism:decomposed", help="dataset name (default: organism:decomposed)")
     p.add_argument("--data-root", default=None, help="folder of a real dataset (whatsup/vsr)")
     p.add_argument("--n", type=_cli.positive("--n", 4), default=64, help="examples (and counterfactual pairs) per function")
-    p.add_argument("--methods", default=",".join(LOCATE_METHODS), help=f"comma list from {','.join(LOCATE_METHODS)}")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy, which is opt-in)")
     p.add_argument("--ablation", default="zero", choices=ABLATIONS)
     p.add_argument("--metric", default="logit_diff", choices=("logit_diff", "prob", "accuracy"))
     p.add_argument("--select-by", default="ablation",
-                   choices=("ablation", "noising", "denoising", "attribution", "probe"))
+                   choices=("ablation", "noising", "denoising", "attribution", "probe", "redundancy"))
     p.add_argument("--top-k", type=_cli.positive("--top-k"), default=None, help="number of heads to select (default: elbow)")
     p.add_argument("--random-draws", type=_cli.positive("--random-draws"), default=5,
                    help="random head sets in the ablation check (default 5)")

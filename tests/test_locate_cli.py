@@ -187,3 +187,16 @@ def test_screen_and_verify_select_the_exact_run_s_heads(tmp_path, organism_run, 
                   and [int(k[2]), int(k[3])] not in verified]
     assert len(unverified) == 20 and all(r["score"] == "nan" for r in unverified)
     assert {k[0] for k in rows} >= {"ablation_screen"}
+
+
+def test_redundancy_is_an_opt_in_method(tmp_path):
+    out = tmp_path / "run"
+    assert main(["--function", "spatial", *FAST, "--methods", "ablation,redundancy", "--select-by", "redundancy",
+                 "--out", str(out)]) == 0
+    heads = json.loads((out / "heads.json").read_text())
+    assert heads["select_by"] == "redundancy" and set(heads["summary"]["redundancy_fit"]) == \
+        set(heads["summary"]["base_metric"])
+    rows = [r for r in csv.DictReader((out / "scores.csv").open()) if r["method"] == "redundancy"]
+    assert len(rows) == 4 * 32 and all(float(r["ci_low"]) <= float(r["score"]) <= float(r["ci_high"]) for r in rows)
+    best = min(rows, key=lambda r: int(r["rank"]))
+    assert (int(best["layer"]), int(best["head"])) in {(0, 4), (2, 1), (2, 3)}  # the exact ablation's heads

@@ -9,6 +9,8 @@ Steps (each method is optional; ``LocateConfig.methods``):
 4. attribution patching (gradient x difference), compared with exact noising patching;
 5. probing (descriptive): held-out balanced accuracy of a per-head function probe;
 6. attention to the image (descriptive): share and spatial entropy at the answer position;
+   (opt-in) redundancy-aware attribution: random head sets ablated together, a linear fit per head
+   (finds heads that back each other up, which single-head ablation misses);
 7. selection: top-k by the chosen method's score for the target function (elbow by default);
    sparsity, specificity; the ablation check (selected vs k random heads, all functions).
 
@@ -33,6 +35,7 @@ from .methods.batches import METRICS, option_batches
 from .methods.checks import ablation_check
 from .methods.effects import ABLATIONS, ablation_effects, head_means, pair_batches, patching_effects
 from .methods.probing import probe_scores
+from .methods.redundancy import redundancy_scores
 from .methods.screen import screened_ablation
 from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specificity, top_k
 from .methods.sweep import LayerSweep
@@ -71,7 +74,7 @@ class LocateConfig:
     dataset: str = "organism:decomposed"
     data_root: str | None = None
     n: int = 64  # examples per function
-    methods: tuple[str, ...] = ("ablation", "patching", "attribution", "probe", "attention")
+    methods: tuple[str, ...] = ("ablation", "patching", "attribution", "probe", "attention")  # DEFAULT_METHODS
     ablation: str = "zero"
     metric: str = "logit_diff"
     select_by: str = "ablation"  # ablation | noising | denoising | attribution | probe
@@ -422,6 +425,15 @@ def _probe(state: LocateState, f: str) -> None:
     state.put_descriptive("probe", f, probe_scores(features, labels, f, seed=state.config.seed))
 
 
+def _redundancy(state: LocateState, f: str) -> None:
+    cfg = state.config
+    score, low, high, summary = redundancy_scores(state.loaded, state.batches[f], mode=cfg.ablation,
+                                                  metric_name=cfg.metric, means=state.means, seed=cfg.seed)
+    state._score("redundancy", f, {"score": score, "ci_low": low, "ci_high": high})
+    state.note("redundancy_fit", f, summary)
+    state.log(f"redundancy {f}: {summary['subsets']} random head sets, fit R^2 {summary['r2']:.2f}")
+
+
 def _attention(state: LocateState, f: str) -> None:
     share, entropy = image_attention(state.loaded, state.batches[f])
     state.put_descriptive("image_share", f, share)
@@ -435,7 +447,9 @@ LOCATE_METHODS.register("attribution", LocateMethod(_attribution, ("attribution"
                                                     needs_pairs=True, finish=_attribution_agreement))
 LOCATE_METHODS.register("probe", LocateMethod(_probe, ("probe",), selectable=("probe",)))
 LOCATE_METHODS.register("attention", LocateMethod(_attention, ("image_share", "image_entropy")))
+LOCATE_METHODS.register("redundancy", LocateMethod(_redundancy, ("redundancy",), selectable=("redundancy",)))
 METHODS = LOCATE_METHODS.names()
+DEFAULT_METHODS = LocateConfig.methods  # redundancy is opt-in: it costs ~4 forward passes per head and batch
 
 
 def _agreement(estimate: torch.Tensor, exact: torch.Tensor) -> dict:

@@ -230,3 +230,57 @@ def test_patching_streams_its_sources(organism):
         base = organism.model(**c.inputs).logits[:, -1]
         expect = metric(base, c.option_ids, c.answer) - metric(edited, c.option_ids, c.answer)
         torch.testing.assert_close(effects[b * 4:(b + 1) * 4, layer, head], expect.detach(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def redundant_pair():
+    """Tiny LLaVA where heads L1H2 and L1H3 write the same large signal (same queries, shared key/value head,
+    the same o_proj columns x3000), and the answer "left" is read along that signal's direction. The final
+    norm restores the residual's scale when either head is removed, so each alone seems to do nothing;
+    removing both takes the answer away. Every other head keeps its random weights."""
+    model, _, processor = TINY_BUILDERS["llava"](gqa=True, seed=3)
+    loaded = wrap_model(model, processor)
+    d = loaded.geometry.head_dim
+    examples = [e for e in organism_examples(32, seed=1, function="relational", split="controlled")
+                if e.answer == "left"][:8]
+    batches = option_batches(loaded, examples, 8)
+    with torch.no_grad():
+        attn = model.model.language_model.layers[1].self_attn
+        attn.q_proj.weight[3 * d:4 * d] = attn.q_proj.weight[2 * d:3 * d]  # heads 2, 3 share kv head 1
+        attn.o_proj.weight[:, 2 * d:3 * d] *= 3000
+        attn.o_proj.weight[:, 3 * d:4 * d] = attn.o_proj.weight[:, 2 * d:3 * d]
+        seen = {}
+        hook = model.model.language_model.norm.register_forward_hook(
+            lambda module, args, out: seen.__setitem__("h", out[:, -1]))
+        model(**batches[0].inputs)
+        hook.remove()
+        direction = seen["h"].mean(0)
+        model.lm_head.weight[processor.tokenizer.convert_tokens_to_ids("left")] += 5 * direction / direction.norm()
+    return loaded, batches
+
+
+def test_redundancy_aware_attribution_finds_heads_single_ablation_misses(redundant_pair):
+    from vlmheads.methods.redundancy import redundancy_scores
+    from vlmheads.methods.selection import ranked
+
+    loaded, batches = redundant_pair
+    pair = [(1, 2), (1, 3)]
+    single = ablation_effects(loaded, batches).effects.mean(0)
+    assert all(ranked(single).index(h) >= 4 for h in pair)  # bottom half of 8 heads
+    assert all(abs(float(single[h])) < 0.01 * float(single.max()) for h in pair)
+    score, low, high, summary = redundancy_scores(loaded, batches, n_subsets=96, seed=0, n_boot=50)
+    assert all(ranked(score).index(h) < 4 for h in pair)
+    assert all(float(low[h]) > 1.0 for h in pair)  # intervals clear of zero
+    assert summary["subsets"] == 96 and 0 < summary["r2"] <= 1
+
+
+def test_ridge_fit_by_hand():
+    """drop = 10 if A and B are both ablated, + 4 if C is: the fit gives A and B about density x 10, C about 4."""
+    from vlmheads.methods.redundancy import ridge_fit
+
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(4000, 1, 3, generator=g) < 0.25  # heads A, B, C
+    drops = 10.0 * (masks[:, 0, 0] & masks[:, 0, 1]) + 4.0 * masks[:, 0, 2]
+    beta = ridge_fit(masks, drops.float(), ridge=0.0)
+    assert abs(float(beta[0, 0]) - 2.5) < 0.3 and abs(float(beta[0, 1]) - 2.5) < 0.3
+    assert abs(float(beta[0, 2]) - 4.0) < 0.3
