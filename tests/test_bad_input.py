@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from heads.flow import main as flow_main
 from heads.intervene import main as intervene_main
 from heads.locate import main as locate_main
 from heads.organism import main as organism_main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAST = ["--n", "8", "--random-draws", "1", "--batch-size", "8", "--methods", "ablation"]
-COMMANDS = {"locate": locate_main, "intervene": intervene_main, "organism": organism_main}
+COMMANDS = {"locate": locate_main, "intervene": intervene_main, "organism": organism_main, "flow": flow_main}
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +147,14 @@ CLI_CASES = [
     ("intervene", ["--heads-from", "{run}", "--out", "{root}/full"], "never overwritten"),
     ("intervene", ["--heads-from", "{run}", "--dataset", "organism:nope"], "unknown organism dataset"),
     ("intervene", ["--heads-from", "{run}", "--model", "{truncated}"], "cannot read the weights"),
+    # heads.flow
+    ("flow", ["--edges", "image->answer,telepathy"], "unknown edge class 'telepathy'"),
+    ("flow", ["--window", "9"], "--window 9 is more than the model's 4 layers"),
+    ("flow", ["--window", "0"], "argument --window: must be at least 1"),
+    ("flow", ["--n", "3"], "argument --n: must be at least 8"),
+    ("flow", ["--function", "math"], "math_reasoning"),
+    ("flow", ["--device", "cuda"], "no CUDA device is usable here"),
+    ("flow", ["--out", "{root}/full"], "never overwritten"),
     # heads.organism
     ("organism", [], "required: {train,eval}"),
     ("organism", ["train", "--steps", "0"], "argument --steps: must be at least 1"),

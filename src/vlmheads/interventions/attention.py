@@ -1,4 +1,5 @@
-"""A registered attention function that scales chosen heads' pre-softmax logits on image keys.
+"""A registered attention function that scales chosen heads' pre-softmax logits on image keys, and cuts
+chosen attention edges (knockout, ``vlmheads.flow.knockout``).
 
 Registered as ``"vlmheads_scaled"`` in transformers' ``AttentionInterface`` and, with the eager
 additive mask, in ``AttentionMaskInterface`` (without a mask function the causal mask would be
@@ -34,6 +35,27 @@ class ScaleSpec:
 
 
 _SPEC: contextvars.ContextVar[ScaleSpec | None] = contextvars.ContextVar("vlmheads_scale", default=None)
+
+
+@dataclass
+class BlockSpec:
+    """Attention edges to cut (knockout): in ``layers``, query q may not attend to key k where
+    ``blocked[b, q, k]``; prompt passes only (queries and keys both the whole prompt)."""
+
+    layers: frozenset
+    blocked: torch.Tensor  # [B, prompt_len, prompt_len] bool
+
+
+_BLOCK: contextvars.ContextVar[BlockSpec | None] = contextvars.ContextVar("vlmheads_block", default=None)
+
+
+@contextlib.contextmanager
+def blocking(spec: BlockSpec | None):
+    token = _BLOCK.set(spec)
+    try:
+        yield
+    finally:
+        _BLOCK.reset(token)
 # the implementation the model had before the switch: layers and calls that nothing scales run it
 # (SDPA stays SDPA on a big model; only the scaled last-query rows pay for eager attention)
 FALLBACK: contextvars.ContextVar[str] = contextvars.ContextVar("vlmheads_fallback", default="eager")
@@ -74,7 +96,9 @@ def scaled_attention(module, query, key, value, attention_mask, scaling=None, dr
     spec = _SPEC.get()
     layer = getattr(module, "layer_idx", None)
     active = spec is not None and layer in spec.layers and key.shape[-2] == spec.prompt_len
-    if not active:
+    block = _BLOCK.get()
+    cut = block is not None and layer in block.layers and key.shape[-2] == query.shape[-2] == block.blocked.shape[-1]
+    if not active and not cut:
         fallback = _fallback_of(module)
         if fallback is not None:
             return fallback(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
@@ -94,6 +118,8 @@ def scaled_attention(module, query, key, value, attention_mask, scaling=None, dr
         weights = torch.cat([weights[:, :, :-1], (weights[:, :, -1] * factor)[:, :, None]], dim=2)
     if attention_mask is not None:
         weights = weights + attention_mask[:, :, :, : key_states.shape[-2]]
+    if cut:  # knocked-out edges get no attention at all
+        weights = weights.masked_fill(block.blocked[:, None].to(weights.device), float("-inf"))
     weights = torch.nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     out = torch.matmul(weights, value_states).transpose(1, 2).contiguous()

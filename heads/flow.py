@@ -1,0 +1,68 @@
+"""python -m heads.flow --function relational: where the relation lives and how it reaches the answer.
+
+Attention knockout by edge class (image->answer, image->question, question->answer, object->answer,
+background->answer) in sliding windows of decoder layers, and linear probes for the relation through
+every layer of the vision encoder and the decoder. Writes knockout.csv and probes.csv.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from heads import _cli
+
+
+def _parser():
+    from vlmheads.flow import EDGES
+
+    p = _cli.command_parser("python -m heads.flow", __doc__)
+    p.add_argument("--function", default="relational", help="cognitive function or alias (default: relational)")
+    _cli.add_model_options(p)
+    p.add_argument("--dataset", default="organism:decomposed", help="dataset name (default: organism:decomposed)")
+    p.add_argument("--data-root", default=None, help="folder of a real dataset (whatsup/vsr)")
+    p.add_argument("--n", type=_cli.positive("--n", 8), default=128, help="examples (default 128)")
+    p.add_argument("--edges", default=",".join(EDGES), help=f"comma list from {','.join(EDGES)}")
+    p.add_argument("--window", type=_cli.positive("--window"), default=None,
+                   help="decoder layers per knockout window (default: a quarter of the layers)")
+    p.add_argument("--no-probes", action="store_true", help="knockout only")
+    _cli.add_run_options(p, batch_size=32)
+    return p
+
+
+def _run(args) -> int:
+    from vlmheads.flow.run import FlowConfig, flow_examples, report_lines, run_flow, write_outputs
+    from vlmheads.runs import RunRecord
+
+    config = FlowConfig(function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root,
+                        n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
+                        window=args.window, probes=not args.no_probes, batch_size=args.batch_size, seed=args.seed,
+                        device=args.device, dtype=args.dtype, device_map=args.device_map,
+                        attn_implementation=args.attn_implementation)
+    _cli.check_model_options(args)
+    examples = flow_examples(config)
+    loaded = _cli.load(args)
+    if config.window is not None and config.window > loaded.geometry.n_layers:
+        raise _cli.UsageError(f"--window {config.window} is more than the model's {loaded.geometry.n_layers} layers")
+    with _cli.run_directory("flow", f"{config.function}-{loaded.name.split('/')[-1]}", args.out) as run_dir:
+        args.run_dir = run_dir
+        print(f"run directory: {run_dir}")
+        with RunRecord(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed, model=loaded.identity(),
+                       dataset={"name": config.dataset, "root": config.data_root, "n": len(examples),
+                                "function": config.function}) as record:
+            result = run_flow(loaded, config, examples, log=lambda s: print(s, flush=True), progress=True)
+            for stage, seconds in result.timings.items():
+                record.time(stage, seconds)
+            record.meta["notes"] = result.notes
+            write_outputs(result, run_dir)
+    print("\n".join(report_lines(result)))
+    print(f"\nwrote {run_dir}/knockout.csv" + (", probes.csv" if result.probes else ""))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _cli.run_command(_run, _parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

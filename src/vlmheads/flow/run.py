@@ -1,0 +1,148 @@
+"""The flow job: attention knockout by edge class and layer window (causal), and relation probes through
+every layer (descriptive), for one cognitive function's questions.
+
+    knockout.csv   edge, layer_start, layer_end, function, metric, drop, ci_low, ci_high, n
+                   (every sliding window of ``window`` layers, and all layers at once)
+    probes.csv     site (vision / decoder), layer, position, accuracy, ci_low, ci_high, chance, n_test
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from ..data import canonical_function, load, organism_examples
+from ..methods.batches import METRICS, option_batches
+from ..methods.selection import accuracy_summary, bootstrap_ci
+from ..models.loading import LoadedModel
+from ..runs import write_csv
+from .knockout import EDGES, NEEDS_OBJECTS, knockout_drops, windows
+from .probes import relation_probes
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    function: str = "relational_reasoning"
+    model: str = "organism"
+    dataset: str = "organism:decomposed"
+    data_root: str | None = None
+    n: int = 128
+    edges: tuple[str, ...] = EDGES
+    window: int | None = None  # layers per window (default: a quarter of the layers, at least 1)
+    probes: bool = True
+    batch_size: int = 32
+    bootstrap: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str | None = None
+    device_map: str | None = None
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "function", canonical_function(self.function))
+        for edge in self.edges:
+            if edge not in EDGES:
+                raise ValueError(f"unknown edge class {edge!r}; choose from {', '.join(EDGES)}")
+        if not self.edges:
+            raise ValueError(f"no edge classes; choose from {', '.join(EDGES)}")
+        for name, value, low in (("--n", self.n, 8), ("--batch-size", self.batch_size, 1),
+                                 ("--window", self.window or 1, 1), ("bootstrap", self.bootstrap, 10)):
+            if value < low:
+                raise ValueError(f"{name} must be at least {low}, got {value}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def flow_examples(config: FlowConfig) -> list:
+    """The run's examples of the function (no model needed: checked before one is loaded)."""
+    if config.dataset.strip().lower() == "organism:decomposed":
+        return organism_examples(config.n, seed=config.seed, function=config.function, split="controlled")
+    kwargs = {"root": config.data_root} if config.data_root else {}
+    return list(load(config.dataset, function=config.function, seed=config.seed, limit=config.n, **kwargs))
+
+
+@dataclass
+class FlowResult:
+    knockout: list
+    probes: list
+    notes: dict
+    timings: dict
+
+
+def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Callable[[str], None] = print,
+             progress: bool = False) -> FlowResult:
+    from tqdm.auto import tqdm
+
+    g = loaded.geometry
+    size = config.window or max(1, g.n_layers // 4)
+    spans = windows(g.n_layers, size) + ([(0, g.n_layers)] if size < g.n_layers else [])
+    batches = option_batches(loaded, examples, config.batch_size)
+    notes, rows, timings = {}, [], {}
+    t = time.time()
+    with tqdm(total=len(config.edges) * len(spans), desc="flow knockout", unit="cut", disable=not progress,
+              dynamic_ncols=True) as bar:
+        for edge in config.edges:
+            for start, end in spans:
+                bar.set_postfix_str(f"{edge} L{start}-{end - 1}")
+                drops = {m: knockout_drops(loaded, batches, edge, range(start, end), m)
+                         for m in ("logit_diff", "accuracy")}
+                bar.update()
+                if drops["logit_diff"] is None:
+                    notes[edge] = "skipped: the dataset has no scene layouts (which image tokens are the objects)"
+                    bar.update(len(spans) - 1)
+                    break
+                for m, d in drops.items():
+                    if m == "accuracy":
+                        s = accuracy_summary(d)  # drop of accuracy: mean of per-example 0/+-1 changes
+                        drop, lo, hi = s["accuracy"], s["ci_low"], s["ci_high"]
+                    else:
+                        lo_t, hi_t = bootstrap_ci(d[:, None], n_boot=config.bootstrap, seed=config.seed)
+                        drop, lo, hi = round(float(d.mean()), 4), round(float(lo_t[0]), 4), round(float(hi_t[0]), 4)
+                    rows.append({"edge": edge, "layer_start": start, "layer_end": end - 1, "function": config.function,
+                                 "metric": m, "drop": drop, "ci_low": lo, "ci_high": hi, "n": int(d.numel())})
+    timings["knockout"] = time.time() - t
+    for edge in config.edges:
+        if edge in notes:
+            log(f"{edge}: {notes[edge]}")
+    probes = []
+    if config.probes:
+        t = time.time()
+        probes, note = relation_probes(loaded, batches, seed=config.seed)
+        if note:
+            notes["probes"] = note
+            log(f"probes: {note}")
+        timings["probes"] = time.time() - t
+    return FlowResult(rows, probes, notes, timings)
+
+
+def write_outputs(result: FlowResult, run_dir) -> None:
+    write_csv(run_dir / "knockout.csv", result.knockout)
+    if result.probes:
+        write_csv(run_dir / "probes.csv", result.probes)
+
+
+def report_lines(result: FlowResult, metric: str = "accuracy") -> list[str]:
+    rows = [r for r in result.knockout if r["metric"] == metric]
+    spans = list(dict.fromkeys((r["layer_start"], r["layer_end"]) for r in rows))
+    edges = list(dict.fromkeys(r["edge"] for r in rows))
+    head = f"{'knockout: ' + metric + ' drop':<28}" + "".join(f"{f'L{a}-{b}':>18}" for a, b in spans)
+    lines = [head]
+    for edge in edges:
+        cells = []
+        for a, b in spans:
+            r = next(r for r in rows if r["edge"] == edge and (r["layer_start"], r["layer_end"]) == (a, b))
+            cells.append(f"{r['drop']:.2f} [{r['ci_low']:.2f},{r['ci_high']:.2f}]")
+        lines.append(f"{edge:<28}" + "".join(f"{c:>18}" for c in cells))
+    if result.probes:
+        lines.append("\nprobes (held-out accuracy; chance " + f"{result.probes[0]['chance']:.2f}):")
+        sites = list(dict.fromkeys((r["site"], r["position"]) for r in result.probes))
+        for site, position in sites:
+            accs = [f"{r['accuracy']:.2f}" for r in result.probes if (r["site"], r["position"]) == (site, position)]
+            lines.append(f"  {site:<8} {position:<12} by layer: {' '.join(accs)}")
+    return lines
+
+
+__all__ = ["FlowConfig", "FlowResult", "METRICS", "NEEDS_OBJECTS", "flow_examples", "report_lines", "run_flow",
+           "write_outputs"]

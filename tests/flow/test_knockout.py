@@ -1,0 +1,92 @@
+"""Attention knockout: the identity, the edge classes by hand, and a model whose answer has one known route."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlmheads.data import organism_examples
+from vlmheads.flow import EDGES, edge_mask, knockout, knockout_drops, windows
+from vlmheads.flow.knockout import object_tokens
+from vlmheads.methods.batches import option_batches
+from vlmheads.models import wrap_model
+from vlmheads.testing.tiny import TINY_BUILDERS
+
+
+def test_edge_classes_by_hand():
+    #            pad  txt  img  img  img  q1   q2   last
+    image = torch.tensor([[0, 0, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    attn = torch.tensor([[0, 1, 1, 1, 1, 1, 1, 1]])
+    objects = torch.tensor([[0, 0, 0, 1, 0, 0, 0, 0]], dtype=torch.bool)
+    m = edge_mask("image->answer", image, attn)
+    assert m[0, 7].tolist() == [False, False, True, True, True, False, False, False] and m[0, :7].sum() == 0
+    m = edge_mask("image->question", image, attn)
+    assert m[0, 5, 2:5].all() and m[0, 6, 2:5].all() and m.sum() == 6  # q1, q2 x 3 image tokens
+    m = edge_mask("question->answer", image, attn)
+    assert m[0, 7].tolist() == [False] * 5 + [True, True, False]  # never the answer position itself
+    assert edge_mask("object->answer", image, attn, objects)[0, 7].nonzero().flatten().tolist() == [3]
+    assert edge_mask("background->answer", image, attn, objects)[0, 7].nonzero().flatten().tolist() == [2, 4]
+    with pytest.raises(ValueError, match="scene layouts"):
+        edge_mask("object->answer", image, attn)
+    assert windows(4, 2) == [(0, 2), (1, 3), (2, 4)]
+    with pytest.raises(ValueError, match="window size"):
+        windows(4, 5)
+
+
+def test_blocking_nothing_is_bit_identical(organism):
+    batch = option_batches(organism, organism_examples(8, seed=0, function="relational", split="controlled"), 8)[0]
+    image = organism.image_token_mask(batch.inputs)
+    nothing = torch.zeros(*image.shape, image.shape[1], dtype=torch.bool)
+    with torch.no_grad():
+        plain = organism.model(**batch.inputs).logits
+        with knockout(organism, range(4), nothing):
+            cut = organism.model(**batch.inputs).logits
+    assert torch.equal(plain, cut)
+    assert organism.model.config.get_text_config()._attn_implementation == "eager"
+
+
+def test_the_answer_has_one_route_in_a_hand_made_model():
+    """Tiny LLaVA where only layer 1's head 2 writes anything: context reaches the answer position only
+    through layer 1's attention from the answer position. Cutting image->answer there changes the answer;
+    cutting it in layer 0, or cutting image->question anywhere, changes nothing at the answer position."""
+    model, _, processor = TINY_BUILDERS["llava"](gqa=True, seed=3)
+    loaded = wrap_model(model, processor)
+    g = loaded.geometry
+    with torch.no_grad():
+        for layer in range(g.n_layers):
+            w = loaded.adapter.o_proj_module(model, layer).weight
+            for h in range(g.n_heads):
+                if (layer, h) != (1, 2):
+                    w[:, h * g.head_dim:(h + 1) * g.head_dim] = 0
+            w *= 40
+    batches = option_batches(loaded, organism_examples(8, seed=1, function="relational", split="controlled"), 8)
+    assert knockout_drops(loaded, batches, "image->answer", [1]).abs().max() > 1e-3
+    assert knockout_drops(loaded, batches, "image->answer", [0]).abs().max() == 0
+    assert knockout_drops(loaded, batches, "image->question", [0, 1]).abs().max() == 0
+
+
+def test_on_the_organism_the_relation_reaches_the_answer_from_the_objects(organism):
+    """Measured here: cutting image->answer in every layer drops relational accuracy by about two thirds;
+    the objects' two patches carry most of it, the background little."""
+    batches = option_batches(organism, organism_examples(64, seed=0, function="relational", split="controlled"), 32)
+    every = range(organism.geometry.n_layers)
+    image = float(knockout_drops(organism, batches, "image->answer", every, "accuracy").mean())
+    objects = float(knockout_drops(organism, batches, "object->answer", every, "accuracy").mean())
+    background = float(knockout_drops(organism, batches, "background->answer", every, "accuracy").mean())
+    assert image > 0.5 and objects > 0.4 and background < 0.25 and objects > 2 * background
+    assert object_tokens(organism, batches[0]).sum(1).tolist() == [2] * 32
+
+
+@pytest.mark.parametrize("family", list(TINY_BUILDERS))
+def test_knockout_runs_on_every_family(family):
+    from vlmheads.testing import tiny_processor
+
+    model, inputs, processor = TINY_BUILDERS[family](gqa=True)
+    loaded = wrap_model(model, processor or tiny_processor(family))
+    image = loaded.image_token_mask(inputs)
+    blocked = edge_mask("image->answer", image, inputs["attention_mask"])
+    with torch.no_grad():
+        plain = model(**inputs).logits[:, -1]
+        with knockout(loaded, range(loaded.geometry.n_layers), blocked):
+            cut = model(**inputs).logits[:, -1]
+    assert not torch.allclose(plain, cut) and set(EDGES) >= {"image->answer"}

@@ -1,0 +1,35 @@
+"""python -m heads.flow end to end on the organism."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from heads.flow import main
+
+pytestmark = pytest.mark.e2e  # end-to-end runs of the command
+
+
+def test_flow_writes_knockout_and_probes(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--n", "32", "--window", "2", "--out", str(out)]) == 0
+    for name in ("config.json", "metadata.json", "knockout.csv", "probes.csv"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "knockout.csv").open()))
+    spans = {(r["layer_start"], r["layer_end"]) for r in rows}
+    assert spans == {("0", "1"), ("1", "2"), ("2", "3"), ("0", "3")}  # windows of 2 of 4 layers, and all
+    assert {r["edge"] for r in rows} == {"image->answer", "image->question", "question->answer", "object->answer",
+                                         "background->answer"}
+    assert all(float(r["ci_low"]) <= float(r["drop"]) <= float(r["ci_high"]) for r in rows)
+    every = {r["metric"]: float(r["drop"]) for r in rows if r["edge"] == "image->answer" and r["layer_start"] == "0"
+             and r["layer_end"] == "3"}
+    assert every["accuracy"] > 0.4 and every["logit_diff"] > 0
+    probes = list(csv.DictReader((out / "probes.csv").open()))
+    answer = [float(r["accuracy"]) for r in probes if r["site"] == "decoder" and r["position"] == "answer"]
+    assert len(answer) == 5 and answer[-1] > 0.8  # readable at the answer position by the last layer
+    assert {r["site"] for r in probes} == {"vision", "decoder"}
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["status"] == "finished" and meta["dataset"]["function"] == "relational_reasoning"
+    assert "knockout: accuracy drop" in capsys.readouterr().out
