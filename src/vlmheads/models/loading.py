@@ -250,10 +250,10 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
 
 def check_device_map(device_map) -> None:
     """A device map needs accelerate; strings are accelerate's strategies."""
-    try:
-        import accelerate  # noqa: F401
-    except ImportError:
-        raise ValueError("--device-map needs the accelerate package: pip install accelerate") from None
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        raise ValueError("--device-map needs the accelerate package: pip install accelerate")
     if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential") \
             and not device_map.startswith(("cpu", "cuda", "mps")):
         raise ValueError(f"unknown device map {device_map!r}; use auto, balanced, sequential or a device")
