@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e  # end-to-end runs of the command
 def test_flow_writes_knockout_and_probes(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--n", "32", "--window", "2", "--out", str(out)]) == 0
-    for name in ("config.json", "metadata.json", "knockout.csv", "probes.csv"):
+    for name in ("config.json", "metadata.json", "knockout.csv", "probes.csv", "rollout.csv", "flow.html"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "knockout.csv").open()))
     spans = {(r["layer_start"], r["layer_end"]) for r in rows}
@@ -32,4 +32,8 @@ def test_flow_writes_knockout_and_probes(tmp_path, capsys):
     assert {r["site"] for r in probes} == {"vision", "decoder"}
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["status"] == "finished" and meta["dataset"]["function"] == "relational_reasoning"
+    agreement = meta["rollout_agreement"]["spearman_rollout"]
+    assert -1 <= agreement["ci_low"] <= agreement["accuracy"] <= agreement["ci_high"] <= 1
+    patches = list(csv.DictReader((out / "rollout.csv").open()))
+    assert len(patches) == 16 and all(r["flow"] != "" for r in patches)  # organism: 16 patches, flow computed
     assert "knockout: accuracy drop" in capsys.readouterr().out

@@ -4,12 +4,14 @@ every layer (descriptive), for one cognitive function's questions.
     knockout.csv   edge, layer_start, layer_end, function, metric, drop, ci_low, ci_high, n
                    (every sliding window of ``window`` layers, and all layers at once)
     probes.csv     site (vision / decoder), layer, position, accuracy, ci_low, ci_high, chance, n_test
+    rollout.csv    patch, rollout, flow, knockout: per image patch, means over the examples
+    flow.html      the page (``vlmheads.flow.page``); metadata.json holds the rollout/flow agreement
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from ..data import canonical_function, load, organism_examples
@@ -19,6 +21,7 @@ from ..models.loading import LoadedModel
 from ..runs import write_csv
 from .knockout import EDGES, NEEDS_OBJECTS, knockout_drops, windows
 from .probes import relation_probes
+from .rollout import layer_attention, rollout_vs_knockout
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class FlowResult:
     probes: list
     notes: dict
     timings: dict
+    rollout: dict = field(default_factory=dict)  # per-patch means and the agreement summaries
+    attention: dict = field(default_factory=dict)  # answer attention over the image grid, per layer
 
 
 def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Callable[[str], None] = print,
@@ -114,13 +119,72 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
             notes["probes"] = note
             log(f"probes: {note}")
         timings["probes"] = time.time() - t
-    return FlowResult(rows, probes, notes, timings)
+    t = time.time()
+    rollout, attention = {}, {}
+    try:
+        agreement = rollout_vs_knockout(loaded, batches)
+        rollout = {"rollout_mean": agreement["rollout"].mean(0).tolist(),
+                   "knockout_mean": agreement["knockout"].mean(0).tolist(),
+                   "flow_mean": agreement["flow"].mean(0).tolist() if agreement["flow"] is not None else None,
+                   **{k: v for k, v in agreement.items() if k.startswith("spearman")}}
+        attention = image_attention_maps(loaded, batches)
+        s = rollout["spearman_rollout"]
+        log(f"rollout vs knockout per patch: Spearman {s['accuracy']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
+            + (f"; attention flow {rollout['spearman_flow']['accuracy']:.2f}" if "spearman_flow" in rollout else ""))
+    except ValueError as err:  # prompts whose image tokens differ in number between rows
+        notes["rollout"] = f"skipped: {err}"
+    timings["rollout"] = time.time() - t
+    return FlowResult(rows, probes, notes, timings, rollout, attention)
 
 
-def write_outputs(result: FlowResult, run_dir) -> None:
+def image_attention_maps(loaded: LoadedModel, batches) -> dict:
+    """The answer position's mean attention (heads averaged) over the image grid per layer, for correctly
+    and wrongly answered examples, and the image tokens' share of attention and of the sequence."""
+    import torch
+
+    from ..methods.batches import metric
+
+    maps, right, share, seq_share = [], [], [], []
+    for batch in batches:
+        atts = layer_attention(loaded, batch)  # L x [B, S, S]
+        image = loaded.image_token_mask(batch.inputs).cpu()
+        positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
+        maps.append(torch.stack([a[:, -1].gather(1, positions) for a in atts], 1))  # [B, L, n_image]
+        share.append(torch.stack([(a[:, -1] * image).sum(1) for a in atts], 1))  # [B, L]
+        seq_share.append(image.sum(1).float() / batch.inputs["attention_mask"].sum(1).cpu())
+        with torch.no_grad():
+            logits = loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
+        right.append(metric(logits, batch.option_ids, batch.answer, "accuracy").bool().cpu())
+    maps, right = torch.cat(maps), torch.cat(right)
+    n_image = maps.shape[-1]
+    side = int(round(n_image ** 0.5))
+    shape = (side, side) if side * side == n_image else (1, n_image)
+    layers = []
+    for layer in range(maps.shape[1]):
+        entry = {}
+        for name, rows in (("correct", right), ("wrong", ~right)):
+            entry[name] = maps[rows, layer].mean(0).view(*shape).tolist() if bool(rows.any()) else None
+        layers.append(entry)
+    return {"layers": layers, "n_correct": int(right.sum()), "n_wrong": int((~right).sum()),
+            "image_share": [round(float(x), 4) for x in torch.cat(share).mean(0)],
+            "image_share_of_sequence": round(float(torch.cat(seq_share).mean()), 4)}
+
+
+def write_outputs(result: FlowResult, run_dir, title: str = "flow") -> None:
+    from ..runs import write_text_atomic
+    from .page import flow_html
+
     write_csv(run_dir / "knockout.csv", result.knockout)
     if result.probes:
         write_csv(run_dir / "probes.csv", result.probes)
+    if result.rollout:
+        r = result.rollout
+        write_csv(run_dir / "rollout.csv", [
+            {"patch": i, "rollout": round(r["rollout_mean"][i], 6),
+             "flow": round(r["flow_mean"][i], 6) if r.get("flow_mean") else "", "knockout": round(k, 6)}
+            for i, k in enumerate(r["knockout_mean"])])
+    write_text_atomic(run_dir / "flow.html", flow_html(result.knockout, result.probes, result.rollout,
+                                                        result.attention, title))
 
 
 def report_lines(result: FlowResult, metric: str = "accuracy") -> list[str]:
