@@ -26,17 +26,43 @@ def _parser():
     p.add_argument("--window", type=_cli.positive("--window"), default=None,
                    help="decoder layers per knockout window (default: a quarter of the layers)")
     p.add_argument("--no-probes", action="store_true", help="knockout only")
+    p.add_argument("--heads-from", default=None, metavar="RUN",
+                   help="locate run whose selected heads are drawn on the images (default: the newest locate run "
+                        "for this model and function, if any)")
     _cli.add_run_options(p, batch_size=32)
     return p
 
 
+def _located_heads(args, function: str):
+    """``(heads, run, geometry)`` from --heads-from, else from the newest locate run for this model and
+    function (none: no heads)."""
+    from pathlib import Path
+
+    from vlmheads.runs import DEFAULT_RESULTS
+    from vlmheads.scores import HeadScores, find_locate_runs
+
+    if args.heads_from:
+        run = Path(args.heads_from)
+    else:
+        runs = find_locate_runs(DEFAULT_RESULTS / "locate", model=args.model, function=function,
+                                warn=lambda s: print(s, file=sys.stderr))
+        if not runs:
+            return (), None, None
+        run = runs[-1]
+    located = HeadScores.load(run)
+    return tuple(located.selected), str(run), located.geometry
+
+
 def _run(args) -> int:
+    from vlmheads.data import canonical_function
     from vlmheads.flow.run import FlowConfig, flow_examples, report_lines, run_flow, write_outputs
     from vlmheads.runs import RunRecord
 
+    heads, heads_from, geometry = _located_heads(args, canonical_function(args.function))
     config = FlowConfig(function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root,
                         n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
-                        window=args.window, probes=not args.no_probes, batch_size=args.batch_size, seed=args.seed,
+                        window=args.window, probes=not args.no_probes, heads=heads, heads_from=heads_from,
+                        batch_size=args.batch_size, seed=args.seed,
                         device=args.device, dtype=args.dtype, device_map=args.device_map,
                         attn_implementation=args.attn_implementation)
     _cli.check_model_options(args)
@@ -44,6 +70,11 @@ def _run(args) -> int:
     loaded = _cli.load(args)
     if config.window is not None and config.window > loaded.geometry.n_layers:
         raise _cli.UsageError(f"--window {config.window} is more than the model's {loaded.geometry.n_layers} layers")
+    g = loaded.geometry
+    if geometry and (geometry.get("n_layers"), geometry.get("n_heads")) != (g.n_layers, g.n_heads):
+        raise _cli.UsageError(f"the locate run {heads_from} was made on a model with {geometry.get('n_layers')} x "
+                              f"{geometry.get('n_heads')} heads, but {loaded.name} has {g.n_layers} x {g.n_heads}: "
+                              f"locate heads on this model first")
     with _cli.run_directory("flow", f"{config.function}-{loaded.name.split('/')[-1]}", args.out) as run_dir:
         args.run_dir = run_dir
         print(f"run directory: {run_dir}")

@@ -155,6 +155,8 @@ CLI_CASES = [
     ("flow", ["--function", "math"], "math_reasoning"),
     ("flow", ["--device", "cuda"], "no CUDA device is usable here"),
     ("flow", ["--out", "{root}/full"], "never overwritten"),
+    ("flow", ["--heads-from", "{root}/corrupt-run"], "not valid JSON"),
+    ("flow", ["--heads-from", "{root}/other-geometry-run"], "locate heads on this model first"),
     # heads.organism
     ("organism", [], "required: {train,eval}"),
     ("organism", ["train", "--steps", "0"], "argument --steps: must be at least 1"),

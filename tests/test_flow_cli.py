@@ -13,8 +13,13 @@ pytestmark = pytest.mark.e2e  # end-to-end runs of the command
 
 
 def test_flow_writes_knockout_and_probes(tmp_path, capsys):
+    from heads.locate import main as locate_main
+
+    located = tmp_path / "located"
+    assert locate_main(["--function", "spatial", "--n", "8", "--methods", "ablation", "--random-draws", "1",
+                        "--top-k", "2", "--out", str(located)]) == 0
     out = tmp_path / "run"
-    assert main(["--n", "32", "--window", "2", "--out", str(out)]) == 0
+    assert main(["--n", "32", "--window", "2", "--heads-from", str(located), "--out", str(out)]) == 0
     for name in ("config.json", "metadata.json", "knockout.csv", "probes.csv", "rollout.csv", "flow.html"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "knockout.csv").open()))
@@ -36,4 +41,8 @@ def test_flow_writes_knockout_and_probes(tmp_path, capsys):
     assert -1 <= agreement["ci_low"] <= agreement["accuracy"] <= agreement["ci_high"] <= 1
     patches = list(csv.DictReader((out / "rollout.csv").open()))
     assert len(patches) == 16 and all(r["flow"] != "" for r in patches)  # organism: 16 patches, flow computed
-    assert "knockout: accuracy drop" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "knockout: accuracy drop" in printed and "located heads drawn on the images: L0H4, " in printed
+    assert json.loads((out / "config.json").read_text())["heads"] == [[0, 4], [2, 1]]
+    html = (out / "flow.html").read_text()
+    assert "L0H4 | correct" in html and 'data-view="located heads on the image"' in html

@@ -7,6 +7,8 @@
     attention           the answer position's attention over the image grid per layer (heads averaged),
                         correctly vs wrongly answered examples side by side, and the image tokens' share
                         of attention beside their share of the sequence
+    located heads       each located head's attention from the answer position drawn on the images of a
+                        few correctly and wrongly answered examples (AdaptVis's focus-area figure, per head)
 
 Opened with ``#selftest`` the page switches through every view itself and writes the outcome into its
 title (what the browser test reads).
@@ -19,7 +21,7 @@ import json
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-VIEWS = ("knockout", "probes", "rollout vs knockout", "attention")
+VIEWS = ("knockout", "probes", "rollout vs knockout", "attention", "located heads on the image")
 
 
 def _knockout_figure(rows: list[dict]) -> go.Figure:
@@ -93,9 +95,31 @@ def _attention_figure(attention: dict) -> go.Figure:
     return fig
 
 
+def _heads_figure(attention: dict) -> go.Figure:
+    gallery, heads = attention.get("gallery"), attention.get("heads")
+    if not gallery or not heads:
+        return go.Figure().update_layout(title="located heads on the image: no locate run given (--heads-from)")
+    rows, cols = len(heads), len(gallery)
+    fig = make_subplots(rows=rows, cols=cols, horizontal_spacing=0.01, vertical_spacing=0.04, subplot_titles=[
+        f"L{l}H{h} | {'correct' if g['correct'] else 'WRONG'}: {g['answer']}" for l, h in heads for g in gallery])
+    grid_h, grid_w = attention["grid"]
+    for r in range(rows):
+        for c, example in enumerate(gallery):
+            height, width = len(example["image"]), len(example["image"][0])
+            fig.add_trace(go.Image(z=example["image"], hoverinfo="skip"), r + 1, c + 1)
+            fig.add_trace(go.Heatmap(z=example["maps"][r], x0=width / grid_w / 2, dx=width / grid_w,
+                                     y0=height / grid_h / 2, dy=height / grid_h, opacity=0.55, colorscale="Hot",
+                                     showscale=False, hovertemplate="attention %{z:.4f}<extra></extra>"), r + 1, c + 1)
+            fig.update_xaxes(visible=False, row=r + 1, col=c + 1)
+            fig.update_yaxes(visible=False, row=r + 1, col=c + 1)
+    fig.update_layout(height=230 * rows + 80, width=230 * cols + 60, template="plotly_white",
+                      title="located heads: the answer position's attention drawn on the image")
+    return fig
+
+
 def flow_html(knockout: list[dict], probes: list[dict], rollout: dict, attention: dict, title: str) -> str:
     figures = [_knockout_figure(knockout), _probe_figure(probes), _rollout_figure(rollout),
-               _attention_figure(attention)]
+               _attention_figure(attention), _heads_figure(attention)]
     parts = []
     for i, (name, fig) in enumerate(zip(VIEWS, figures)):
         div = fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"view-{i}")
@@ -109,6 +133,9 @@ function showView(i) {
   if (plot && window.Plotly) { Plotly.Plots.resize(plot); }
 }
 document.getElementById('flow-view').addEventListener('change', function (e) { showView(e.target.value); });
+if (location.hash.indexOf('#view=') === 0) {  // open one view: flow.html#view=3
+  document.getElementById('flow-view').value = location.hash.slice(6); showView(location.hash.slice(6));
+}
 if (location.hash === '#selftest') {
   var select = document.getElementById('flow-view'), ok = 0, problems = [];
   for (var i = 0; i < select.options.length; i++) {

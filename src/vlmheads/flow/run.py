@@ -21,7 +21,7 @@ from ..models.loading import LoadedModel
 from ..runs import write_csv
 from .knockout import EDGES, NEEDS_OBJECTS, knockout_drops, windows
 from .probes import relation_probes
-from .rollout import layer_attention, rollout_vs_knockout
+from .rollout import rollout_vs_knockout
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class FlowConfig:
     edges: tuple[str, ...] = EDGES
     window: int | None = None  # layers per window (default: a quarter of the layers, at least 1)
     probes: bool = True
+    heads: tuple[tuple[int, int], ...] = ()  # located heads to draw on the images (from a locate run)
+    heads_from: str | None = None
     batch_size: int = 32
     bootstrap: int = 1000
     seed: int = 0
@@ -121,13 +123,16 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
         timings["probes"] = time.time() - t
     t = time.time()
     rollout, attention = {}, {}
+    if config.heads:
+        log("located heads drawn on the images: " + ", ".join(f"L{l}H{h}" for l, h in config.heads)
+            + (f" (from {config.heads_from})" if config.heads_from else ""))
     try:
         agreement = rollout_vs_knockout(loaded, batches)
         rollout = {"rollout_mean": agreement["rollout"].mean(0).tolist(),
                    "knockout_mean": agreement["knockout"].mean(0).tolist(),
                    "flow_mean": agreement["flow"].mean(0).tolist() if agreement["flow"] is not None else None,
                    **{k: v for k, v in agreement.items() if k.startswith("spearman")}}
-        attention = image_attention_maps(loaded, batches)
+        attention = image_attention_maps(loaded, batches, heads=config.heads)
         s = rollout["spearman_rollout"]
         log(f"rollout vs knockout per patch: Spearman {s['accuracy']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
             + (f"; attention flow {rollout['spearman_flow']['accuracy']:.2f}" if "spearman_flow" in rollout else ""))
@@ -137,24 +142,33 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
     return FlowResult(rows, probes, notes, timings, rollout, attention)
 
 
-def image_attention_maps(loaded: LoadedModel, batches) -> dict:
-    """The answer position's mean attention (heads averaged) over the image grid per layer, for correctly
-    and wrongly answered examples, and the image tokens' share of attention and of the sequence."""
+def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 3) -> dict:
+    """The answer position's attention over the image grid per layer (heads averaged), for correctly and
+    wrongly answered examples; the image tokens' share of attention and of the sequence; and for each of
+    ``heads`` (located heads), its attention over the image on up to ``gallery`` correct and ``gallery``
+    wrong examples, with those examples' images (for drawing the attention on them)."""
     import torch
 
+    from ..data import as_pil
     from ..methods.batches import metric
+    from ..interventions.installation import text_attention
 
-    maps, right, share, seq_share = [], [], [], []
+    for layer, head in heads:
+        loaded.geometry.check_head(layer, head)
+    maps, right, share, seq_share, per_head, examples = [], [], [], [], [], []
     for batch in batches:
-        atts = layer_attention(loaded, batch)  # L x [B, S, S]
+        with torch.no_grad(), text_attention(loaded, "eager"):
+            out = loaded.model(**batch.inputs, output_attentions=True, use_cache=False)
         image = loaded.image_token_mask(batch.inputs).cpu()
         positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
-        maps.append(torch.stack([a[:, -1].gather(1, positions) for a in atts], 1))  # [B, L, n_image]
-        share.append(torch.stack([(a[:, -1] * image).sum(1) for a in atts], 1))  # [B, L]
+        last = [a[:, :, -1].float().cpu() for a in out.attentions]  # L x [B, H, S]
+        maps.append(torch.stack([a.mean(1).gather(1, positions) for a in last], 1))  # [B, L, n_image]
+        share.append(torch.stack([(a.mean(1) * image).sum(1) for a in last], 1))  # [B, L]
         seq_share.append(image.sum(1).float() / batch.inputs["attention_mask"].sum(1).cpu())
-        with torch.no_grad():
-            logits = loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
-        right.append(metric(logits, batch.option_ids, batch.answer, "accuracy").bool().cpu())
+        if heads:
+            per_head.append(torch.stack([last[l][:, h].gather(1, positions) for l, h in heads], 1))  # [B, K, n_image]
+            examples += list(batch.examples)
+        right.append(metric(out.logits[:, -1], batch.option_ids, batch.answer, "accuracy").bool().cpu())
     maps, right = torch.cat(maps), torch.cat(right)
     n_image = maps.shape[-1]
     side = int(round(n_image ** 0.5))
@@ -165,9 +179,28 @@ def image_attention_maps(loaded: LoadedModel, batches) -> dict:
         for name, rows in (("correct", right), ("wrong", ~right)):
             entry[name] = maps[rows, layer].mean(0).view(*shape).tolist() if bool(rows.any()) else None
         layers.append(entry)
-    return {"layers": layers, "n_correct": int(right.sum()), "n_wrong": int((~right).sum()),
-            "image_share": [round(float(x), 4) for x in torch.cat(share).mean(0)],
-            "image_share_of_sequence": round(float(torch.cat(seq_share).mean()), 4)}
+    out = {"layers": layers, "n_correct": int(right.sum()), "n_wrong": int((~right).sum()),
+           "image_share": [round(float(x), 4) for x in torch.cat(share).mean(0)],
+           "image_share_of_sequence": round(float(torch.cat(seq_share).mean()), 4), "grid": list(shape)}
+    if heads:
+        per_head = torch.cat(per_head)  # [N, K, n_image]
+        chosen = right.nonzero()[:gallery, 0].tolist() + (~right).nonzero()[:gallery, 0].tolist()
+        out["heads"] = [list(h) for h in heads]
+        out["gallery"] = [{"correct": bool(right[i]), "id": examples[i].id, "answer": examples[i].answer,
+                           "image": _small_image(as_pil(examples[i].image)),
+                           "maps": [per_head[i, k].view(*shape).tolist() for k in range(len(heads))]}
+                          for i in chosen]
+    return out
+
+
+def _small_image(image, largest: int = 224) -> list:
+    """An RGB image as nested lists ``[H][W][3]``, at most ``largest`` px on its longer side."""
+    scale = min(1.0, largest / max(image.size))
+    if scale < 1:
+        image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))))
+    import numpy as np
+
+    return np.asarray(image.convert("RGB")).tolist()
 
 
 def write_outputs(result: FlowResult, run_dir, title: str = "flow") -> None:
