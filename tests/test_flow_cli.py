@@ -46,3 +46,22 @@ def test_flow_writes_knockout_and_probes(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["heads"] == [[0, 4], [2, 1]]
     html = (out / "flow.html").read_text()
     assert "L0H4 | correct" in html and 'data-view="located heads on the image"' in html
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_next"])
+def test_flow_runs_on_tiny_families(tmp_path, family):
+    """Qwen2-VL (merged patches: no vision probes) and LLaVA-NeXT (tiles: no square token grid, so the
+    object/background edges and probes are skipped with the reason) still run end to end."""
+    from vlmheads.testing import TINY_BUILDERS, tiny_processor
+
+    model, _, processor = TINY_BUILDERS[family](gqa=True)
+    model.save_pretrained(tmp_path / "tiny")
+    (processor or tiny_processor(family)).save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "run"
+    assert main(["--model", str(tmp_path / "tiny"), "--n", "8", "--out", str(out)]) == 0
+    meta = json.loads((out / "metadata.json").read_text())
+    rows = list(csv.DictReader((out / "knockout.csv").open()))
+    assert {r["edge"] for r in rows} >= {"image->answer", "question->answer"}
+    if family == "llava_next":
+        assert "object->answer" in meta["notes"] and "square grid" in meta["notes"]["object->answer"]
+    assert (out / "flow.html").stat().st_size > 1_000_000

@@ -77,18 +77,22 @@ def knockout(loaded: LoadedModel, layers: Sequence[int], blocked: torch.Tensor):
 
 def object_positions(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor | None:
     """``[B, 2]`` sequence positions of each example's subject and reference object (in that order), from
-    ``meta["layout"]`` (organism scenes: a grid of cells, one image token per cell in raster order); None
-    when an example has no layout."""
+    ``meta["layout"]`` (organism scenes: a GRID x GRID grid of cells). The image tokens must form a square
+    grid in raster order over the whole image; a cell maps to the token under its centre. None when an
+    example has no layout or its image tokens are not a square grid."""
+    from ..world.scenes import GRID
+
     image = loaded.image_token_mask(batch.inputs)
     out = []
     for row, example in enumerate(batch.examples):
         layout = example.meta.get("layout")
         n_image = int(image[row].sum())
-        grid = int(round(n_image ** 0.5))
-        if not layout or grid * grid != n_image:
+        side = int(round(n_image ** 0.5))
+        if not layout or side * side != n_image:
             return None
         positions = image[row].nonzero()[:, 0]  # [n_image] in raster order
-        out.append([int(positions[cell_row * grid + cell_col]) for _, cell_row, cell_col in layout[:2]])
+        cells = [(int((r + 0.5) * side / GRID), int((c + 0.5) * side / GRID)) for _, r, c in layout[:2]]
+        out.append([int(positions[r * side + c]) for r, c in cells])
     return torch.tensor(out, device=image.device)
 
 

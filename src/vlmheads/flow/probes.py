@@ -39,21 +39,23 @@ def _pair(states: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return picked.float().flatten(1)
 
 
-def decoder_features(loaded: LoadedModel, batch: OptionBatch, positions: torch.Tensor) -> dict:
-    """``{(layer, position): [B, features]}`` for the decoder's residual stream (layer 0 = embeddings)."""
+def decoder_features(loaded: LoadedModel, batch: OptionBatch, positions: torch.Tensor | None) -> dict:
+    """``{(layer, position): [B, features]}`` for the decoder's residual stream (layer 0 = embeddings);
+    the objects and the background only with ``positions``."""
     with torch.no_grad():
         out = loaded.model(**batch.inputs, output_hidden_states=True, use_cache=False)
     image = loaded.image_token_mask(batch.inputs)
-    objects = torch.zeros_like(image).scatter_(1, positions, True)
     feats = {}
     for layer, h in enumerate(out.hidden_states):  # L + 1 x [B, S, hidden]
         feats[(layer, "answer")] = h[:, -1].float()
-        feats[(layer, "objects")] = _pair(h, positions)
-        feats[(layer, "background")] = _pool(h, image & ~objects)
+        if positions is not None:
+            objects = torch.zeros_like(image).scatter_(1, positions, True)
+            feats[(layer, "objects")] = _pair(h, positions)
+            feats[(layer, "background")] = _pool(h, image & ~objects)
     return feats
 
 
-def vision_features(loaded: LoadedModel, batch: OptionBatch, positions: torch.Tensor) -> dict | None:
+def vision_features(loaded: LoadedModel, batch: OptionBatch, positions: torch.Tensor | None) -> dict | None:
     """``{(layer, position): [B, D]}`` from the vision tower's per-layer states; None where the tower's
     patches do not map one to one onto the image tokens (merged patches, tiles)."""
     tower = resolve(loaded.model, loaded.adapter.vision_tower)
@@ -72,14 +74,16 @@ def vision_features(loaded: LoadedModel, batch: OptionBatch, positions: torch.Te
     extra = states[0].shape[1] - n_image  # a CLS token in front, or none
     if extra not in (0, 1) or states[0].shape[0] != image.shape[0]:
         return None
-    first = image.float().argmax(1)  # [B] position of each row's first image token
-    patch_index = positions - first[:, None]  # [B, 2] the objects' patch indices (raster order)
-    obj = torch.zeros(image.shape[0], n_image, dtype=torch.bool).scatter_(1, patch_index.cpu(), True)
     feats = {}
     for layer, h in enumerate(states):
         patches = h[:, extra:]  # [B, n_image, D]
-        feats[(layer, "objects")] = _pair(patches, patch_index.to(patches.device))
-        feats[(layer, "background")] = _pool(patches, ~obj.to(patches.device))
+        if positions is not None:
+            first = image.float().argmax(1)  # [B] position of each row's first image token
+            patch_index = (positions - first[:, None]).to(patches.device)  # [B, 2] the objects' patches
+            obj = torch.zeros(image.shape[0], n_image, dtype=torch.bool, device=patches.device)
+            obj.scatter_(1, patch_index, True)
+            feats[(layer, "objects")] = _pair(patches, patch_index)
+            feats[(layer, "background")] = _pool(patches, ~obj)
         feats[(layer, "all patches")] = patches.float().mean(1)
     return feats
 
@@ -110,26 +114,35 @@ def probe_accuracy(features: torch.Tensor, labels: Sequence[str], seed: int = 0,
 
 
 def relation_probes(loaded: LoadedModel, batches: Sequence[OptionBatch], seed: int = 0) -> tuple[list[dict], str]:
-    """Rows ``{site, layer, position, accuracy, ci_low, ci_high, chance, n_test}``, and a note on what was skipped."""
-    decoder, vision, labels, note = {}, {}, [], ""
+    """Rows ``{site, layer, position, accuracy, ci_low, ci_high, chance, n_test}``, and a note on what was
+    skipped. Without scene layouts only the positions that need none are probed (the decoder's answer
+    position, the vision encoder's mean over all patches)."""
+    decoder, vision, labels, notes = {}, {}, [], []
     for batch in batches:
         positions = object_positions(loaded, batch)
-        if positions is None:
-            return [], "probes need scenes with a layout (the queried objects' patches)"
+        if positions is None and "layouts" not in " ".join(notes):
+            notes.append("no object positions (no scene layouts, or image tokens not one square grid): "
+                         "objects and background not probed")
         for key, value in decoder_features(loaded, batch, positions).items():
             decoder.setdefault(key, []).append(value.cpu())
         v = vision_features(loaded, batch, positions)
         if v is None:
-            note = "vision encoder: its patches do not map one to one onto the image tokens; decoder only"
+            if "vision" not in " ".join(notes):
+                notes.append("vision encoder: its patches do not map one to one onto the image tokens")
         else:
             for key, value in v.items():
                 vision.setdefault(key, []).append(value.cpu())
         labels += [e.relation for e in batch.examples]
+    if len(set(labels)) < 2:
+        return [], "probes need examples of at least two relations"
     rows = []
-    for site, table in (("vision", vision if not note else {}), ("decoder", decoder)):
+    vision_ok = all(len(parts) == len(batches) for parts in vision.values())
+    for site, table in (("vision", vision if vision_ok else {}), ("decoder", decoder)):
         for (layer, position), parts in table.items():
+            if len(parts) != len(batches):
+                continue
             summary, chance = probe_accuracy(torch.cat(parts), labels, seed=seed)
             rows.append({"site": site, "layer": layer, "position": position, "accuracy": summary["accuracy"],
                          "ci_low": summary["ci_low"], "ci_high": summary["ci_high"], "chance": chance,
                          "n_test": summary["n"]})
-    return rows, note
+    return rows, "; ".join(notes)

@@ -97,7 +97,8 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
                          for m in ("logit_diff", "accuracy")}
                 bar.update()
                 if drops["logit_diff"] is None:
-                    notes[edge] = "skipped: the dataset has no scene layouts (which image tokens are the objects)"
+                    notes[edge] = ("skipped: no object positions (the dataset has no scene layouts, or the "
+                                   "model's image tokens are not one square grid)")
                     bar.update(len(spans) - 1)
                     break
                 for m, d in drops.items():
@@ -136,8 +137,9 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
         s = rollout["spearman_rollout"]
         log(f"rollout vs knockout per patch: Spearman {s['accuracy']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
             + (f"; attention flow {rollout['spearman_flow']['accuracy']:.2f}" if "spearman_flow" in rollout else ""))
-    except ValueError as err:  # prompts whose image tokens differ in number between rows
-        notes["rollout"] = f"skipped: {err}"
+    except (ValueError, RuntimeError) as err:  # e.g. rows whose image tokens differ in number (tiled images)
+        notes["rollout"] = f"skipped: {str(err).splitlines()[0]}"
+        log(f"rollout: {notes['rollout']}")
     timings["rollout"] = time.time() - t
     return FlowResult(rows, probes, notes, timings, rollout, attention)
 
