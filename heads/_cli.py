@@ -60,6 +60,14 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="eager | sdpa | flash_attention_2 (default: eager on CPU, sdpa on accelerators)")
 
 
+def add_data_options(parser: argparse.ArgumentParser, function: str, n: int, n_min: int) -> None:
+    """--function, --dataset, --data-root, --n (the jobs that read one function's questions)."""
+    parser.add_argument("--function", default=function, help=f"cognitive function or alias (default: {function})")
+    parser.add_argument("--dataset", default="organism:decomposed", help="dataset name (default: organism:decomposed)")
+    parser.add_argument("--data-root", default=None, help="folder of a real dataset (whatsup/vsr)")
+    parser.add_argument("--n", type=_positive("--n", n_min), default=n, help=f"examples per function (default {n})")
+
+
 def add_run_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--batch-size", type=_positive("--batch-size"), default=batch_size,
                         help=f"examples per forward pass (default {batch_size})")

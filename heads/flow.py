@@ -17,11 +17,8 @@ def _parser():
     from vlmheads.flow import EDGES
 
     p = _cli.command_parser("python -m heads.flow", __doc__)
-    p.add_argument("--function", default="relational", help="cognitive function or alias (default: relational)")
+    _cli.add_data_options(p, function="relational", n=128, n_min=8)
     _cli.add_model_options(p)
-    p.add_argument("--dataset", default="organism:decomposed", help="dataset name (default: organism:decomposed)")
-    p.add_argument("--data-root", default=None, help="folder of a real dataset (whatsup/vsr)")
-    p.add_argument("--n", type=_cli.positive("--n", 8), default=128, help="examples (default 128)")
     p.add_argument("--edges", default=",".join(EDGES), help=f"comma list from {','.join(EDGES)}")
     p.add_argument("--window", type=_cli.positive("--window"), default=None,
                    help="decoder layers per knockout window (default: a quarter of the layers)")

@@ -15,11 +15,8 @@ def _parser():
     from vlmheads.site import ABLATIONS
 
     p = _cli.command_parser("python -m heads.locate", __doc__)
-    p.add_argument("--function", default="spatial", help="cognitive function or alias (default: spatial)")
+    _cli.add_data_options(p, function="spatial", n=64, n_min=4)
     _cli.add_model_options(p)
-    p.add_argument("--dataset", default="organism:decomposed", help="dataset name (default: organism:decomposed)")
-    p.add_argument("--data-root", default=None, help="folder of a real dataset (whatsup/vsr)")
-    p.add_argument("--n", type=_cli.positive("--n", 4), default=64, help="examples (and counterfactual pairs) per function")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy, which is opt-in)")
     p.add_argument("--ablation", default="zero", choices=ABLATIONS)

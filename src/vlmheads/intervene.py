@@ -38,7 +38,7 @@ from .methods.directions import layout_directions, steering_directions
 from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import write_csv, write_json, write_text_atomic
+from .runs import ModelOptions, write_csv, write_json, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ HEAD_METHODS = tuple(name for name, m in INTERVENE_METHODS.items() if m.uses_hea
 
 
 @dataclass(frozen=True)
-class InterveneConfig:
+class InterveneConfig(ModelOptions):
     model: str = "organism"
     datasets: tuple[str, ...] = ("organism:controlled", "organism:vsr")
     data_root: str | None = None
@@ -97,12 +97,6 @@ class InterveneConfig:
     ranking: tuple[tuple[int, int], ...] = ()  # every head, best first (from the locate run): k per method, tuning
     k_grid: tuple[int, ...] = (1, 2, 3, 5, 8)
     batch_size: int = 64
-    bootstrap: int = 1000
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str | None = None
-    device_map: str | None = None
-    attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
         if not self.methods:

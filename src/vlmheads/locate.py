@@ -41,6 +41,7 @@ from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specific
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
 from .registry import Registry
+from .runs import ModelOptions
 from .scores import HeadScores
 
 CAUSAL = ("ablation", "noising", "denoising")
@@ -68,7 +69,7 @@ LOCATE_METHODS: Registry[LocateMethod] = Registry("locate method")
 
 
 @dataclass(frozen=True)
-class LocateConfig:
+class LocateConfig(ModelOptions):
     function: str = "spatial_perception"
     model: str = "organism"
     dataset: str = "organism:decomposed"
@@ -84,12 +85,6 @@ class LocateConfig:
     screen: str = "auto"  # ablation by screen + verify: "auto" (when the model has > SCREEN_ABOVE heads), "attribution", "off"
     verify: int = 40  # heads the exact ablation verifies after the screen
     batch_size: int = 32
-    bootstrap: int = 1000
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str | None = None
-    device_map: str | None = None
-    attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
         """Every check that needs no model: bad input fails here, before anything is loaded or scored."""

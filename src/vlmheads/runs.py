@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Sequence
@@ -111,6 +112,19 @@ def write_csv(path: Path, rows: Sequence[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(path, buffer.getvalue())
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The options every job records about how its model ran (the commands' --seed, --device, --dtype,
+    --device-map, --attn-implementation); each job's config extends it."""
+
+    bootstrap: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str | None = None
+    device_map: str | None = None
+    attn_implementation: str | None = None
 
 
 class RunRecord:

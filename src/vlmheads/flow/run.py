@@ -18,14 +18,14 @@ from ..data import canonical_function, load, organism_examples
 from ..methods.batches import METRICS, option_batches
 from ..methods.selection import accuracy_summary, bootstrap_ci
 from ..models.loading import LoadedModel
-from ..runs import write_csv
+from ..runs import ModelOptions, write_csv
 from .knockout import EDGES, NEEDS_OBJECTS, knockout_drops, windows
 from .probes import relation_probes
 from .rollout import rollout_vs_knockout
 
 
 @dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(ModelOptions):
     function: str = "relational_reasoning"
     model: str = "organism"
     dataset: str = "organism:decomposed"
@@ -37,12 +37,6 @@ class FlowConfig:
     heads: tuple[tuple[int, int], ...] = ()  # located heads to draw on the images (from a locate run)
     heads_from: str | None = None
     batch_size: int = 32
-    bootstrap: int = 1000
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str | None = None
-    device_map: str | None = None
-    attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "function", canonical_function(self.function))
