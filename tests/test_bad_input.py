@@ -20,10 +20,11 @@ from heads.flow import main as flow_main
 from heads.intervene import main as intervene_main
 from heads.locate import main as locate_main
 from heads.organism import main as organism_main
+from heads.tiny import main as tiny_main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 FAST = ["--n", "8", "--random-draws", "1", "--batch-size", "8", "--methods", "ablation"]
-COMMANDS = {"locate": locate_main, "intervene": intervene_main, "organism": organism_main, "flow": flow_main}
+COMMANDS = {"locate": locate_main, "intervene": intervene_main, "organism": organism_main, "flow": flow_main, "tiny": tiny_main}
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,10 @@ CLI_CASES = [
     ("flow", ["--out", "{root}/full"], "never overwritten"),
     ("flow", ["--heads-from", "{root}/corrupt-run"], "not valid JSON"),
     ("flow", ["--heads-from", "{root}/other-geometry-run"], "locate heads on this model first"),
+    # heads.tiny
+    ("tiny", ["gemma9", "{root}/new-tiny"], "invalid choice: 'gemma9'"),
+    ("tiny", ["llava", "{root}/full"], "already holds files"),
+    ("tiny", ["llava"], "the following arguments are required: dir"),
     # heads.organism
     ("organism", [], "required: {train,eval}"),
     ("organism", ["train", "--steps", "0"], "argument --steps: must be at least 1"),
@@ -174,7 +179,7 @@ CLI_CASES = [
 @pytest.mark.parametrize("command,argv,words", CLI_CASES, ids=[f"{c}:{' '.join(a)[:60]}" for c, a, _ in CLI_CASES])
 def test_command_refuses_with_one_clear_line(world, tmp_path, capsys, command, argv, words):
     argv = _fill(argv, world)
-    if "--out" not in argv and command != "organism" or argv[:1] == ["train"] and "--out" not in argv:
+    if "--out" not in argv and command not in ("organism", "tiny") or argv[:1] == ["train"] and "--out" not in argv:
         argv = argv + ["--out", str(tmp_path / "run")]
     before = sorted(p.name for p in (world["root"] / "full").iterdir())
     assert COMMANDS[command](argv) == 2
