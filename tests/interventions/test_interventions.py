@@ -277,3 +277,18 @@ def test_scaling_on_an_sdpa_model_keeps_sdpa_where_nothing_is_scaled(batch):
         torch.testing.assert_close(_logits(sdpa, batch, ivs), _logits(eager, batch, ivs), atol=1e-4, rtol=1e-4)
     assert sdpa.model.config.get_text_config()._attn_implementation == "sdpa"
     assert attention.FALLBACK.get() == "eager"  # the context variable is reset too
+
+
+def test_an_attention_switch_that_changes_nothing_is_an_error(organism, batch, monkeypatch):
+    """A model whose text decoder does not take the registered attention (e.g. no separate text_config)
+    would run ScalingVis as a silent no-op: the block ends in an error naming the reason instead."""
+    import contextlib
+
+    from vlmheads.interventions import InterventionError, installation
+
+    monkeypatch.setattr(installation, "text_attention", lambda loaded, name: contextlib.nullcontext())
+    with pytest.raises(InterventionError, match="ScalingVis changed nothing on organism"):
+        with torch.no_grad(), apply(organism, [ScalingVis(2.0)], inputs=batch):
+            organism.model(**batch)
+    with apply(organism, [ScalingVis(2.0)], inputs=batch):  # no forward pass in the block: nothing to judge
+        pass

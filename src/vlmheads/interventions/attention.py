@@ -59,6 +59,7 @@ def blocking(spec: BlockSpec | None):
 # the implementation the model had before the switch: layers and calls that nothing scales run it
 # (SDPA stays SDPA on a big model; only the scaled last-query rows pay for eager attention)
 FALLBACK: contextvars.ContextVar[str] = contextvars.ContextVar("vlmheads_fallback", default="eager")
+CALLS = [0]  # calls of scaled_attention so far: an intervention that switched to it checks that it ran
 
 
 @contextlib.contextmanager
@@ -93,6 +94,7 @@ def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
 
 
 def scaled_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    CALLS[0] += 1
     spec = _SPEC.get()
     layer = getattr(module, "layer_idx", None)
     active = spec is not None and layer in spec.layers and key.shape[-2] == spec.prompt_len

@@ -21,7 +21,7 @@ import torch
 from ..models.loading import LoadedModel
 from ..models.positions import prompt_position_ids
 from . import attention
-from .installation import Installation, scale_spec, text_attention
+from .installation import Installation, _no_op_check, scale_spec, text_attention
 from .values import AdaptVis, Intervention, ScalingVis
 
 @contextmanager
@@ -49,6 +49,8 @@ def apply(loaded: LoadedModel, interventions: Sequence[Intervention], inputs: Ma
         elif ctx.needs_batch:
             ctx.watch_calls()
         yield
+        if ctx.check_after is not None:
+            ctx.check_after()
 
 
 def adaptvis_alpha(confidence: torch.Tensor, iv: AdaptVis) -> torch.Tensor:
@@ -99,8 +101,10 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
             cache = DynamicCache(config=model.config)
             model(**prefix, past_key_values=cache, use_cache=True)
         spec = scale_spec(loaded, inputs, alpha, iv.heads)
+        before = attention.CALLS[0]
         with text_attention(loaded, attention.register()), attention.scaling(spec):
             logits = model(**step, past_key_values=cache).logits[:, -1].float()
+        _no_op_check(loaded, "AdaptVis", 1, attention.CALLS[0] - before)
     return logits, confidence, alpha
 
 

@@ -71,6 +71,7 @@ class Installation:
         self.busy = False  # inside a confidence pass: image hooks stay out of it
         self.needs_batch = False
         self._scaler: tuple[object, Callable, object] | None = None
+        self.check_after: Callable[[], None] | None = None  # run when the block ends without an error
 
     def head_hook(self, layer: int, fn: site.ZFn) -> None:
         self.stack.enter_context(site.hook(self.loaded, layer, fn, clone=True))
@@ -82,6 +83,16 @@ class Installation:
         self._scaler = (owner, alpha_for, heads)
         self.needs_batch = True
         self.stack.enter_context(text_attention(self.loaded, attention.register()))
+        self._watch_for_no_op(type(owner).__name__)
+
+    def _watch_for_no_op(self, name: str) -> None:
+        """After the block: if the model ran but the scaled attention never did, the switch changed nothing
+        (a model whose text decoder does not take the registered attention): an error, not a silent no-op."""
+        forwards = [0]
+        handle = self.loaded.model.register_forward_pre_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
+        self.stack.callback(handle.remove)
+        before = attention.CALLS[0]
+        self.check_after = lambda: _no_op_check(self.loaded, name, forwards[0], attention.CALLS[0] - before)
 
     def image_hook(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         self.needs_batch = True
@@ -130,3 +141,12 @@ class Installation:
 
         handle = self.loaded.model.register_forward_pre_hook(from_call, with_kwargs=True)
         self.stack.callback(handle.remove)
+
+
+def _no_op_check(loaded: LoadedModel, name: str, forwards: int, scaled_calls: int) -> None:
+    if forwards and not scaled_calls:
+        raise InterventionError(
+            f"{name} changed nothing on {loaded.name}: the model ran {forwards} time(s) but its text decoder never "
+            f"called the scaled attention (its config has no separate text_config, or its attention modules do "
+            f"not dispatch through transformers' AttentionInterface); this family cannot take attention-logit "
+            f"interventions yet")
