@@ -25,7 +25,8 @@ class UsageError(Exception):
     """Bad input: the message is the one line the user sees."""
 
 
-def _positive(name: str, minimum: int = 1):
+def positive(minimum: int = 1):
+    """An argparse ``type`` for whole numbers >= ``minimum`` (argparse prefixes the option's name)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -65,20 +66,15 @@ def add_data_options(parser: argparse.ArgumentParser, function: str, n: int, n_m
     parser.add_argument("--function", default=function, help=f"cognitive function or alias (default: {function})")
     parser.add_argument("--dataset", default="organism:decomposed", help="dataset name (default: organism:decomposed)")
     parser.add_argument("--data-root", default=None, help="folder of a real dataset (whatsup/vsr)")
-    parser.add_argument("--n", type=_positive("--n", n_min), default=n, help=f"examples per function (default {n})")
+    parser.add_argument("--n", type=positive(n_min), default=n, help=f"examples per function (default {n})")
 
 
 def add_run_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
-    parser.add_argument("--batch-size", type=_positive("--batch-size"), default=batch_size,
+    parser.add_argument("--batch-size", type=positive(), default=batch_size,
                         help=f"examples per forward pass (default {batch_size})")
     parser.add_argument("--seed", type=int, default=0, help="seed of data sampling and bootstraps (default 0)")
     parser.add_argument("--out", default=None, help="run directory (default: results/<command>/<run_id>); must "
                                                     "not hold files: runs are never overwritten")
-
-
-def positive(name: str, minimum: int = 1):
-    """An argparse ``type`` for whole numbers >= ``minimum``."""
-    return _positive(name, minimum)
 
 
 def check_model_options(args) -> None:

@@ -20,7 +20,7 @@ def _parser():
     _cli.add_data_options(p, function="relational", n=128, n_min=8)
     _cli.add_model_options(p)
     p.add_argument("--edges", default=",".join(EDGES), help=f"comma list from {','.join(EDGES)}")
-    p.add_argument("--window", type=_cli.positive("--window"), default=None,
+    p.add_argument("--window", type=_cli.positive(), default=None,
                    help="decoder layers per knockout window (default: a quarter of the layers)")
     p.add_argument("--no-probes", action="store_true", help="knockout only")
     p.add_argument("--heads-from", default=None, metavar="RUN",

@@ -23,13 +23,13 @@ def _parser():
     p.add_argument("--metric", default="logit_diff", choices=("logit_diff", "prob", "accuracy"))
     p.add_argument("--select-by", default="ablation",
                    choices=("ablation", "noising", "denoising", "attribution", "probe", "redundancy"))
-    p.add_argument("--top-k", type=_cli.positive("--top-k"), default=None, help="number of heads to select (default: elbow)")
-    p.add_argument("--random-draws", type=_cli.positive("--random-draws"), default=5,
+    p.add_argument("--top-k", type=_cli.positive(), default=None, help="number of heads to select (default: elbow)")
+    p.add_argument("--random-draws", type=_cli.positive(), default=5,
                    help="random head sets in the ablation check (default 5)")
     p.add_argument("--screen", default="auto", choices=("auto", "attribution", "off"),
                    help="ablation as screen + verify: an attribution estimate of every head, exact ablation of the "
                         "top --verify only (auto: when the model has more than 256 heads; off: all heads exact)")
-    p.add_argument("--verify", type=_cli.positive("--verify"), default=40,
+    p.add_argument("--verify", type=_cli.positive(), default=40,
                    help="heads the exact ablation verifies after the screen (default 40)")
     _cli.add_run_options(p, batch_size=32)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",

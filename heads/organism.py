@@ -23,7 +23,7 @@ def _parser():
     parser = _cli.command_parser("python -m heads.organism", __doc__)
     sub = parser.add_subparsers(dest="action", metavar="{train,eval}", required=True, parser_class=_cli._Parser)
     train = sub.add_parser("train", help="train the organism from scratch")
-    train.add_argument("--steps", type=_cli.positive("--steps"), default=None,
+    train.add_argument("--steps", type=_cli.positive(), default=None,
                        help="training steps (default: the shipped recipe)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--micro", action="store_true", help="a few steps of a micro model: checks the loop only")
@@ -31,10 +31,10 @@ def _parser():
     train.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
     ev = sub.add_parser("eval", help="accuracy per function on fresh held-out scenes")
     _cli.add_model_options(ev)
-    ev.add_argument("--n", type=_cli.positive("--n"), default=None, help="examples per function (default 1200)")
-    ev.add_argument("--generate", type=_cli.positive("--generate", 0), default=None,
+    ev.add_argument("--n", type=_cli.positive(), default=None, help="examples per function (default 1200)")
+    ev.add_argument("--generate", type=_cli.positive(0), default=None,
                     help="examples per function for the generation check (default 48; 0 skips it)")
-    ev.add_argument("--batch-size", type=_cli.positive("--batch-size"), default=None, help="default 64")
+    ev.add_argument("--batch-size", type=_cli.positive(), default=None, help="default 64")
     ev.add_argument("--seed", type=int, default=None, help="scene seed (default 20000, never used in training)")
     ev.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
     return parser

@@ -151,11 +151,11 @@ class LocateState:
     def put(self, method: str, function: str, per_example: torch.Tensor, scale: float = 1.0) -> None:
         """Mean over examples of ``per_example [N, L, H]`` with its bootstrap interval, as ``method`` scores."""
         lo, hi = bootstrap_ci(per_example, n_boot=self.config.bootstrap, seed=self.config.seed)
-        self._score(method, function, {"score": per_example.float().mean(0) / scale,
+        self.put_scores(method, function, {"score": per_example.float().mean(0) / scale,
                                        "ci_low": lo / scale, "ci_high": hi / scale})
 
     def put_descriptive(self, method: str, function: str, score: torch.Tensor) -> None:
-        self._score(method, function, {"score": score, "ci_low": score, "ci_high": score})
+        self.put_scores(method, function, {"score": score, "ci_low": score, "ci_high": score})
 
     def note(self, key: str, function: str | None, value) -> None:
         """A summary entry (``summary[key][function]``, or ``summary[key]`` without a function)."""
@@ -166,7 +166,8 @@ class LocateState:
         if self._writes is not None:
             self._writes["summary"].append((key, function, value))
 
-    def _score(self, method: str, function: str, value: dict) -> None:
+    def put_scores(self, method: str, function: str, value: dict) -> None:
+        """Scores with their own intervals ``{"score", "ci_low", "ci_high"}``, each ``[L, H]``."""
         self.result.scores[(method, function)] = value
         if self._writes is not None:
             self._writes["scores"][(method, function)] = value
@@ -424,7 +425,7 @@ def _redundancy(state: LocateState, f: str) -> None:
     cfg = state.config
     score, low, high, summary = redundancy_scores(state.loaded, state.batches[f], mode=cfg.ablation,
                                                   metric_name=cfg.metric, means=state.means, seed=cfg.seed)
-    state._score("redundancy", f, {"score": score, "ci_low": low, "ci_high": high})
+    state.put_scores("redundancy", f, {"score": score, "ci_low": low, "ci_high": high})
     state.note("redundancy_fit", f, summary)
     state.log(f"redundancy {f}: {summary['subsets']} random head sets, fit R^2 {summary['r2']:.2f}")
 

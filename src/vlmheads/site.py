@@ -29,7 +29,6 @@ from .models.adapter import HeadGeometry
 from .models.loading import LoadedModel
 
 ZFn = Callable[[torch.Tensor], "torch.Tensor | None"]  # receives z [B, S, H, D]; edits it in place
-Positions = "slice | int | Sequence[int] | torch.Tensor"
 ALL = slice(None)
 LAST = -1
 
