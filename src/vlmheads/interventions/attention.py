@@ -49,26 +49,29 @@ class BlockSpec:
 _BLOCK: contextvars.ContextVar[BlockSpec | None] = contextvars.ContextVar("vlmheads_block", default=None)
 
 
-@contextlib.contextmanager
 def blocking(spec: BlockSpec | None):
-    token = _BLOCK.set(spec)
-    try:
-        yield
-    finally:
-        _BLOCK.reset(token)
+    """Cut ``spec``'s edges in the block's forward passes."""
+    return _setting(_BLOCK, spec)
+
+
 # the implementation the model had before the switch: layers and calls that nothing scales run it
 # (SDPA stays SDPA on a big model; only the scaled last-query rows pay for eager attention)
 FALLBACK: contextvars.ContextVar[str] = contextvars.ContextVar("vlmheads_fallback", default="eager")
 CALLS = [0]  # calls of scaled_attention so far: an intervention that switched to it checks that it ran
 
 
-@contextlib.contextmanager
 def scaling(spec: ScaleSpec | None):
-    token = _SPEC.set(spec)
+    """Scale ``spec``'s attention logits in the block's forward passes (None: scale nothing)."""
+    return _setting(_SPEC, spec)
+
+
+@contextlib.contextmanager
+def _setting(var: contextvars.ContextVar, value):
+    token = var.set(value)
     try:
         yield
     finally:
-        _SPEC.reset(token)
+        var.reset(token)
 
 
 def _eager_of(module):

@@ -21,7 +21,7 @@ import torch
 from ..models.loading import LoadedModel
 from ..models.positions import prompt_position_ids
 from . import attention
-from .installation import Installation, _no_op_check, scale_spec, text_attention
+from .installation import Installation, no_op_check, scale_spec, text_attention
 from .values import AdaptVis, Intervention, ScalingVis
 
 @contextmanager
@@ -104,7 +104,7 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
         before = attention.CALLS[0]
         with text_attention(loaded, attention.register()), attention.scaling(spec):
             logits = model(**step, past_key_values=cache).logits[:, -1].float()
-        _no_op_check(loaded, "AdaptVis", 1, attention.CALLS[0] - before)
+        no_op_check(loaded, "AdaptVis", 1, attention.CALLS[0] - before)
     return logits, confidence, alpha
 
 

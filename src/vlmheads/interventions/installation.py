@@ -92,7 +92,7 @@ class Installation:
         handle = self.loaded.model.register_forward_pre_hook(lambda *a: forwards.__setitem__(0, forwards[0] + 1))
         self.stack.callback(handle.remove)
         before = attention.CALLS[0]
-        self.check_after = lambda: _no_op_check(self.loaded, name, forwards[0], attention.CALLS[0] - before)
+        self.check_after = lambda: no_op_check(self.loaded, name, forwards[0], attention.CALLS[0] - before)
 
     def image_hook(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
         self.needs_batch = True
@@ -143,7 +143,7 @@ class Installation:
         self.stack.callback(handle.remove)
 
 
-def _no_op_check(loaded: LoadedModel, name: str, forwards: int, scaled_calls: int) -> None:
+def no_op_check(loaded: LoadedModel, name: str, forwards: int, scaled_calls: int) -> None:
     if forwards and not scaled_calls:
         raise InterventionError(
             f"{name} changed nothing on {loaded.name}: the model ran {forwards} time(s) but its text decoder never "
