@@ -106,21 +106,32 @@ def object_tokens(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor | Non
     return out
 
 
-def knockout_drops(loaded: LoadedModel, batches: Sequence[OptionBatch], edge: str, layers: Sequence[int],
-                   metric_name: str = "logit_diff") -> torch.Tensor | None:
-    """Per-example drop ``[N]`` of the metric with ``edge`` cut in ``layers``; None when the batches cannot
-    say which tokens the edge class means (objects without a layout)."""
-    out = []
-    for batch in batches:
+def knockout_effects(loaded: LoadedModel, batches: Sequence[OptionBatch], edge: str, layers: Sequence[int],
+                     metrics: Sequence[str] = ("logit_diff",), plain: dict | None = None) -> dict | None:
+    """``{metric: per-example drop [N]}`` with ``edge`` cut in ``layers``, every metric from one cut pass per
+    batch; None when the batches cannot say which tokens the edge class means (objects without a layout).
+    ``plain``: a dict the caller keeps across calls, holding each batch's uncut last-position logits."""
+    plain = {} if plain is None else plain
+    out: dict[str, list] = {m: [] for m in metrics}
+    for index, batch in enumerate(batches):
         inputs: Mapping[str, torch.Tensor] = batch.inputs
         objects = object_tokens(loaded, batch) if edge in NEEDS_OBJECTS else None
         if edge in NEEDS_OBJECTS and objects is None:
             return None
         blocked = edge_mask(edge, loaded.image_token_mask(inputs), inputs["attention_mask"], objects)
         with torch.no_grad():
-            plain = loaded.model(**inputs, use_cache=False).logits[:, -1]
+            if index not in plain:
+                plain[index] = loaded.model(**inputs, use_cache=False).logits[:, -1]
             with knockout(loaded, layers, blocked):
                 cut = loaded.model(**inputs, use_cache=False).logits[:, -1]
-        out.append((metric(plain, batch.option_ids, batch.answer, metric_name)
-                    - metric(cut, batch.option_ids, batch.answer, metric_name)).cpu())
-    return torch.cat(out)
+        for m in metrics:
+            out[m].append((metric(plain[index], batch.option_ids, batch.answer, m)
+                           - metric(cut, batch.option_ids, batch.answer, m)).cpu())
+    return {m: torch.cat(parts) for m, parts in out.items()}
+
+
+def knockout_drops(loaded: LoadedModel, batches: Sequence[OptionBatch], edge: str, layers: Sequence[int],
+                   metric_name: str = "logit_diff") -> torch.Tensor | None:
+    """Per-example drop ``[N]`` of one metric (see ``knockout_effects``); None without object positions."""
+    effects = knockout_effects(loaded, batches, edge, layers, (metric_name,))
+    return None if effects is None else effects[metric_name]

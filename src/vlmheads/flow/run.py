@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from ..data import canonical_function, load, organism_examples
-from ..methods.batches import METRICS, option_batches
+from ..methods.batches import option_batches
 from ..methods.selection import accuracy_summary, bootstrap_ci
 from ..models.loading import LoadedModel
 from ..runs import ModelOptions, write_csv
-from .knockout import EDGES, NEEDS_OBJECTS, knockout_drops, windows
+from .knockout import EDGES, knockout_effects, windows
 from .probes import relation_probes
 from .rollout import rollout_vs_knockout
 
@@ -81,16 +81,17 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
     spans = windows(g.n_layers, size) + ([(0, g.n_layers)] if size < g.n_layers else [])
     batches = option_batches(loaded, examples, config.batch_size)
     notes, rows, timings = {}, [], {}
+    plain: dict = {}  # each batch's uncut logits, computed once for every cut
     t = time.time()
     with tqdm(total=len(config.edges) * len(spans), desc="flow knockout", unit="cut", disable=not progress,
               dynamic_ncols=True) as bar:
         for edge in config.edges:
             for start, end in spans:
                 bar.set_postfix_str(f"{edge} L{start}-{end - 1}")
-                drops = {m: knockout_drops(loaded, batches, edge, range(start, end), m)
-                         for m in ("logit_diff", "accuracy")}
+                drops = knockout_effects(loaded, batches, edge, range(start, end), ("logit_diff", "accuracy"),
+                                         plain=plain)
                 bar.update()
-                if drops["logit_diff"] is None:
+                if drops is None:
                     notes[edge] = ("skipped: no object positions (the dataset has no scene layouts, or the "
                                    "model's image tokens are not one square grid)")
                     bar.update(len(spans) - 1)
@@ -236,6 +237,3 @@ def report_lines(result: FlowResult, metric: str = "accuracy") -> list[str]:
             lines.append(f"  {site:<8} {position:<12} by layer: {' '.join(accs)}")
     return lines
 
-
-__all__ = ["FlowConfig", "FlowResult", "METRICS", "NEEDS_OBJECTS", "flow_examples", "report_lines", "run_flow",
-           "write_outputs"]
