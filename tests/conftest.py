@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlmheads.models import wrap_model
-from vlmheads.testing.tiny import TINY_BUILDERS
+from vlmheads.testing import TINY_BUILDERS
 
 FAMILIES = tuple(TINY_BUILDERS)
 

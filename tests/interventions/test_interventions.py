@@ -9,8 +9,7 @@ from vlmheads.data import organism_examples
 from vlmheads.interventions import Ablate, AdaptVis, Emphasize, ScalingVis, adaptvis_alpha, adaptvis_logits, apply
 from vlmheads.interventions import attention
 from vlmheads.models import wrap_model
-from vlmheads.testing.tiny import TINY_BUILDERS
-from vlmheads.testing.tiny_processors import tiny_processor
+from vlmheads.testing import TINY_BUILDERS
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +31,7 @@ def test_identities_are_bit_identical(organism, batch, iv):
 @pytest.mark.parametrize("family", list(TINY_BUILDERS))
 def test_scaling_identity_and_effect_on_every_family(family):
     model, inputs, processor = TINY_BUILDERS[family](gqa=True)
-    loaded = wrap_model(model, processor or tiny_processor(family))
+    loaded = wrap_model(model, processor)  # the inputs are given: no processor needed
     base = _logits(loaded, inputs)
     assert torch.equal(_logits(loaded, inputs, [ScalingVis(1.0)]), base)
     scaled = _logits(loaded, inputs, [ScalingVis(3.0)])
@@ -154,7 +153,7 @@ def test_shared_prefix_adaptvis_on_every_family(family, window):
     the prompt's own 3-D positions (the step once got positions for the whole mask and crashed), and a
     cache that cannot be cropped (sliding-window layers past their window) is rebuilt instead."""
     model, inputs, processor = TINY_BUILDERS[family](gqa=True, **({"sliding_window": window} if window else {}))
-    loaded = wrap_model(model, processor or tiny_processor(family))
+    loaded = wrap_model(model, processor)  # the inputs are given: no processor needed
     for heads in (None, [(0, 1), (1, 3)]):
         iv = AdaptVis(0.5, 8.0, threshold=0.0, heads=heads)  # threshold 0: every row sharpened, so it acts
         shared, conf, alpha = adaptvis_logits(loaded, inputs, iv)

@@ -7,7 +7,8 @@ from vlmheads.models.adapter import resolve
 from vlmheads.testing.tiny import tiny_llava
 
 # image placeholder tokens per row in each tiny model's inputs (see vlmheads.testing.tiny)
-EXPECTED_IMAGE_TOKENS = {"llava": 16, "llava_next": 55, "qwen2_vl": 4, "qwen2_5_vl": 4, "idefics3": 4, "smolvlm": 4}
+EXPECTED_IMAGE_TOKENS = {"llava": 16, "llava_next": 55, "qwen2_vl": 4, "qwen2_5_vl": 4, "idefics3": 4, "smolvlm": 4,
+                         "gemma3": 4, "internvl": 20, "mistral3": 4, "llava_onevision": 36, "qwen3_vl": 4, "llama4": 4}
 
 
 @pytest.mark.parametrize("gqa", [True, False], ids=["gqa", "mha"])
@@ -66,8 +67,8 @@ def test_unsupported_architecture_names_families_and_how_to_add():
 
 def test_adapter_refuses_model_that_does_not_match_its_geometry():
     model, _, processor = tiny_llava()
-    model.config.text_config.head_dim = 16  # o_proj takes 4 * 8 features, not 4 * 16
-    with pytest.raises(AdapterError, match="o_proj takes 32 features"):
+    model.config.text_config.head_dim = 16  # the modules have 4 heads of dim 8
+    with pytest.raises(AdapterError, match="the config says 4 heads .* of dim 16 but the attention modules have"):
         wrap_model(model, processor)
 
 
@@ -79,8 +80,11 @@ def test_adapter_refuses_missing_module():
 
 
 def test_every_family_has_one_adapter_and_a_tiny_model():
-    from vlmheads.testing.tiny import TINY_BUILDERS
+    from vlmheads.testing import TINY_BUILDERS
 
-    assert set(ADAPTERS) == set(TINY_BUILDERS)
+    from vlmheads.models import GENERIC_FAMILIES
+
+    assert set(ADAPTERS) | {f.model_type for f in GENERIC_FAMILIES} == set(TINY_BUILDERS)
+    assert not set(ADAPTERS) & {f.model_type for f in GENERIC_FAMILIES}
     architectures = [a for adapter in ADAPTERS.values() for a in adapter.architectures]
     assert len(architectures) == len(set(architectures))

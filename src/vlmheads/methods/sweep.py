@@ -88,16 +88,21 @@ class LayerSweep:
         self.inputs = dict(inputs)
         self.layer_inputs: list[tuple[tuple, dict]] = []
         self.z: list[torch.Tensor] = []  # per layer [B, S, H, D]
+        outputs: list[torch.Tensor] = []  # per layer, its output hidden states [B, S, hidden]
         handles = []
 
         def record_input(module, args, kwargs):
             self.layer_inputs.append((args, kwargs))
+
+        def record_output(module, args, out):
+            outputs.append(out[0] if isinstance(out, tuple) else out)
 
         def record_z(z):
             self.z.append(z.detach().clone())
 
         for layer in self.layers:
             handles.append(layer.register_forward_pre_hook(record_input, with_kwargs=True))
+            handles.append(layer.register_forward_hook(record_output))
         try:
             with torch.no_grad(), site.hooks(loaded, {i: record_z for i in range(len(self.layers))}):
                 out = self.model(**inputs, use_cache=False)
@@ -105,6 +110,14 @@ class LayerSweep:
             for h in handles:
                 h.remove()
         self.logits = out.logits[:, -1].float()  # [B, vocab] at the answer position
+        # what the decoder adds between layers, outside the layer modules (Qwen3-VL's deepstack adds visual
+        # features at the image positions after its first layers): layer i+1's input minus layer i's output.
+        # It does not depend on the hidden states, so the restarts add the recorded difference back.
+        self.injections: dict[int, torch.Tensor] = {}  # layer i -> [B, S, hidden], added after layer i
+        for i in range(len(self.layers) - 1):
+            gap = self.layer_inputs[i + 1][0][0] - outputs[i]
+            if gap.abs().max() > 0:
+                self.injections[i] = gap
         llama_like = all(all(hasattr(m, a) for a in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
                          for m in self.layers)
         self.path = "fast" if llama_like else "layers"
@@ -157,7 +170,7 @@ class LayerSweep:
             for i in range(layer, len(self.layers)):
                 args, _ = self.layer_inputs[i]
                 out = self.layers[i](hidden, *tuple(args[1:]), **kwargs_of(i))
-                hidden = out[0] if isinstance(out, tuple) else out
+                hidden = self._inject(i, out[0] if isinstance(out, tuple) else out, None, copies)
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
 
     def _kwargs_maker(self, rows: torch.Tensor | None, n: int, copies: int) -> Callable[[int], dict]:
@@ -210,7 +223,7 @@ class LayerSweep:
             if layer == last:  # nothing after this layer reads the other positions
                 z, residual = z[:, -1:], residual[:, -1:]
             attn = self.loaded.adapter.o_proj_module(self.model, layer)(z.flatten(-2))
-            hidden = self._mlp(module, residual + attn, only_last=layer == last)
+            hidden = self._inject(layer, self._mlp(module, residual + attn, only_last=layer == last), rows, copies)
             for i in range(layer + 1, last + 1):
                 module = self.layers[i]
                 normed = module.input_layernorm(hidden)
@@ -219,8 +232,16 @@ class LayerSweep:
                     hidden = self._mlp(module, hidden[:, -1:] + attn, only_last=True)
                 else:
                     attn = module.self_attn(hidden_states=normed, **kwargs_of(i))[0]
-                    hidden = self._mlp(module, hidden + attn, only_last=i == last)
+                    hidden = self._inject(i, self._mlp(module, hidden + attn, only_last=i == last), rows, copies)
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
+
+    def _inject(self, layer: int, hidden: torch.Tensor, rows: torch.Tensor | None, copies: int) -> torch.Tensor:
+        """``hidden`` after layer ``layer`` plus what the decoder adds there outside the layers (if anything)."""
+        gap = self.injections.get(layer)
+        if gap is None:
+            return hidden
+        n = self.batch if rows is None else len(rows)
+        return hidden + _repeat(_take(gap, self.batch, rows), n, copies)
 
     @staticmethod
     def _last_query_attention(attn, hidden: torch.Tensor, kwargs: dict) -> torch.Tensor:
@@ -249,10 +270,10 @@ class LayerSweep:
         return hidden + module.mlp(module.post_attention_layernorm(hidden))
 
     def _full(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
-        inputs = _repeat(self.inputs, self.batch, copies)
-        for key in self.loaded.adapter.flat_image_inputs:  # all images' patches in one tensor: copy them whole
-            if key in self.inputs and copies > 1:
-                inputs[key] = torch.cat([self.inputs[key]] * copies)
+        # every input is batch-major or holds all images' patches/tiles in one tensor, row by row (Qwen's
+        # flattened patches, InternVL's tiles): ``copies`` whole copies along dim 0 are right for both
+        inputs = {k: torch.cat([v] * copies) if torch.is_tensor(v) and v.dim() >= 1 and copies > 1 else v
+                  for k, v in self.inputs.items()}
         with torch.no_grad(), (site.hook(self.loaded, layer, edit) if edit else _null()):
             return self.model(**inputs, use_cache=False).logits[:, -1].float()
 

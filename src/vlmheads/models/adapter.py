@@ -70,14 +70,19 @@ class Adapter:
     architectures: tuple[str, ...]  # HF class names (config.architectures) this adapter handles
     model_types: tuple[str, ...]  # config.model_type values this adapter handles
     layers: str  # the decoder's layer list
-    vision_tower: str
-    projector: str
+    vision_tower: str | None  # None: not found (only the probes of the vision encoder need it)
+    projector: str | None
     attention: str = "self_attn"  # inside a decoder layer
     o_proj: str = "o_proj"  # inside the attention module
     image_token_attrs: tuple[str, ...] = ("image_token_id", "image_token_index")
     lm_head: str = "lm_head"
-    flat_image_inputs: tuple[str, ...] = ()  # inputs holding every image's patches in one tensor (not batch-major)
+    final_norm: str = ""  # "" = the decoder's ``norm`` beside its layer list
+    derived: bool = False  # read from the model by ``vlmheads.models.generic`` (not declared by hand)
     notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.final_norm:  # the decoder's last norm, beside its layer list (``...layers`` -> ``...norm``)
+            object.__setattr__(self, "final_norm", self.layers.rsplit(".", 1)[0] + ".norm")
 
     # -- geometry ---------------------------------------------------------------------------
     def geometry(self, config) -> HeadGeometry:
@@ -99,18 +104,15 @@ class Adapter:
     def o_proj_path(self, layer: int) -> str:
         return f"{self.attention_path(layer)}.{self.o_proj}"
 
-    @property
-    def final_norm(self) -> str:
-        """The decoder's last norm, beside its layer list (``...layers`` -> ``...norm``)."""
-        return self.layers.rsplit(".", 1)[0] + ".norm"
-
     def o_proj_module(self, model, layer: int) -> torch.nn.Module:
         return resolve(model, self.o_proj_path(layer))
 
     def check(self, model) -> HeadGeometry:
-        """Resolve every declared path and check the head geometry against o_proj; raise if off."""
+        """Resolve every declared path and check the head geometry the config gives against the modules
+        (o_proj widths, each attention's ``head_dim`` and key/value grouping); raise if off."""
         geometry = self.geometry(model.config)
-        for path in (self.layers, self.vision_tower, self.projector, self.final_norm, self.lm_head):
+        paths = (self.layers, self.vision_tower, self.projector, self.final_norm, self.lm_head)
+        for path in (p for p in paths if p):
             try:
                 resolve(model, path)
             except (AttributeError, IndexError) as err:
@@ -119,14 +121,39 @@ class Adapter:
         n_found = len(resolve(model, self.layers))
         if n_found != geometry.n_layers:
             raise AdapterError(f"{self.family} adapter: config says {geometry.n_layers} layers, model has {n_found}")
-        for layer in range(geometry.n_layers):
-            o_proj = self.o_proj_module(model, layer)
-            width = getattr(o_proj, "in_features", None)
-            if width != geometry.n_heads * geometry.head_dim:
-                raise AdapterError(
-                    f"{self.family} adapter: layer {layer} o_proj takes {width} features, expected "
-                    f"n_heads * head_dim = {geometry.n_heads} * {geometry.head_dim}")
+        shapes = [self._layer_geometry(model, layer, geometry) for layer in range(geometry.n_layers)]
+        if len(set(shapes)) > 1:
+            first, other = shapes[0], next(s for s in shapes if s != shapes[0])
+            raise AdapterError(
+                f"{self.family}: per-layer head geometry (layer 0: {_shape(first)}; layer {shapes.index(other)}: "
+                f"{_shape(other)}); head-level methods index every layer's heads alike, so this model is not "
+                f"supported")
+        if shapes[0] != (geometry.n_heads, geometry.n_kv_heads, geometry.head_dim):
+            raise AdapterError(f"{self.family} adapter: the config says {_shape((geometry.n_heads, geometry.n_kv_heads, geometry.head_dim))} "
+                               f"but the attention modules have {_shape(shapes[0])}")
         return geometry
+
+    def _layer_geometry(self, model, layer: int, expected: HeadGeometry) -> tuple[int, int, int]:
+        """``(n_heads, n_kv_heads, head_dim)`` read from one layer's attention module."""
+        try:
+            attention = resolve(model, self.attention_path(layer))
+            o_proj = resolve(attention, self.o_proj)
+        except (AttributeError, IndexError) as err:
+            kind = type(resolve(model, self.layer_path(layer))).__name__
+            raise AdapterError(f"{self.family} adapter: decoder layer {layer} ({kind}) has no "
+                               f"{self.attention}.{self.o_proj} ({err})") from err
+        width = getattr(o_proj, "in_features", None)
+        head_dim = int(getattr(attention, "head_dim", None) or expected.head_dim)
+        if width is None or width % head_dim:
+            raise AdapterError(f"{self.family} adapter: layer {layer} o_proj takes {width} features, expected "
+                               f"n_heads * head_dim = {expected.n_heads} * {expected.head_dim}")
+        n_heads = width // head_dim
+        groups = getattr(attention, "num_key_value_groups", None)
+        n_kv = n_heads // int(groups) if groups else expected.n_kv_heads
+        if (n_heads, head_dim) != (expected.n_heads, expected.head_dim) and head_dim == expected.head_dim:
+            raise AdapterError(f"{self.family} adapter: layer {layer} o_proj takes {width} features, expected "
+                               f"n_heads * head_dim = {expected.n_heads} * {expected.head_dim}")
+        return n_heads, n_kv, head_dim
 
     # -- image tokens ---------------------------------------------------------------------------
     def image_token_id(self, config) -> int:
@@ -140,3 +167,8 @@ class Adapter:
         """Bool ``[batch, pos]``: True where the token is an image placeholder (per row; padding moves them)."""
         ids = inputs["input_ids"]
         return ids == self.image_token_id(config)
+
+
+def _shape(shape: tuple[int, int, int]) -> str:
+    n_heads, n_kv, head_dim = shape
+    return f"{n_heads} heads ({n_kv} key/value) of dim {head_dim}"

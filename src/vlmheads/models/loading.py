@@ -8,8 +8,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .adapter import Adapter, HeadGeometry
-from .registry import find_adapter
+from .adapter import Adapter, AdapterError, HeadGeometry
+from .registry import adapter_for, find_adapter, model_class
 from ..data.images import as_pil
 from .processors import load_processor
 
@@ -57,6 +57,7 @@ class LoadedModel:
         from dataclasses import asdict
 
         return {"name": self.name, "family": self.adapter.family, "class": type(self.model).__name__,
+                "adapter": "generic" if self.adapter.derived else "declared",
                 "geometry": asdict(self.geometry), "dtype": str(self.dtype).replace("torch.", ""),
                 "attn_implementation": self.config.get_text_config()._attn_implementation, "devices": self.devices}
 
@@ -97,7 +98,8 @@ class LoadedModel:
         tok = self.tokenizer
         old_side, tok.padding_side = tok.padding_side, "left"
         try:
-            enc = processor(text=list(texts), images=[as_pil(i) for i in images], return_tensors="pt", padding=True)
+            # one image per prompt, as a nested list (the form every processor takes; Gemma3 needs it)
+            enc = processor(text=list(texts), images=[[as_pil(i)] for i in images], return_tensors="pt", padding=True)
         finally:
             tok.padding_side = old_side
         out = {}
@@ -227,8 +229,8 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
         config = transformers.AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"cannot read the config of {name}: {str(err).splitlines()[0]}") from None
-    adapter = find_adapter(config)
-    cls = getattr(transformers, adapter.architectures[0])
+    adapter = find_adapter(config)  # refused and unknown models stop here, before any weights
+    cls = getattr(transformers, adapter.architectures[0]) if adapter is not None else model_class(config)
     placement = {} if device_map is None else {"device_map": device_map,
                                                 **({"max_memory": max_memory} if max_memory else {})}
     try:
@@ -243,8 +245,12 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     if device_map is None:
         model.to(dev)
     model.eval()
+    try:
+        adapter = adapter or adapter_for(model)
+    except AdapterError as err:
+        raise type(err)(f"{name}: {err}") from None
     if processor is None:
-        processor = load_processor(source, adapter.family)
+        processor = load_processor(source, getattr(config, "model_type", None))
     return LoadedModel(model=model, processor=processor, adapter=adapter, name=name)
 
 
@@ -259,7 +265,11 @@ def check_device_map(device_map) -> None:
         raise ValueError(f"unknown device map {device_map!r}; use auto, balanced, sequential or a device")
 
 
-def wrap_model(model: torch.nn.Module, processor: Any = None, name: str | None = None) -> LoadedModel:
-    """A ``LoadedModel`` around an in-memory HF model (e.g. a tiny random one built from a config)."""
-    return LoadedModel(model=model.eval(), processor=processor, adapter=find_adapter(model.config),
-                       name=name or type(model).__name__)
+def wrap_model(model: torch.nn.Module, processor: Any = None, name: str | None = None,
+               adapter: Adapter | None = None) -> LoadedModel:
+    """A ``LoadedModel`` around any in-memory HF VLM (one you built, fine-tuned or loaded yourself):
+    refused families are refused as by ``load_model``; ``adapter`` (default: the registered one, else the
+    generic adapter read from the model) is checked against the model's modules."""
+    if adapter is None:
+        adapter = adapter_for(model)
+    return LoadedModel(model=model.eval(), processor=processor, adapter=adapter, name=name or type(model).__name__)

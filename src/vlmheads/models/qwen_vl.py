@@ -16,7 +16,6 @@ QWEN2_VL = Adapter(
     vision_tower="model.visual",
     projector="model.visual.merger",
     image_token_attrs=("image_token_id",),
-    flat_image_inputs=("pixel_values", "pixel_values_videos"),
 )
 
 QWEN2_5_VL = Adapter(
@@ -27,6 +26,5 @@ QWEN2_5_VL = Adapter(
     vision_tower="model.visual",
     projector="model.visual.merger",
     image_token_attrs=("image_token_id",),
-    flat_image_inputs=("pixel_values", "pixel_values_videos"),
     notes="inside the vision tower patches are in window order; the merger output is back in raster order",
 )

@@ -159,7 +159,7 @@ def tiny_smolvlm(gqa: bool = True, seed: int = 0):
                          gqa, seed)
 
 
-TINY_BUILDERS: dict[str, Callable] = {
+DECLARED_BUILDERS: dict[str, Callable] = {  # the families with a hand-written adapter
     "llava": tiny_llava,
     "llava_next": tiny_llava_next,
     "qwen2_vl": tiny_qwen2_vl,
