@@ -9,6 +9,7 @@ found is one more row.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -71,6 +72,14 @@ def world(tmp_path_factory):
     first_image.write_bytes(first_image.read_bytes()[:40])
     malformed = root / "malformed.jsonl"
     malformed.write_text('{"id": "a"}\nnot json\n')
+    # configs of refused and non-VLM models (no weights: they must be refused before any are read)
+    import transformers as tf
+
+    text = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, vocab_size=99)
+    tf.PaliGemmaConfig(text_config=dict(model_type="gemma", **text), image_token_index=98).save_pretrained(
+        root / "paligemma")
+    tf.MllamaConfig(text_config=dict(**text, cross_attention_layers=[1])).save_pretrained(root / "mllama")
+    tf.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=10).save_pretrained(root / "gpt2")
     return {"root": root, "run": run, "truncated": truncated, "cogvsr": cog, "malformed": malformed}
 
 
@@ -148,6 +157,8 @@ CLI_CASES = [
     ("intervene", ["--heads-from", "{run}", "--out", "{root}/full"], "never overwritten"),
     ("intervene", ["--heads-from", "{run}", "--dataset", "organism:nope"], "unknown organism dataset"),
     ("intervene", ["--heads-from", "{run}", "--model", "{truncated}"], "cannot read the weights"),
+    ("locate", ["--model", "{root}/paligemma"], "not supported (prefix-LM attention)"),
+    ("intervene", ["--heads-from", "{run}", "--model", "{root}/mllama"], "not supported (cross-attention layers)"),
     # heads.flow
     ("flow", ["--edges", "image->answer,telepathy"], "unknown edge class 'telepathy'"),
     ("flow", ["--window", "9"], "--window 9 is more than the model's 4 layers"),
@@ -158,10 +169,13 @@ CLI_CASES = [
     ("flow", ["--out", "{root}/full"], "never overwritten"),
     ("flow", ["--heads-from", "{root}/corrupt-run"], "not valid JSON"),
     ("flow", ["--heads-from", "{root}/other-geometry-run"], "locate heads on this model first"),
+    ("flow", ["--model", "{root}/gpt2"], "is not a vision-language model"),
     # heads.tiny
     ("tiny", ["gemma9", "{root}/new-tiny"], "invalid choice: 'gemma9'"),
     ("tiny", ["llava", "{root}/full"], "already holds files"),
     ("tiny", ["llava"], "the following arguments are required: dir"),
+    *([("tiny", ["llama4", "{root}/new-llama4"], "needs torchvision")]
+      if importlib.util.find_spec("torchvision") is None else []),
     # heads.organism
     ("organism", [], "required: {train,eval}"),
     ("organism", ["train", "--steps", "0"], "argument --steps: must be at least 1"),

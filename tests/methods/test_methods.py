@@ -91,6 +91,21 @@ def _assert_sweep_matches_traces(loaded, inputs, sweep):
             torch.testing.assert_close(batched[h], plain, atol=1e-5, rtol=1e-5)
 
 
+def test_sweep_restarts_add_what_deepstack_adds_between_layers(tiny_models):
+    """Qwen3-VL adds visual features to the image positions after its first layers, outside the layer
+    modules: the sweep records that difference and adds it back after the same layer on every restart."""
+    loaded, inputs = tiny_models("qwen3_vl")
+    sweep = LayerSweep(loaded, inputs)
+    assert sorted(sweep.injections) == [0]  # deepstack_visual_indexes=[0]: after layer 0 only
+    touched = sweep.injections[0].abs().amax(-1) > 0  # [B, S]
+    assert torch.equal(touched, loaded.image_token_mask(inputs))  # at the image tokens, nowhere else
+    assert sweep.path == "fast"
+    sweep.injections = {}  # what the restarts computed before: the check would have refused both paths
+    for path in ("fast", "layers"):
+        sweep.path = path
+        assert not torch.allclose(sweep.run_from(0, None, copies=1), sweep.logits, atol=1e-4)
+
+
 def test_sweep_on_layers_with_different_masks():
     """A global layer then a sliding-window layer (window 4 < prompt): each restarted layer gets its own
     recorded mask, so the fast path holds (it once reused layer L's mask for every later layer and fell

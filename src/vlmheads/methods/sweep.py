@@ -17,6 +17,10 @@ batch instead of H full passes. Two more savings apply to Llama-style layers (``
 * layer L starts at its ``o_proj`` from the recorded (edited) ``z``: its attention is not recomputed;
 * the last layer runs its MLP on the last position only (the only one the metric reads).
 
+What a decoder adds between its layers, outside the layer modules (Qwen3-VL's deepstack visual
+features), is recorded on the clean pass as layer i+1's input minus layer i's output and added back
+after layer i on every restart (``self.injections``).
+
 On construction the restarted path is checked against the plain forward pass (no edit); if a
 model's layers do not fit, the sweep falls back to calling whole layers, then to full forward
 passes on the repeated batch (``self.path`` says which runs: "fast", "layers" or "full"). In the fast path the last layer's

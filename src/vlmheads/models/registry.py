@@ -68,7 +68,8 @@ GENERIC_FAMILIES: tuple[Family, ...] = (
     Family("qwen3_vl", "Qwen3VLForConditionalGeneration",
            "deepstack: visual features added after the first decoder layers; the per-head restarts add them too"),
     Family("llama4", "Llama4ForConditionalGeneration",
-           "MoE feed-forward, chunked attention, NoPE layers; processor needs torchvision (the tiny copy's does not)"),
+           "MoE feed-forward, chunked attention, NoPE layers; its image processor needs torchvision (without it the "
+           "tiny copy comes with hand-built inputs and the commands cannot encode images)"),
 )
 
 
@@ -81,36 +82,58 @@ class Refusal:
     name: str
     applies: Callable[[object], bool]
     reason: Callable[[object], str]
+    recognised_by: str = ""  # for the README's family table
+    examples: str = ""
 
 
 def _text(config):
     return getattr(config, "text_config", None)
 
 
-def _per_layer_overrides(config) -> dict:
+_HEAD_KEYS = ("num_attention_heads", "num_key_value_heads", "head_dim")
+
+
+def _per_layer_heads(config) -> dict[int, tuple]:
+    """``{layer: (n_heads, n_kv_heads, head_dim)}`` from a heterogeneous config's per-layer view (Gemma4);
+    empty when every layer has the same head geometry."""
     text = _text(config)
-    overrides = getattr(text, "per_layer_config", None) or {}
-    base = {k: getattr(text, k, None) for k in ("head_dim", "num_attention_heads", "num_key_value_heads")}
-    return {layer: o for layer, o in overrides.items()
-            if isinstance(o, dict) and any(k in base and o[k] != base[k] for k in o)}
+    view = getattr(text, "per_layer_config", None)
+    if view is None:
+        return {}
+    shapes = {}
+    for layer in range(int(text.num_hidden_layers)):
+        entry = view[layer]
+        shapes[layer] = tuple(entry.get(k) if isinstance(entry, dict) else getattr(entry, k, None) for k in _HEAD_KEYS)
+    return shapes if len(set(shapes.values())) > 1 else {}
+
+
+def _describe_per_layer(config) -> str:
+    by_shape: dict[tuple, list[int]] = {}
+    for layer, shape in _per_layer_heads(config).items():
+        by_shape.setdefault(shape, []).append(layer)
+    return "; ".join(f"layers {layers[:4]}{'...' if len(layers) > 4 else ''}: {h} heads ({kv} key/value) of dim {d}"
+                     for (h, kv, d), layers in by_shape.items())
 
 
 REFUSALS: tuple[Refusal, ...] = (
     Refusal("no text_config", lambda c: _text(c) is None,
             lambda c: "its config has no text_config, so the text decoder's attention cannot be switched apart "
-                      "from the vision encoder's: ScalingVis and AdaptVis would silently change nothing"),
+                      "from the vision encoder's: ScalingVis and AdaptVis would silently change nothing",
+            "`config.text_config` is absent", "Chameleon, Phi-4-multimodal"),
     Refusal("prefix-LM attention", lambda c: getattr(c, "model_type", None) == "paligemma",
             lambda c: "its prompt prefix (image and question) attends bidirectionally: scaling the last query "
                       "changes every earlier position too, a cached shared prefix is invalid, and the per-head "
-                      "restarts assume causal attention"),
+                      "restarts assume causal attention",
+            "model type `paligemma`", "PaliGemma"),
     Refusal("cross-attention layers", lambda c: bool(getattr(_text(c), "cross_attention_layers", None)),
             lambda c: f"the image enters through cross-attention layers {list(_text(c).cross_attention_layers)}, "
                       f"not as image tokens in the sequence: there are no image keys for ScalingVis/AdaptVis to "
-                      f"scale, and those layers have no self-attention head site"),
-    Refusal("per-layer head geometry", lambda c: bool(_per_layer_overrides(c)),
-            lambda c: f"its layers differ in head geometry (layers {sorted(_per_layer_overrides(c))[:6]} override "
-                      f"{sorted({k for o in _per_layer_overrides(c).values() for k in o})}): head-level methods "
-                      f"index every layer's heads alike"),
+                      f"scale, and those layers have no self-attention head site",
+            "`text_config.cross_attention_layers`", "Mllama (Llama-3.2-Vision)"),
+    Refusal("per-layer head geometry", lambda c: bool(_per_layer_heads(c)),
+            lambda c: f"its layers differ in head geometry ({_describe_per_layer(c)}): head-level methods index "
+                      f"every layer's heads alike",
+            "`text_config.per_layer_config` with differing heads", "Gemma4"),
 )
 
 
@@ -122,7 +145,7 @@ def refusal(config) -> Refusal | None:
 def _applies(r: Refusal, config) -> bool:
     try:
         return bool(r.applies(config))
-    except (AttributeError, TypeError):
+    except Exception:  # noqa: BLE001 - a config a rule cannot read is not that rule's case
         return False
 
 
