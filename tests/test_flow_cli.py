@@ -48,10 +48,11 @@ def test_flow_writes_knockout_and_probes(tmp_path, capsys):
     assert "L0H4 | correct" in html and 'data-view="located heads on the image"' in html
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "llava_next"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "llava_next", "qwen3_vl", "internvl"])
 def test_flow_runs_on_tiny_families(tmp_path, family):
-    """Qwen2-VL (merged patches: no vision probes) and LLaVA-NeXT (tiles: no square token grid, so the
-    object/background edges and probes are skipped with the reason) still run end to end."""
+    """Qwen2-VL (merged patches: no vision probes), LLaVA-NeXT and InternVL (tiles: no square token grid, so
+    the object/background edges and probes are skipped with the reason) and Qwen3-VL (deepstack) still run
+    end to end."""
     from vlmheads.testing import TINY_BUILDERS, tiny_processor
 
     model, _, processor = TINY_BUILDERS[family](gqa=True)
@@ -62,6 +63,6 @@ def test_flow_runs_on_tiny_families(tmp_path, family):
     meta = json.loads((out / "metadata.json").read_text())
     rows = list(csv.DictReader((out / "knockout.csv").open()))
     assert {r["edge"] for r in rows} >= {"image->answer", "question->answer"}
-    if family == "llava_next":
+    if family in ("llava_next", "internvl"):
         assert "object->answer" in meta["notes"] and "square grid" in meta["notes"]["object->answer"]
     assert (out / "flow.html").stat().st_size > 1_000_000
