@@ -9,7 +9,6 @@ found is one more row.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -174,8 +173,6 @@ CLI_CASES = [
     ("tiny", ["gemma9", "{root}/new-tiny"], "invalid choice: 'gemma9'"),
     ("tiny", ["llava", "{root}/full"], "already holds files"),
     ("tiny", ["llava"], "the following arguments are required: dir"),
-    *([("tiny", ["llama4", "{root}/new-llama4"], "needs torchvision")]
-      if importlib.util.find_spec("torchvision") is None else []),
     # heads.organism
     ("organism", [], "required: {train,eval}"),
     ("organism", ["train", "--steps", "0"], "argument --steps: must be at least 1"),

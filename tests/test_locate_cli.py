@@ -68,10 +68,7 @@ def test_locate_and_intervene_on_every_family_tiny_model(tmp_path, family):
     """A tiny random model of each family, saved with its real processor class, through both commands."""
     from heads.intervene import main as intervene_main
     from heads.tiny import main as tiny_main
-    from vlmheads.testing.tiny_generic import llama4_processor_available
 
-    if family == "llama4" and not llama4_processor_available():
-        pytest.skip("Llama-4's image processor needs torchvision; the model-level tests cover Llama-4")
     assert tiny_main([family, str(tmp_path / "tiny")]) == 0  # the user's way to make one
     out = tmp_path / "run"
     assert main(["--model", str(tmp_path / "tiny"), "--top-k", "2", "--methods", "ablation,patching,attention",

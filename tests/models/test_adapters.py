@@ -8,7 +8,7 @@ from vlmheads.testing.tiny import tiny_llava
 
 # image placeholder tokens per row in each tiny model's inputs (see vlmheads.testing.tiny)
 EXPECTED_IMAGE_TOKENS = {"llava": 16, "llava_next": 55, "qwen2_vl": 4, "qwen2_5_vl": 4, "idefics3": 4, "smolvlm": 4,
-                         "gemma3": 4, "internvl": 20, "mistral3": 4, "llava_onevision": 36, "qwen3_vl": 4, "llama4": 4}
+                         "gemma3": 4, "internvl": 20, "mistral3": 4, "llava_onevision": 36, "qwen3_vl": 4, "llama4": 20}
 
 
 @pytest.mark.parametrize("gqa", [True, False], ids=["gqa", "mha"])

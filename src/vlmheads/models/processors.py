@@ -5,6 +5,8 @@ Qwen3-VL, InternVL, LLaVA-OneVision...), and without torchvision that fails. Thi
 images, so when the full processor cannot be built the same processor class is assembled without its
 video half (image processor + tokenizer + chat template read from the same directory): text and image
 inputs come out exactly as the full processor's. ``image_only(cls)`` makes that class for any processor.
+An image processor that transformers ships for torchvision only (Llama-4's) is replaced by this suite's
+PIL version (``pil_image_processors``).
 
 A few processor classes (Pixtral's, for Mistral3) are not even importable without torchvision, only
 because their module imports a helper from the torchvision image processor; ``processor_class`` then
@@ -103,20 +105,45 @@ def load_processor(source, model_type: str | None = None):
     except (AttributeError, ImportError, OSError, ValueError, TypeError) as err:
         first_error = err
     cls = processor_class(source, model_type) if Path(str(source)).is_dir() else None
-    if cls is None or getattr(cls, "_backends", None) or not (has_video_half(cls) or cls is not getattr(tf, cls.__name__)):
+    if cls is None or getattr(cls, "_backends", None):
         raise OSError(f"cannot build an image processor for {source}: {first_error}; save the model's processor "
                       f"beside it (processor.save_pretrained)")
     try:
         tokenizer = tf.AutoTokenizer.from_pretrained(source)
-        image_processor = tf.AutoImageProcessor.from_pretrained(source)
+        image_processor = _image_processor(source)
         extra = _processor_kwargs(source, cls)
         template = getattr(tokenizer, "chat_template", None)
         if has_video_half(cls):
             cls, extra = image_only(cls), {**extra, "video_processor": None}
         return cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=template, **extra)
     except (AttributeError, ImportError, OSError, TypeError, ValueError) as err:
-        raise OSError(f"cannot build a processor for {source}: {first_error}; the image-only fallback "
-                      f"failed too: {err}") from err
+        first = (str(first_error).splitlines() or [""])[0].split(". ")[0]
+        raise OSError(f"cannot build an image processor for {source}: {first}; the fallback without video/"
+                      f"torchvision failed too ({(str(err).splitlines() or [''])[0].split('. ')[0]}); save the "
+                      f"model's processor beside it (processor.save_pretrained)") from err
+
+
+def _image_processor(source):
+    """``AutoImageProcessor.from_pretrained(source)``, or this suite's PIL version of a processor that
+    transformers ships for torchvision only (``pil_image_processors``)."""
+    try:
+        return tf.AutoImageProcessor.from_pretrained(source)
+    except (ImportError, ValueError, OSError) as err:
+        from .pil_image_processors import PIL_VERSIONS
+
+        saved = _saved_settings(source).get("image_processor") or {}
+        if not saved and (Path(source) / "preprocessor_config.json").exists():
+            saved = json.loads((Path(source) / "preprocessor_config.json").read_text())
+        pil = PIL_VERSIONS.get(str(saved.get("image_processor_type", "")).removesuffix("Pil"))
+        if pil is None:
+            raise err
+        settings = {k: v for k, v in saved.items() if k != "image_processor_type"}
+        return pil(**settings)
+
+
+def _saved_settings(source) -> dict:
+    config = Path(source) / "processor_config.json"
+    return json.loads(config.read_text()) if config.exists() else {}
 
 
 def _processor_kwargs(source, cls: type) -> dict:
@@ -124,10 +151,7 @@ def _processor_kwargs(source, cls: type) -> dict:
     ``__init__`` takes."""
     import inspect
 
-    config = Path(source) / "processor_config.json"
-    if not config.exists():
-        return {}
-    saved = json.loads(config.read_text())
+    saved = _saved_settings(source)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "image_processor", "tokenizer",
                                                                     "video_processor", "chat_template"}
     return {k: v for k, v in saved.items() if k in accepted}

@@ -68,8 +68,8 @@ GENERIC_FAMILIES: tuple[Family, ...] = (
     Family("qwen3_vl", "Qwen3VLForConditionalGeneration",
            "deepstack: visual features added after the first decoder layers; the per-head restarts add them too"),
     Family("llama4", "Llama4ForConditionalGeneration",
-           "MoE feed-forward, chunked attention, NoPE layers; its image processor needs torchvision (without it the "
-           "tiny copy comes with hand-built inputs and the commands cannot encode images)"),
+           "MoE feed-forward, chunked attention, NoPE layers; tiles; without torchvision its image processor is this "
+           "suite's PIL version"),
 )
 
 

@@ -25,12 +25,8 @@ def _row(family: str) -> str:
     model, inputs, processor = TINY_BUILDERS[family](gqa=True)
     loaded = wrap_model(model, processor)
     a = loaded.adapter
-    try:
-        processor = processor or tiny_processor(family)
-        name = type(processor).__name__
-        kind = f"`{name.removeprefix(IMAGE_ONLY_PREFIX)}`" + (" (image-only)" if name.startswith(IMAGE_ONLY_PREFIX) else "")
-    except ImportError:  # Llama-4 without torchvision
-        kind = f"`{type(model).__name__.replace('ForConditionalGeneration', 'Processor')}` (needs torchvision)"
+    name = type(processor or tiny_processor(family)).__name__
+    kind = f"`{name.removeprefix(IMAGE_ONLY_PREFIX)}`" + (" (image-only)" if name.startswith(IMAGE_ONLY_PREFIX) else "")
     notes = {f.model_type: f.notes for f in GENERIC_FAMILIES}.get(family, a.notes)
     cells = [family, f"`{type(model).__name__}`", "generic" if a.derived else "declared", f"`{a.layers}`",
              f"`{a.vision_tower}`", f"`{a.projector}`", kind, LayerSweep(loaded, inputs).path, notes.replace("|", "/")]

@@ -112,27 +112,7 @@ def tiny_llama4(gqa: bool = True, seed: int = 0):
                   patch_size=8, vision_output_dim=32, projector_input_dim=32, projector_output_dim=32,
                   pixel_shuffle_ratio=0.5)
     cfg = Llama4Config(text_config=text, vision_config=vision, image_token_index=IMAGE_TOKEN)
-    if llama4_processor_available():
-        return _finish(Llama4ForConditionalGeneration, cfg, "llama4", seed)
-    # its image processor needs torchvision: hand-built inputs, one 32px tile = (32/8)^2 * 0.5^2 = 4 tokens
-    from .tiny import _ids_with_image
-
-    cfg.architectures = [Llama4ForConditionalGeneration.__name__]
-    torch.manual_seed(seed)
-    model = Llama4ForConditionalGeneration(cfg).eval()
-    model.set_attn_implementation("eager")
-    g = torch.Generator().manual_seed(seed)
-    ids = _ids_with_image(4, prefix=(91,), suffix=(92,))
-    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
-              "pixel_values": torch.randn(2, 3, 32, 32, generator=g)}
-    return model, inputs, None
-
-
-def llama4_processor_available() -> bool:
-    """Llama-4's image processor exists only as a torchvision one."""
-    import importlib.util
-
-    return importlib.util.find_spec("torchvision") is not None
+    return _finish(Llama4ForConditionalGeneration, cfg, "llama4", seed)
 
 
 GENERIC_BUILDERS = {

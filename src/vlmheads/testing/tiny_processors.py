@@ -39,8 +39,8 @@ _SPECIALS.update({
     "internvl": {**_BASE, 95: "<video>", 96: "<img>", 97: "</img>", IMAGE_TOKEN: "<IMG_CONTEXT>"},
     "mistral3": {**_BASE, 96: "[IMG_BREAK]", 97: "[IMG_END]", IMAGE_TOKEN: "[IMG]"},
     "llava_onevision": {**_BASE, 97: "<video>", IMAGE_TOKEN: "<image>"},
-    "llama4": {**_BASE, 91: "<|image_start|>", 92: "<|image_end|>", 93: "<|patch|>", 94: "<|tile_x_separator|>",
-               95: "<|tile_y_separator|>", IMAGE_TOKEN: "<|image|>"},
+    "llama4": {**_BASE, 91: "<|image_start|>", 92: "<|image_end|>", 93: "<|image|>", 94: "<|tile_x_separator|>",
+               95: "<|tile_y_separator|>", IMAGE_TOKEN: "<|patch|>"},  # the model's image tokens are the patches
 })
 # named special tokens that a family's processor reads from its tokenizer (tokenizer.boi_token ...)
 _NAMED = {
@@ -76,8 +76,6 @@ def tiny_processor(family: str):
 
     if family == "llava":
         return None
-    if family == "llama4":
-        return _llama4()
     tok = tiny_tokenizer(family)
     template = tok.chat_template
     if family == "llava_next":
@@ -152,19 +150,16 @@ def _qwen3_vl(tok, template):
                                            chat_template=template)
 
 
-def _llama4():
+def _llama4(tok, template):
     import transformers as tf
 
-    from .tiny_generic import llama4_processor_available
+    from ..models.pil_image_processors import Llama4ImageProcessorPil
 
-    if not llama4_processor_available():
-        raise ImportError("Llama-4's image processor needs torchvision (transformers has no PIL version of it): "
-                          "pip install torchvision, or smoke-test another family")
-    tok = tiny_tokenizer("llama4")
-    ip = tf.Llama4ImageProcessor(size={"height": 32, "width": 32}, max_patches=1)
+    # up to 4 tiles of 32px: a 64px organism image is 2 x 2 tiles plus the whole image as a fifth
+    ip = Llama4ImageProcessorPil(size={"height": 32, "width": 32}, max_patches=4)
     return tf.Llama4Processor(image_processor=ip, tokenizer=tok, patch_size=8, pixel_shuffle_ratio=0.5,
-                              chat_template=tok.chat_template)
+                              chat_template=template)
 
 
-_GENERIC_PROCESSORS = {"gemma3": _gemma3, "internvl": _internvl, "mistral3": _mistral3,
+_GENERIC_PROCESSORS = {"llama4": _llama4, "gemma3": _gemma3, "internvl": _internvl, "mistral3": _mistral3,
                        "llava_onevision": _llava_onevision, "qwen3_vl": _qwen3_vl}
