@@ -75,8 +75,11 @@ def _eval(args) -> int:
     import json
     from dataclasses import replace
 
+    from vlmheads.data import organism_examples
     from vlmheads.organism.evaluate import EvalConfig, evaluate_organism, target_report
+    from vlmheads.organism.setting import setting_measures, setting_targets, summarise_setting
     from vlmheads.runs import RunRecord, write_csv, write_json, write_text_atomic
+    from vlmheads.world.questions import DECISION_FN, RELATIONAL_FN
 
     config = EvalConfig(model=args.model)
     overrides = {"n_per_function": args.n, "seed": args.seed, "n_generate": args.generate,
@@ -94,6 +97,11 @@ def _eval(args) -> int:
                        model=model_identity, dataset=dataset_identity) as record:
             records, table, generated = evaluate_organism(loaded, config)
             report = target_report(table)
+            setting_rows = setting_measures(loaded, [e for f in (RELATIONAL_FN, DECISION_FN) for e in organism_examples(
+                config.n_per_function, seed=config.seed, function=f, split=config.split)], config.batch_size)
+            setting = summarise_setting(setting_rows, n_boot=config.bootstrap)
+            targets = setting_targets(table, setting)
+            write_json(run_dir / "setting.json", {"summary": setting, "targets": targets})
             record.meta["targets"] = report
             write_csv(run_dir / "accuracy.csv", table)
             write_text_atomic(run_dir / "examples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
@@ -112,6 +120,12 @@ def _eval(args) -> int:
     for function, r in report.items():
         print(f"  {function:<30} {r['accuracy']:.3f} >= {r['target']:.2f}  {'met' if r['met'] else 'NOT MET'}")
     print(f"greedy generation (gold word in output): {summary['generation_accuracy']}")
+    print("\nthe AdaptVis setting (LLaVA-1.5 on WhatsUp; issue 10's targets):")
+    for t in targets:
+        value = "n/a" if t["value"] is None else f"{t['value']:.3f}"
+        ci = f" [{t['ci'][0]}, {t['ci'][1]}]" if t.get("ci") and t["ci"][0] is not None else ""
+        verdict = "" if t["met"] is None else ("met" if t["met"] else "NOT MET")
+        print(f"  {t['property']:<68} {value:>6}{ci:<18} {t['target']:<9} {verdict}")
     return 0
 
 

@@ -46,12 +46,17 @@ def test_refuses_to_install_a_micro_model_or_overwrite_a_run(tmp_path, capsys):
 def test_eval_command_writes_a_complete_run(tmp_path, capsys):
     run = tmp_path / "eval"
     assert main(["eval", "--n", "24", "--generate", "4", "--out", str(run)]) == 0
-    for name in ("config.json", "metadata.json", "accuracy.csv", "examples.jsonl", "summary.json"):
+    for name in ("config.json", "metadata.json", "accuracy.csv", "examples.jsonl", "summary.json", "setting.json"):
         assert (run / name).exists(), name
     meta = json.loads((run / "metadata.json").read_text())
     assert meta["model"]["family"] == "llava" and meta["dataset"]["name"] == "organism:controlled"
     out = capsys.readouterr().out
-    assert "targets on prior-consistent scenes" in out
+    assert "targets on prior-consistent scenes" in out and "the AdaptVis setting" in out
+    setting = json.loads((run / "setting.json").read_text())  # strict JSON: no NaN
+    assert setting["summary"]["n"] == 48  # 24 relational + 24 decision questions
+    properties = [t["property"] for t in setting["targets"]]
+    assert "image tokens' share of the prompt" in properties
+    assert "relational_reasoning: consistent - violating gap" in properties
 
 
 def test_eval_bad_model_is_a_clear_error(tmp_path, capsys):
