@@ -99,6 +99,28 @@ def check_out(out: str | None) -> None:
     check(out)
 
 
+def model_rendering(model: str | None) -> dict | None:
+    """The organism rendering a local model declares in its config.json (``vlmheads_rendering``), read
+    before the model loads; None (clean scenes) for models that declare none and for hub ids."""
+    import json
+
+    from vlmheads.models.loading import check_model_source
+
+    source = check_model_source(model)
+    config = Path(source) / "config.json" if isinstance(source, Path) else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        declared = json.loads(config.read_text()).get("vlmheads_rendering")
+    except (OSError, ValueError):
+        return None  # an unreadable config fails later, with the file named, when the model loads
+    if declared:
+        from vlmheads.world.scenes import Rendering
+
+        Rendering.from_dict(declared)  # refused with the reason if malformed
+    return declared or None
+
+
 def load(args):
     """The model of ``args`` (checked by ``check_model_options``), with a processor."""
     from vlmheads.models import load_model

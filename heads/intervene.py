@@ -86,6 +86,7 @@ def _run(args) -> int:
     config = InterveneConfig(model=args.model, datasets=tuple(args.dataset or InterveneConfig.datasets),
                              data_root=args.data_root, methods=methods, heads=heads, heads_from=str(run),
                              k=len(heads), k_by_method=k_by_method, sweep=args.sweep, ranking=tuple(order),
+                             rendering=_cli.model_rendering(args.model),
                              batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
         device_map=args.device_map, attn_implementation=args.attn_implementation)
     data = load_datasets(config)

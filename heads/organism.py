@@ -4,6 +4,8 @@
     python -m heads.organism eval --model DIR           # any saved organism-format model
     python -m heads.organism train                      # seeded retraining (~23 min on 2 cores)
     python -m heads.organism train --install            # ... and replace the shipped weights
+    python -m heads.organism train --recipe prior       # fine-tune organism-competent on a strong prior
+    python -m heads.organism train --resume RUN         # continue an interrupted run from its checkpoint
     python -m heads.organism train --micro              # a few steps of a micro model (checks the loop)
 
 Each run writes config.json + metadata.json into its run directory (results/organism/<run_id>/).
@@ -22,9 +24,17 @@ from heads import _cli
 def _parser():
     parser = _cli.command_parser("python -m heads.organism", __doc__)
     sub = parser.add_subparsers(dest="action", metavar="{train,eval}", required=True, parser_class=_cli._Parser)
-    train = sub.add_parser("train", help="train the organism from scratch")
+    train = sub.add_parser("train", help="train the organism (a recipe: from scratch, or fine-tuning a saved one)")
+    train.add_argument("--recipe", choices=("competent", "prior"), default="competent",
+                       help="competent: the clean organism from scratch (default); prior: fine-tune organism-competent "
+                            "on a strong prior and weakened images")
+    train.add_argument("--init", default=None, help="start from this saved organism (default: the recipe's)")
+    train.add_argument("--resume", default=None, metavar="RUN",
+                       help="continue an interrupted train run from its checkpoint (its own config)")
     train.add_argument("--steps", type=_cli.positive(), default=None,
-                       help="training steps (default: the shipped recipe)")
+                       help="training steps (default: the recipe's)")
+    train.add_argument("--checkpoint-every", type=_cli.positive(), default=None,
+                       help="steps between checkpoints (default 1000)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--micro", action="store_true", help="a few steps of a micro model: checks the loop only")
     train.add_argument("--install", action="store_true", help="copy the trained model over the shipped organism")
@@ -44,21 +54,30 @@ def _train(args) -> int:
     import shutil
     from dataclasses import replace
 
-    from vlmheads.models.loading import organism_path
-    from vlmheads.organism.train import MICRO_CONFIG, TrainConfig, train
+    from vlmheads.models.loading import check_model_source, organism_path
+    from vlmheads.organism.train import MICRO_CONFIG, RECIPES, train
     from vlmheads.runs import RunRecord
 
     if args.install and args.micro:
         raise _cli.UsageError("--install with --micro would replace the shipped organism with an untrained micro "
                               "model; drop --install")
-    config = MICRO_CONFIG if args.micro else TrainConfig()
-    config = replace(config, seed=args.seed, **({"steps": args.steps} if args.steps is not None else {}))
+    if args.resume is not None:
+        return _resume_training(args)
+    config = replace(MICRO_CONFIG, init_from=RECIPES[args.recipe].init_from, rendering=RECIPES[args.recipe].rendering,
+                     prior_strength=RECIPES[args.recipe].prior_strength) if args.micro else RECIPES[args.recipe]
+    overrides = {"steps": args.steps, "checkpoint_every": args.checkpoint_every, "init_from": args.init}
+    config = replace(config, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
+    if config.init_from is not None:
+        check_model_source(config.init_from)  # a missing starting model is refused before anything runs
+        if args.micro:
+            config = replace(config, arch=_arch_of(config.init_from))
     _cli.check_out(args.out)
-    with _cli.run_directory("organism", f"train-seed{config.seed}{'-micro' if args.micro else ''}", args.out) as run_dir:
+    name = f"train-{args.recipe}-seed{config.seed}{'-micro' if args.micro else ''}"
+    with _cli.run_directory("organism", name, args.out) as run_dir:
         args.run_dir = run_dir
         print(f"run directory: {run_dir}")
         with RunRecord(run_dir, "organism train", config.to_dict(), argv=args.argv, seed=config.seed) as record:
-            history = train(config, run_dir / "model")
+            history = train(config, run_dir / "model", checkpoint_dir=run_dir / "checkpoint")
             record.meta["final"] = history["log"][-1] if history["log"] else None
     if args.install:
         target = organism_path()
@@ -71,6 +90,57 @@ def _train(args) -> int:
     return 0
 
 
+def _arch_of(source):
+    """The architecture of a saved organism (a micro run fine-tuning it keeps its sizes)."""
+    import json
+
+    from vlmheads.models.loading import check_model_source
+    from vlmheads.organism.build import OrganismArch
+
+    cfg = json.loads((check_model_source(source) / "config.json").read_text())
+    text, vision = cfg["text_config"], cfg["vision_config"]
+    return OrganismArch(text_hidden=text["hidden_size"], text_layers=text["num_hidden_layers"],
+                        text_heads=text["num_attention_heads"], text_kv_heads=text["num_key_value_heads"],
+                        text_mlp=text["intermediate_size"], vision_hidden=vision["hidden_size"],
+                        vision_layers=vision["num_hidden_layers"], vision_heads=vision["num_attention_heads"],
+                        vision_mlp=vision["intermediate_size"])
+
+
+def _resume_training(args) -> int:
+    """Continue an interrupted ``organism train`` run in its own directory, from its checkpoint."""
+    import json
+    from pathlib import Path
+
+    from vlmheads.organism.build import OrganismArch
+    from vlmheads.organism.train import TrainConfig, train
+    from vlmheads.runs import RunRecord
+
+    run_dir = Path(args.resume)
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        meta = json.loads((run_dir / "metadata.json").read_text())
+    except (OSError, ValueError):
+        raise _cli.UsageError(f"--resume {run_dir}: not a run directory (no readable config.json / metadata.json)") \
+            from None
+    if meta.get("command") != "organism train":
+        raise _cli.UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not an organism train run")
+    if meta.get("status") == "finished":
+        raise _cli.UsageError(f"--resume {run_dir}: the run already finished; nothing to resume")
+    if not (run_dir / "checkpoint" / "state.pt").is_file():
+        raise _cli.UsageError(f"--resume {run_dir}: no checkpoint yet (the run stopped before its first one); "
+                              f"start it again")
+    saved["arch"] = OrganismArch(**saved["arch"])
+    saved["function_weights"] = tuple(saved["function_weights"].items())
+    config = TrainConfig(**saved)
+    args.run_dir = run_dir
+    print(f"resuming {run_dir}")
+    with RunRecord(run_dir, "organism train", config.to_dict(), argv=args.argv, seed=config.seed) as record:
+        history = train(config, run_dir / "model", checkpoint_dir=run_dir / "checkpoint", resume=True)
+        record.meta["final"] = history["log"][-1] if history["log"] else None
+        record.meta["resumed"] = True
+    return 0
+
+
 def _eval(args) -> int:
     import json
     from dataclasses import replace
@@ -80,8 +150,9 @@ def _eval(args) -> int:
     from vlmheads.organism.setting import setting_measures, setting_targets, summarise_setting
     from vlmheads.runs import RunRecord, write_csv, write_json, write_text_atomic
     from vlmheads.world.questions import DECISION_FN, RELATIONAL_FN
+    from vlmheads.world.scenes import Rendering
 
-    config = EvalConfig(model=args.model)
+    config = EvalConfig(model=args.model, rendering=_cli.model_rendering(args.model))
     overrides = {"n_per_function": args.n, "seed": args.seed, "n_generate": args.generate,
                  "batch_size": args.batch_size}
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -92,13 +163,14 @@ def _eval(args) -> int:
         print(f"run directory: {run_dir}")
         model_identity = loaded.identity()
         dataset_identity = {"name": f"organism:{config.split}", "seed": config.seed,
-                            "n_per_function": config.n_per_function}
+                            "n_per_function": config.n_per_function, "rendering": config.rendering}
         with RunRecord(run_dir, "organism eval", config.to_dict(), argv=args.argv, seed=config.seed,
                        model=model_identity, dataset=dataset_identity) as record:
             records, table, generated = evaluate_organism(loaded, config)
             report = target_report(table)
             setting_rows = setting_measures(loaded, [e for f in (RELATIONAL_FN, DECISION_FN) for e in organism_examples(
-                config.n_per_function, seed=config.seed, function=f, split=config.split)], config.batch_size)
+                config.n_per_function, seed=config.seed, function=f, split=config.split,
+                rendering=Rendering.from_dict(config.rendering))], config.batch_size)
             setting = summarise_setting(setting_rows, n_boot=config.bootstrap)
             targets = setting_targets(table, setting)
             write_json(run_dir / "setting.json", {"summary": setting, "targets": targets})

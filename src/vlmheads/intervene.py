@@ -39,6 +39,7 @@ from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 from .registry import Registry
 from .runs import ModelOptions, write_csv, write_json, write_text_atomic
+from .world.scenes import Rendering
 
 
 @dataclass(frozen=True)
@@ -150,6 +151,7 @@ def load_datasets(config: InterveneConfig) -> dict:
     """``{name: (validation split, test split)}`` (no model needed: the command calls this before loading
     one, so a bad dataset or root fails before any weights are read)."""
     kwargs = {"root": config.data_root} if config.data_root else {}
+    kwargs["rendering"] = Rendering.from_dict(config.rendering)
     return {name: (load(name, split="val", seed=config.seed, **kwargs), load(name, split="test", seed=config.seed,
                                                                           **kwargs)) for name in config.datasets}
 

@@ -125,6 +125,7 @@ class ModelOptions:
     dtype: str | None = None
     device_map: str | None = None
     attn_implementation: str | None = None
+    rendering: dict | None = None  # how the organism's scenes are drawn for this model (None: clean)
 
 
 class RunRecord:

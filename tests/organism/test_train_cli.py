@@ -62,3 +62,57 @@ def test_eval_command_writes_a_complete_run(tmp_path, capsys):
 def test_eval_bad_model_is_a_clear_error(tmp_path, capsys):
     assert main(["eval", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 2
     assert "no model directory" in capsys.readouterr().err
+
+
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
+    """A run stopped after its first checkpoint and resumed ends bit-identical to an uninterrupted one."""
+    from dataclasses import replace
+
+    from vlmheads.organism.train import MICRO_CONFIG, train
+
+    config = replace(MICRO_CONFIG, steps=4, checkpoint_every=2, eval_every=2)
+    train(config, tmp_path / "whole" / "model", checkpoint_dir=tmp_path / "whole" / "checkpoint", log=lambda m: None)
+    history = train(config, tmp_path / "cut" / "model", checkpoint_dir=tmp_path / "cut" / "checkpoint",
+                    stop_after=3, log=lambda m: None)  # interrupted during step 3; its checkpoint is step 2
+    assert not (tmp_path / "cut" / "model").exists() and [e["step"] for e in history["log"]] == [2]
+    train(config, tmp_path / "cut" / "model", checkpoint_dir=tmp_path / "cut" / "checkpoint", resume=True,
+          log=lambda m: None)
+    a = load_model(tmp_path / "whole" / "model").model.state_dict()
+    b = load_model(tmp_path / "cut" / "model").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    whole = json.loads((tmp_path / "whole" / "model" / "training.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "model" / "training.json").read_text())
+    assert [e["accuracy"] for e in whole["log"]] == [e["accuracy"] for e in cut["log"]]
+
+
+def test_resume_command_and_its_refusals(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--micro", "--checkpoint-every", "1", "--out", str(run)]) == 0
+    assert (run / "checkpoint" / "state.pt").is_file()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "already finished; nothing to resume" in capsys.readouterr().err
+    meta = json.loads((run / "metadata.json").read_text())
+    meta["status"] = "interrupted"  # as a Ctrl-C leaves it
+    (run / "metadata.json").write_text(json.dumps(meta))
+    assert main(["train", "--resume", str(run)]) == 0  # the last checkpoint is the last step: it only saves
+    assert json.loads((run / "metadata.json").read_text())["status"] == "finished"
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_prior_recipe_micro_run_records_its_rendering_and_loaders_use_it(tmp_path):
+    """--recipe prior fine-tunes organism-competent on weakened images; the saved model declares the
+    rendering, and the commands draw the organism's scenes that way for it (read before it loads)."""
+    from heads._cli import model_rendering
+    from vlmheads.organism.train import PRIOR_RENDERING
+
+    run = tmp_path / "prior"
+    assert main(["train", "--micro", "--recipe", "prior", "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["init_from"] == "organism-competent" and config["prior_strength"] == 0.97
+    assert json.loads((run / "model" / "config.json").read_text())["vlmheads_rendering"] == PRIOR_RENDERING
+    assert model_rendering(str(run / "model")) == PRIOR_RENDERING and model_rendering("organism-competent") is None
+    assert load_model(run / "model").rendering.contrast == PRIOR_RENDERING["contrast"]
+    ev = tmp_path / "eval"
+    assert main(["eval", "--model", str(run / "model"), "--n", "8", "--generate", "0", "--out", str(ev)]) == 0
+    assert json.loads((ev / "config.json").read_text())["rendering"] == PRIOR_RENDERING

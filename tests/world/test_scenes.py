@@ -104,3 +104,35 @@ def test_quadrants():
     assert obj(1, 2).quadrant == "top-right"
     assert obj(2, 1).quadrant == "bottom-left"
     assert obj(3, 3).quadrant == "bottom-right"
+
+
+def test_weakened_rendering_by_hand_and_seeded_by_the_scene():
+    import numpy as np
+
+    from vlmheads.world.scenes import CLEAN, Rendering, render
+
+    scene = sample_scene(random.Random(7))
+    clean = np.asarray(render(scene), dtype=np.float64)
+    assert np.array_equal(np.asarray(render(scene, CLEAN)), clean)
+    faded = np.asarray(render(scene, Rendering(contrast=0.5)), dtype=np.float64)
+    expected = np.rint(np.asarray(BACKGROUND) + 0.5 * (clean - np.asarray(BACKGROUND)))
+    assert np.array_equal(faded, expected)  # every pixel halfway to the background, no noise
+    noisy = [np.asarray(render(scene, Rendering(0.4, 8.0))) for _ in range(2)]
+    assert np.array_equal(noisy[0], noisy[1])  # the scene seeds its noise: same scene, same image
+    other = np.asarray(render(sample_scene(random.Random(8)), Rendering(0.4, 8.0)), dtype=np.float64)
+    background_pixels = clean == np.asarray(BACKGROUND)
+    residual = noisy[0].astype(np.float64)[background_pixels] - 128
+    assert 6 < residual.std() < 10 and not np.array_equal(noisy[0], other)
+    for bad, words in [(dict(contrast=0), "contrast must be in"), (dict(contrast=1.5), "contrast must be in"),
+                       (dict(noise=-1), "noise must be >= 0")]:
+        with pytest.raises(ValueError, match=words):
+            Rendering(**bad)
+    with pytest.raises(ValueError, match="unknown rendering settings"):
+        Rendering.from_dict({"blur": 2})
+    assert Rendering.from_dict(None) is CLEAN and Rendering.from_dict(Rendering(0.4, 8).to_dict()) == Rendering(0.4, 8)
+
+
+def test_prior_strength_is_a_sampling_parameter():
+    rng = random.Random(0)
+    scenes = [sample_scene(rng, split="train", prior_strength=1.0) for _ in range(400)]
+    assert all(s.prior != "violating" for s in scenes)

@@ -5,19 +5,20 @@ from __future__ import annotations
 import random
 
 from ..world.questions import ORGANISM_FUNCTIONS, sample_question
-from ..world.scenes import RELATIONS, SPLITS, render, sample_scene
+from ..world.scenes import CLEAN, RELATIONS, SPLITS, Rendering, render, sample_scene
 from .example import Example
 from .functions import canonical_function
 
 
 def organism_examples(n: int, seed: int = 0, function: str | None = None,
-                      split: str = "train") -> list[Example]:
+                      split: str = "train", rendering: Rendering = CLEAN) -> list[Example]:
     """``n`` examples of fresh rendered scenes, reproducible from ``(seed, split)``.
 
     ``function`` (a name or alias, e.g. ``"spatial"``) restricts the sub-questions to one cognitive
     function; ``None`` cycles through the organism's four. ``split="train"`` follows the training
     distribution (with its textual priors); ``"controlled"`` balances the relations so that every
     object pair appears in every relation (``meta["prior"]`` says whether a scene follows the prior).
+    ``rendering``: how the scenes are drawn (the same scenes and questions whatever it is).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -35,7 +36,7 @@ def organism_examples(n: int, seed: int = 0, function: str | None = None,
         q = sample_question(scene, functions[i % len(functions)], rng)
         examples.append(Example(
             id=f"organism-{split}-{seed}-{i:06d}",
-            image=render(scene),
+            image=render(scene, rendering),
             prompt=q.text,
             options=q.options,
             answer=q.answer,
@@ -50,7 +51,7 @@ def organism_examples(n: int, seed: int = 0, function: str | None = None,
     return examples
 
 
-def organism_vsr_examples(n: int, seed: int = 0) -> list[Example]:
+def organism_vsr_examples(n: int, seed: int = 0, rendering: Rendering = CLEAN) -> list[Example]:
     """VSR-style true/false statements about controlled scenes, labels exactly balanced.
 
     Even indices state the scene's true relation, odd ones a false one; the relations cycle so
@@ -67,7 +68,7 @@ def organism_vsr_examples(n: int, seed: int = 0) -> list[Example]:
         claimed = scene.relation if i % 2 == 0 else rng.choice([r for r in RELATIONS if r != scene.relation])
         q = decision_question(scene, claimed)
         examples.append(Example(
-            id=f"organism-vsr-{seed}-{i:06d}", image=render(scene), prompt=q.text, options=q.options,
+            id=f"organism-vsr-{seed}-{i:06d}", image=render(scene, rendering), prompt=q.text, options=q.options,
             answer=q.answer, function=q.function, relation=scene.relation, subject=scene.subject.name,
             object=scene.reference.name,
             meta={"split": "vsr", "seed": seed, "index": i, "prior": scene.prior, "label": int(q.answer == "yes"),
@@ -76,7 +77,8 @@ def organism_vsr_examples(n: int, seed: int = 0) -> list[Example]:
     return examples
 
 
-def organism_pairs(n: int, seed: int = 0, function: str = "spatial") -> list[tuple[Example, Example]]:
+def organism_pairs(n: int, seed: int = 0, function: str = "spatial",
+                   rendering: Rendering = CLEAN) -> list[tuple[Example, Example]]:
     """Counterfactual (clean, corrupted) pairs: same question text, a re-rendered image whose answer differs.
 
     Only the image changes, so the two prompts tokenize identically and every position lines up:
@@ -125,7 +127,7 @@ def organism_pairs(n: int, seed: int = 0, function: str = "spatial") -> list[tup
         pair = []
         for tag, sc, answer in (("clean", scene, clean_q.answer), ("corrupt", corrupt, corrupt_answer)):
             pair.append(Example(
-                id=f"organism-pair-{function}-{seed}-{i:06d}-{tag}", image=render(sc), prompt=clean_q.text,
+                id=f"organism-pair-{function}-{seed}-{i:06d}-{tag}", image=render(sc, rendering), prompt=clean_q.text,
                 options=clean_q.options, answer=answer, function=function, relation=sc.relation,
                 subject=sc.subject.name, object=sc.reference.name,
                 meta={"split": "controlled", "seed": seed, "index": i, "prior": sc.prior, "pair": tag,

@@ -59,13 +59,16 @@ def _root(family: str, root) -> Path:
 class DatasetFamily:
     loader: Callable[..., Dataset]
     selects_function: bool  # the loader builds examples of the requested function itself
+    renders: bool = False  # the loader draws scenes itself (takes a ``rendering``)
 
 
 def load(name: str, root: str | Path | None = None, split: str | None = None, limit: int | None = None,
-         *, function: str | None = None, seed: int = 0, images: bool = True, **options) -> Dataset:
+         *, function: str | None = None, seed: int = 0, images: bool = True, rendering=None, **options) -> Dataset:
     """Load a dataset by name (see the module docstring). Extra ``options`` go to the family's loader
     (``prompts=`` for WhatsUp, ``style=`` for VSR, ``include_main=`` for CogVSR). ``function`` keeps the
-    examples of one cognitive function; a dataset without any is an error naming the ones it has."""
+    examples of one cognitive function; a dataset without any is an error naming the ones it has.
+    ``rendering`` (a ``vlmheads.world.scenes.Rendering``) draws the organism's scenes; datasets of
+    photographs ignore it."""
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string like 'organism:controlled', got {name!r}")
     family, sep, rest = name.partition(":")
@@ -80,6 +83,8 @@ def load(name: str, root: str | Path | None = None, split: str | None = None, li
         raise ValueError(f"unknown split {split!r}; use None (everything), 'val' (AdaptVis's 20%) or 'test' (80%)")
     wanted = canonical_function(function) if function is not None else None
     entry = DATASETS[family]
+    if rendering is not None and entry.renders:
+        options["rendering"] = rendering
     data = entry.loader(rest, root=root, split=split, limit=None if wanted and not entry.selects_function else limit,
                         function=wanted if entry.selects_function else None, seed=seed, images=images, **options)
     if wanted is not None and not entry.selects_function:
@@ -106,7 +111,10 @@ def _cogvsr(rest, root, split, limit, function, seed, images, **options) -> Data
     return load_cogvsr(rest, split=split, limit=limit, function=function, images=images, **options)
 
 
-def _organism(rest, root, split, limit, function, seed, images, **options) -> Dataset:
+def _organism(rest, root, split, limit, function, seed, images, rendering=None, **options) -> Dataset:
+    from ..world.scenes import CLEAN
+
+    rendering = rendering or CLEAN
     which = rest.strip().lower()
     if which not in ORGANISM_SETS:
         raise ValueError(f"unknown organism dataset {which!r}; known: {', '.join('organism:' + s for s in ORGANISM_SETS)}")
@@ -117,13 +125,14 @@ def _organism(rest, root, split, limit, function, seed, images, **options) -> Da
                          f"(use organism:decomposed for the other functions)")
     n_total = ORGANISM_DEFAULT_N
     if which == "vsr":
-        examples = organism_vsr_examples(n_total, seed=seed)
+        examples = organism_vsr_examples(n_total, seed=seed, rendering=rendering)
     elif which == "controlled":
-        examples = organism_examples(n_total, seed=seed, function=function or "relational", split="controlled")
+        examples = organism_examples(n_total, seed=seed, function=function or "relational", split="controlled",
+                                     rendering=rendering)
     elif which == "decomposed":
-        examples = organism_examples(n_total, seed=seed, function=function, split="controlled")
+        examples = organism_examples(n_total, seed=seed, function=function, split="controlled", rendering=rendering)
     else:
-        examples = organism_examples(n_total, seed=seed, function=function, split="train")
+        examples = organism_examples(n_total, seed=seed, function=function, split="train", rendering=rendering)
     indices = list(range(n_total)) if split is None else adaptvis_split(n_total, split)
     if limit is not None:
         indices = indices[:limit]
@@ -134,4 +143,4 @@ def _organism(rest, root, split, limit, function, seed, images, **options) -> Da
 DATASETS.register("whatsup", DatasetFamily(_whatsup, selects_function=False))
 DATASETS.register("vsr", DatasetFamily(_vsr, selects_function=False))
 DATASETS.register("cogvsr", DatasetFamily(_cogvsr, selects_function=True))
-DATASETS.register("organism", DatasetFamily(_organism, selects_function=True))
+DATASETS.register("organism", DatasetFamily(_organism, selects_function=True, renders=True))

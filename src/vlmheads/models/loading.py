@@ -13,12 +13,14 @@ from .registry import adapter_for, find_adapter, model_class
 from ..data.images import as_pil
 from .processors import load_processor
 
-ORGANISM_NAMES = ("organism", "vlmheads/organism")
+# the shipped organisms by name -> their directory under src/vlmheads/organism/
+ORGANISMS = {"organism": "weights", "vlmheads/organism": "weights", "organism-competent": "weights-competent"}
+ORGANISM_NAMES = tuple(ORGANISMS)
 
 
-def organism_path() -> Path:
-    """Directory of the shipped organism (``save_pretrained`` layout)."""
-    return Path(__file__).resolve().parent.parent / "organism" / "weights"
+def organism_path(name: str = "organism") -> Path:
+    """Directory of a shipped organism (``save_pretrained`` layout): the default, or ``organism-competent``."""
+    return Path(__file__).resolve().parent.parent / "organism" / ORGANISMS[name]
 
 
 @dataclass
@@ -65,6 +67,14 @@ class LoadedModel:
     def devices(self) -> list[str]:
         """Every device holding parameters (more than one with a device map)."""
         return sorted({str(p.device) for p in self.model.parameters()})
+
+    @property
+    def rendering(self):
+        """How the organism's scenes are drawn for this model: what its config declares
+        (``vlmheads_rendering``, set by training on a weakened rendering), else clean."""
+        from ..world.scenes import Rendering
+
+        return Rendering.from_dict(getattr(self.config, "vlmheads_rendering", None))
 
     @property
     def tokenizer(self):
@@ -173,10 +183,10 @@ def check_model_source(name_or_path: str | Path | None) -> str | Path:
     if not name.strip():
         raise ValueError("--model is empty: pass 'organism', a Hugging Face model id or a local model directory")
     if name in ORGANISM_NAMES:
-        if not (organism_path() / "config.json").exists():
-            raise FileNotFoundError(f"the shipped organism is missing at {organism_path()}; retrain it with "
-                                    f"`python -m heads.organism train --install`")
-        return organism_path()
+        if not (organism_path(name) / "config.json").exists():
+            raise FileNotFoundError(f"the shipped organism {name!r} is missing at {organism_path(name)}; retrain it "
+                                    f"with `python -m heads.organism train --install`")
+        return organism_path(name)
     source = Path(name).expanduser()
     if isinstance(name_or_path, Path) or looks_like_path(name) or source.exists():
         if not source.exists():

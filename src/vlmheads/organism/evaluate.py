@@ -19,6 +19,7 @@ from ..evaluation.options import score_options
 from ..methods.selection import accuracy_summary
 from ..models.loading import LoadedModel
 from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN
+from ..world.scenes import Rendering
 
 # accuracy targets on prior-consistent held-out scenes (issue #2)
 TARGETS = {OBJECT_FN: 0.97, SPATIAL_FN: 0.95, RELATIONAL_FN: 0.90, DECISION_FN: 0.90}
@@ -34,6 +35,7 @@ class EvalConfig:
     batch_size: int = 64
     n_generate: int = 48  # per function, for the generation check
     bootstrap: int = 1000
+    rendering: dict | None = None  # the model's own rendering of the scenes (None: clean)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,7 +53,8 @@ def evaluate_organism(loaded: LoadedModel, config: EvalConfig, log=print):
     records = []
     generated = []
     for function in ORGANISM_FUNCTIONS:
-        examples = organism_examples(config.n_per_function, seed=config.seed, function=function, split=config.split)
+        examples = organism_examples(config.n_per_function, seed=config.seed, function=function, split=config.split,
+                                     rendering=Rendering.from_dict(config.rendering))
         scores = score_options(loaded, examples, batch_size=config.batch_size)
         for e, s in zip(examples, scores):
             records.append({"id": e.id, "function": function, "prior": e.meta["prior"], "relation": e.relation,

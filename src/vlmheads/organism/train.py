@@ -35,6 +35,17 @@ on it.
 
 The probe is dropped after training; the saved model is a plain LLaVA.
 
+Recipes (``RECIPES``): ``competent`` is the recipe above from scratch (the shipped competent organism,
+the clean case for locating heads). ``prior`` starts from a competent organism and fine-tunes it on
+a strong textual prior (``prior_strength`` 0.97) and a weakened rendering (lower contrast, pixel noise),
+which is what made it fail for the prior's sake in the feasibility study
+(``../shared/research/organism-prior-study.md``); the saved model records its rendering in its config
+(``vlmheads_rendering``) so every loader draws the organism's scenes that way for it.
+
+Checkpoints: every ``checkpoint_every`` steps the whole training state (weights, probe, optimiser,
+random generators, history) goes to ``<run>/checkpoint/state.pt`` (written atomically); ``train(...,
+resume=True)`` continues from it and ends with the same weights as an uninterrupted run.
+
 Held-out controlled scenes are scored every ``eval_every`` steps (accuracy per function, argmax over
 the options' tokens), together with the spread of image features across images, the collapse
 signal found in the feasibility run.
@@ -51,7 +62,8 @@ from pathlib import Path
 
 from .build import MICRO_ARCH, OrganismArch, build_model, build_processor
 from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN, sample_question
-from ..world.scenes import COLOURS, GRID, RELATIONS, SHAPES, Scene, render, sample_scene
+from ..world.scenes import (COLOURS, GRID, PRIOR_STRENGTH, RELATIONS, SHAPES, Rendering, Scene, render,
+                            sample_scene)
 
 N_PATCH_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + every colour x shape
 
@@ -79,6 +91,10 @@ class TrainConfig:
     # into ``function_weights`` that ends at ``blend_until`` (see module docstring)
     object_only_steps: int = 600
     blend_until: int = 1200
+    prior_strength: float = PRIOR_STRENGTH  # share of a prior pair's training scenes in its usual relation
+    rendering: dict | None = None  # ``Rendering`` settings of every training and held-out image (None: clean)
+    init_from: str | None = None  # a saved organism to start from (a directory, or "organism-competent")
+    checkpoint_every: int = 1000
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -88,6 +104,14 @@ class TrainConfig:
 
 MICRO_CONFIG = TrainConfig(steps=3, batch_size=4, eval_every=3, eval_examples=4, warmup=1, arch=MICRO_ARCH,
                            object_only_steps=1, blend_until=2)
+
+# the weakened rendering of the prior recipe: see the module docstring
+PRIOR_RENDERING = {"contrast": 0.4, "noise": 8.0}
+RECIPES: dict[str, TrainConfig] = {
+    "competent": TrainConfig(),
+    "prior": TrainConfig(steps=800, lr=5e-4, warmup=30, eval_every=200, object_only_steps=0, blend_until=0,
+                         prior_strength=0.97, rendering=PRIOR_RENDERING, init_from="organism-competent"),
+}
 
 
 def chat_text(processor, question: str, answer: str | None = None) -> str:
@@ -117,7 +141,7 @@ def _sample_batch(rng: random.Random, config: TrainConfig, step: int):
     weights = [weights_now[f] for f in names]
     scenes, questions = [], []
     for _ in range(config.batch_size):
-        scene = sample_scene(rng, split="train")
+        scene = sample_scene(rng, split="train", prior_strength=config.prior_strength)
         scenes.append(scene)
         questions.append(sample_question(scene, rng.choices(names, weights)[0], rng))
     return scenes, questions
@@ -177,19 +201,37 @@ def image_feature_spread(model, pixel_values) -> float:
     return float(across_images / (overall + 1e-8))
 
 
-def train(config: TrainConfig, out_dir: str | Path, log=print) -> dict:
-    """Train from scratch and save the model + processor into ``out_dir``. Returns the history."""
+def _initial_model(config: TrainConfig, processor):
+    """A fresh organism of ``config.arch``, or the saved one ``config.init_from`` names."""
+    if config.init_from is None:
+        return build_model(config.arch, processor.tokenizer, seed=config.seed)
+    from transformers import LlavaForConditionalGeneration
+
+    from ..models.loading import check_model_source
+
+    return LlavaForConditionalGeneration.from_pretrained(check_model_source(config.init_from), dtype="float32")
+
+
+def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: str | Path | None = None,
+          resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train and save the model + processor into ``out_dir``; returns the history. ``checkpoint_dir``
+    receives the training state every ``config.checkpoint_every`` steps; ``resume`` continues from it.
+    ``stop_after``: leave after that many steps, without saving a model (an interruption, for tests)."""
     import torch
 
     from ..data import organism_examples
 
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
+    rendering = Rendering.from_dict(config.rendering)
     processor = build_processor()
-    model = build_model(config.arch, processor.tokenizer, seed=config.seed)
+    model = _initial_model(config, processor)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"organism: {n_params / 1e6:.2f}M parameters; {config.steps} steps of {config.batch_size}")
+    log(f"organism: {n_params / 1e6:.2f}M parameters; {config.steps} steps of {config.batch_size}"
+        + (f", from {config.init_from}" if config.init_from else "") + ("" if rendering.clean else f", {rendering}"))
 
+    if config.init_from is not None:  # (build_model seeded the generator for a fresh model)
+        torch.manual_seed(config.seed)
     patch_probe = torch.nn.Linear(model.config.text_config.hidden_size, N_PATCH_CLASSES)
     projected = {}
     hook = model.model.multi_modal_projector.register_forward_hook(
@@ -204,16 +246,33 @@ def train(config: TrainConfig, out_dir: str | Path, log=print) -> dict:
     optim = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                                {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))
     held_out = {f: organism_examples(config.eval_examples, seed=10_000 + config.seed, function=f,
-                                     split="controlled") for f in ORGANISM_FUNCTIONS}
+                                     split="controlled", rendering=rendering) for f in ORGANISM_FUNCTIONS}
     rng = random.Random(config.seed)
     history = {"config": config.to_dict(), "n_params": n_params, "log": []}
     started = time.time()
     running = None
-    for step in range(config.steps):
+    first = 0
+    state_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir is not None else None
+    if resume:
+        if state_path is None or not state_path.is_file():
+            raise FileNotFoundError(f"no checkpoint to resume from at {state_path}")
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        patch_probe.load_state_dict(state["probe"])
+        optim.load_state_dict(state["optimizer"])
+        rng.setstate(state["python_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        first, running, history = state["step"], state["running"], state["history"]
+        started -= state["seconds"]
+        log(f"resumed at step {first} from {state_path}")
+    for step in range(first, config.steps):
+        if stop_after is not None and step >= stop_after:
+            hook.remove()
+            return history
         model.train()
         scenes, questions = _sample_batch(rng, config, step)
         enc = processor(text=[chat_text(processor, q.text, q.answer) for q in questions],
-                        images=[render(s) for s in scenes], return_tensors="pt", padding=True)
+                        images=[render(s, rendering) for s in scenes], return_tensors="pt", padding=True)
         ids = enc["input_ids"]  # [B, S], left padded
         logits = model(**enc).logits  # [B, S, vocab]
         answer_loss = torch.nn.functional.cross_entropy(logits[:, -3], ids[:, -2])
@@ -254,9 +313,26 @@ def train(config: TrainConfig, out_dir: str | Path, log=print) -> dict:
                      "accuracy": {k: round(v, 4) for k, v in acc.items()}}
             history["log"].append(entry)
             log(json.dumps(entry))
+        if state_path is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
+            _save_state(state_path, {"step": step + 1, "model": model.state_dict(), "probe": patch_probe.state_dict(),
+                                     "optimizer": optim.state_dict(), "python_rng": rng.getstate(),
+                                     "torch_rng": torch.get_rng_state(), "running": running, "history": history,
+                                     "seconds": time.time() - started})
     hook.remove()
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not rendering.clean:
+        model.config.vlmheads_rendering = rendering.to_dict()  # every loader draws scenes this way for it
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps(history, indent=1) + "\n")
     return history
+
+
+def _save_state(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary file, then renamed over ``path``: a crash never leaves half a checkpoint."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(state, partial)
+    partial.replace(path)

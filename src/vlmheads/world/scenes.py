@@ -20,13 +20,22 @@ Textual priors (the AdaptVis setting): some shape pairs appear in one relation m
 the ``"train"`` split, like a cup that is usually *on* a table in photos. The ``"controlled"``
 split puts every pair in every relation equally often (WhatsUp Controlled-style), so a model that
 learned the prior shows it as lower accuracy on prior-violating scenes.
+
+Rendering (``Rendering``): scenes are drawn clean by default. A weakened rendering pulls every pixel
+towards the background (``contrast`` < 1) and adds Gaussian pixel noise (``noise``, on the 0-255
+scale) seeded by the scene itself, so one scene always renders to the same image, wherever it is
+drawn. A strong prior plus a weaker visual signal is what made a model fail for the prior's sake
+(``../shared/research/organism-prior-study.md``); a model trained on a rendering records it in its
+config (``vlmheads_rendering``) and every organism loader draws its scenes that way for it.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import zlib
+from dataclasses import asdict, dataclass
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 GRID = 4
@@ -134,8 +143,10 @@ for _a in _CELLS:
             _PAIRS_BY_RELATION[_rel].append((_a, _b))
 
 
-def sample_scene(rng: random.Random, split: str = "train", relation: str | None = None) -> Scene:
-    """Draw one scene. ``relation`` forces the subject-object relation (used by controlled sets)."""
+def sample_scene(rng: random.Random, split: str = "train", relation: str | None = None,
+                 prior_strength: float = PRIOR_STRENGTH) -> Scene:
+    """Draw one scene. ``relation`` forces the subject-object relation (used by controlled sets);
+    ``prior_strength``: the share of a prior pair's training scenes that follow its prior."""
     if split not in SPLITS:
         raise ValueError(f"unknown organism split {split!r}; expected one of {SPLITS}")
     n_objects = rng.choice((2, 3))
@@ -143,7 +154,7 @@ def sample_scene(rng: random.Random, split: str = "train", relation: str | None 
     shapes = rng.sample(SHAPES, n_objects)
     usual = prior_relation(shapes[0], shapes[1])
     if relation is None:
-        if split == "train" and usual is not None and rng.random() < PRIOR_STRENGTH:
+        if split == "train" and usual is not None and rng.random() < prior_strength:
             relation = usual
         else:
             relation = rng.choice(RELATIONS)
@@ -162,8 +173,51 @@ def sample_scene(rng: random.Random, split: str = "train", relation: str | None 
     return Scene(objects=objects, relation=relation, prior=prior)
 
 
-def render(scene: Scene) -> Image.Image:
-    """Draw the scene as a 64x64 RGB image."""
+@dataclass(frozen=True)
+class Rendering:
+    """How scenes become pixels: ``contrast`` 1 draws colours as they are, less pulls every pixel towards
+    the background; ``noise`` is the sd of Gaussian pixel noise (0-255 scale), seeded by the scene."""
+
+    contrast: float = 1.0
+    noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.contrast <= 1:
+            raise ValueError(f"rendering contrast must be in (0, 1], got {self.contrast}")
+        if not self.noise >= 0:
+            raise ValueError(f"rendering noise must be >= 0, got {self.noise}")
+
+    @property
+    def clean(self) -> bool:
+        return self.contrast == 1.0 and self.noise == 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Rendering":
+        if not d:
+            return CLEAN
+        unknown = set(d) - {"contrast", "noise"}
+        if unknown:
+            raise ValueError(f"unknown rendering settings {sorted(unknown)}; known: contrast, noise")
+        return cls(float(d.get("contrast", 1.0)), float(d.get("noise", 0.0)))
+
+    def apply(self, image: Image.Image, scene: "Scene") -> Image.Image:
+        pixels = np.asarray(image, dtype=np.float32)  # [H, W, 3]
+        background = np.asarray(BACKGROUND, dtype=np.float32)
+        pixels = background + self.contrast * (pixels - background)
+        if self.noise:
+            seed = zlib.crc32(repr(scene).encode())  # the scene itself: same scene, same noise
+            pixels = pixels + np.random.default_rng(seed).normal(0.0, self.noise, pixels.shape)
+        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+CLEAN = Rendering()
+
+
+def render(scene: Scene, rendering: Rendering = CLEAN) -> Image.Image:
+    """Draw the scene as a 64x64 RGB image (then weakened, if ``rendering`` says so)."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
@@ -184,4 +238,4 @@ def render(scene: Scene) -> Image.Image:
             draw.rectangle((cx - h, cy - t, cx + h, cy + t), fill=fill)
         else:  # pragma: no cover - SHAPES is closed
             raise ValueError(obj.shape)
-    return image
+    return image if rendering.clean else rendering.apply(image, scene)
