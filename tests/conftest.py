@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random VLMs of every family (MHA and GQA) and the shipped organism."""
+"""Shared fixtures: tiny random VLMs of every family (MHA and GQA) and the shipped organisms."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def tiny_models():
 
 @pytest.fixture(scope="session")
 def organism():
+    """The competent organism (clean images, every function at ceiling): the clean case the method tests
+    were written for. The default organism fails for the prior's sake: ``prior_organism``."""
+    from vlmheads.models import load_model
+
+    return load_model("organism-competent")
+
+
+@pytest.fixture(scope="session")
+def prior_organism():
+    """The default organism: a strong prior and weakened images (the AdaptVis setting)."""
     from vlmheads.models import load_model
 
     return load_model("organism")

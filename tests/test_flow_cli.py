@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from heads.flow import main
+from heads.flow import main as flow_main
+
+# checked against the competent organism's heads and knockout effects (the default organism is the
+# prior-biased one); a later --model in argv still wins
+COMPETENT = ["--model", "organism-competent"]
+
+
+def main(argv):
+    return flow_main([*COMPETENT, *argv])
 
 pytestmark = pytest.mark.e2e  # end-to-end runs of the command
 
@@ -16,8 +24,8 @@ def test_flow_writes_knockout_and_probes(tmp_path, capsys):
     from heads.locate import main as locate_main
 
     located = tmp_path / "located"
-    assert locate_main(["--function", "spatial", "--n", "8", "--methods", "ablation", "--random-draws", "1",
-                        "--top-k", "2", "--out", str(located)]) == 0
+    assert locate_main([*COMPETENT, "--function", "spatial", "--n", "8", "--methods", "ablation",
+                        "--random-draws", "1", "--top-k", "2", "--out", str(located)]) == 0
     out = tmp_path / "run"
     assert main(["--n", "32", "--window", "2", "--heads-from", str(located), "--out", str(out)]) == 0
     for name in ("config.json", "metadata.json", "knockout.csv", "probes.csv", "rollout.csv", "flow.html"):

@@ -7,8 +7,20 @@ import json
 
 import pytest
 
-from heads.intervene import main
-from heads.locate import main as locate_main
+from heads.intervene import main as intervene_main
+from heads.locate import main as _locate_main
+
+# these runs are checked against the competent organism's located heads and accuracies (the default
+# organism is the prior-biased one); a later --model in argv still wins
+COMPETENT = ["--model", "organism-competent"]
+
+
+def main(argv):
+    return intervene_main([*COMPETENT, *argv])
+
+
+def locate_main(argv):
+    return _locate_main([*COMPETENT, *argv])
 
 pytestmark = pytest.mark.e2e  # end-to-end runs of the command
 
@@ -80,6 +92,23 @@ def test_sweep_tunes_k_for_head_methods(tmp_path, locate_run):
             if r["group"] == "all"}
     assert rows["emphasize"]["k"] in (1, 2, 3, 5, 8) and rows["emphasize"]["gamma"] in (2.0, 1.5, 3.0)
     assert rows["ablate"] == {"k": 3}  # the diagnostic keeps its k: the locate run's selection (top-k)
+
+
+def test_attenuating_and_head_selective_scalingvis_are_swept_like_the_others(tmp_path, locate_run):
+    """The variants a researcher tries next: located heads turned down (gamma < 1), and ScalingVis on the
+    located heads only, with alpha below and above 1 in the grid."""
+    from vlmheads.intervene import GRIDS
+
+    assert all(p["gamma"] < 1 for p in GRIDS["attenuate"])
+    alphas = [p["alpha"] for p in GRIDS["head_scalingvis"]]
+    assert min(alphas) < 1 < max(alphas)
+    out = tmp_path / "iv"
+    assert main(["--heads-from", str(locate_run), "--dataset", "organism:controlled", "--method", "attenuate",
+                 "--method", "head_scalingvis", "--sweep", "--out", str(out)]) == 0
+    rows = {r["method"]: json.loads(r["params"]) for r in csv.DictReader((out / "results.csv").open())
+            if r["group"] == "all"}
+    assert rows["attenuate"]["gamma"] in (0.5, 0.25, 0.75) and rows["head_scalingvis"]["alpha"] in alphas
+    assert rows["head_scalingvis"]["k"] in (1, 2, 3, 5, 8)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -71,6 +71,12 @@ INTERVENE_METHODS.register("head_adaptvis", InterveneMethod(
 INTERVENE_METHODS.register("emphasize", InterveneMethod(
     lambda p, heads, fitted: [Emphasize(heads, **p)], grid=tuple({"gamma": g} for g in (2.0, 1.5, 3.0)),
     uses_heads=True, tunes_k=True))
+INTERVENE_METHODS.register("attenuate", InterveneMethod(  # the located heads turned down, not up
+    lambda p, heads, fitted: [Emphasize(heads, **p)], grid=tuple({"gamma": g} for g in (0.5, 0.25, 0.75)),
+    uses_heads=True, tunes_k=True))
+INTERVENE_METHODS.register("head_scalingvis", InterveneMethod(  # ScalingVis on the located heads only
+    lambda p, heads, fitted: [ScalingVis(heads=heads, **p)],
+    grid=tuple({"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0)), uses_heads=True, tunes_k=True))
 INTERVENE_METHODS.register("ablate", InterveneMethod(  # the diagnostic: keeps its k
     lambda p, heads, fitted: [Ablate(heads)], uses_heads=True))
 INTERVENE_METHODS.register("visionboost", InterveneMethod(

@@ -109,7 +109,7 @@ def test_prior_recipe_micro_run_records_its_rendering_and_loaders_use_it(tmp_pat
     run = tmp_path / "prior"
     assert main(["train", "--micro", "--recipe", "prior", "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
-    assert config["init_from"] == "organism-competent" and config["prior_strength"] == 0.97
+    assert config["init_from"] == "organism-competent" and config["prior_strength"] == 0.99
     assert json.loads((run / "model" / "config.json").read_text())["vlmheads_rendering"] == PRIOR_RENDERING
     assert model_rendering(str(run / "model")) == PRIOR_RENDERING and model_rendering("organism-competent") is None
     assert load_model(run / "model").rendering.contrast == PRIOR_RENDERING["contrast"]

@@ -37,7 +37,7 @@ The probe is dropped after training; the saved model is a plain LLaVA.
 
 Recipes (``RECIPES``): ``competent`` is the recipe above from scratch (the shipped competent organism,
 the clean case for locating heads). ``prior`` starts from a competent organism and fine-tunes it on
-a strong textual prior (``prior_strength`` 0.97) and a weakened rendering (lower contrast, pixel noise),
+a strong textual prior (``prior_strength`` 0.99) and a weakened rendering (lower contrast, pixel noise),
 which is what made it fail for the prior's sake in the feasibility study
 (``../shared/research/organism-prior-study.md``); the saved model records its rendering in its config
 (``vlmheads_rendering``) so every loader draws the organism's scenes that way for it.
@@ -110,7 +110,7 @@ PRIOR_RENDERING = {"contrast": 0.4, "noise": 8.0}
 RECIPES: dict[str, TrainConfig] = {
     "competent": TrainConfig(),
     "prior": TrainConfig(steps=800, lr=5e-4, warmup=30, eval_every=200, object_only_steps=0, blend_until=0,
-                         prior_strength=0.97, rendering=PRIOR_RENDERING, init_from="organism-competent"),
+                         prior_strength=0.99, rendering=PRIOR_RENDERING, init_from="organism-competent"),
 }
 
 
