@@ -205,7 +205,7 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
         correct = _correct(loaded, test_b, method, ivs)
         result.rows += _rows(config, name, method_name, correct, [e for b in test_b for e in b.examples], val_acc,
                              result.chosen[(name, method_name)])
-        log(f"{name:<22} {method_name:<14} test {float(correct.mean()):.3f}  params {result.chosen[(name, method_name)]}")
+        log(f"{name:<22} {method_name:<16} test {float(correct.mean()):.3f}  params {result.chosen[(name, method_name)]}")
         bar.update()
     result.timings[name] = time.time() - t0
 
@@ -293,7 +293,7 @@ def write_outputs(result: InterveneResult, run_dir: Path) -> None:
 def table_lines(result: InterveneResult, groups: Sequence[str] = ("all",)) -> list[str]:
     datasets = list(dict.fromkeys(r["dataset"] for r in result.rows))
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
-    lines = [f"{'method':<14}" + "".join(f"{d:>26}" for d in datasets)]
+    lines = [f"{'method':<16}" + "".join(f"{d:>26}" for d in datasets)]
     for group in groups:
         if group != "all":
             lines.append(f"[{group}]")
@@ -302,5 +302,5 @@ def table_lines(result: InterveneResult, groups: Sequence[str] = ("all",)) -> li
             for d in datasets:
                 r = next((r for r in result.rows if r["dataset"] == d and r["method"] == m and r["group"] == group), None)
                 cells.append(f"{r['accuracy']:.3f} [{r['ci_low']:.2f},{r['ci_high']:.2f}]" if r else "-")
-            lines.append(f"{m:<14}" + "".join(f"{c:>26}" for c in cells))
+            lines.append(f"{m:<16}" + "".join(f"{c:>26}" for c in cells))
     return lines
