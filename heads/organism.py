@@ -3,7 +3,7 @@
     python -m heads.organism eval                       # the shipped organism on fresh held-out scenes
     python -m heads.organism eval --model DIR           # any saved organism-format model
     python -m heads.organism train                      # seeded retraining (~23 min on 2 cores)
-    python -m heads.organism train --install            # ... and replace the shipped weights
+    python -m heads.organism train --install            # ... and replace organism-competent's weights
     python -m heads.organism train --recipe prior       # fine-tune organism-competent on a strong prior
     python -m heads.organism train --resume RUN         # continue an interrupted run from its checkpoint
     python -m heads.organism train --micro              # a few steps of a micro model (checks the loop)
@@ -37,7 +37,9 @@ def _parser():
                        help="steps between checkpoints (default 1000)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--micro", action="store_true", help="a few steps of a micro model: checks the loop only")
-    train.add_argument("--install", action="store_true", help="copy the trained model over the shipped organism")
+    train.add_argument("--install", action="store_true",
+                       help="copy the trained model over the shipped organism of its recipe (competent: "
+                            "organism-competent; prior: the default organism)")
     train.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
     ev = sub.add_parser("eval", help="accuracy per function on fresh held-out scenes")
     _cli.add_model_options(ev)
@@ -79,8 +81,8 @@ def _train(args) -> int:
         with RunRecord(run_dir, "organism train", config.to_dict(), argv=args.argv, seed=config.seed) as record:
             history = train(config, run_dir / "model", checkpoint_dir=run_dir / "checkpoint")
             record.meta["final"] = history["log"][-1] if history["log"] else None
-    if args.install:
-        target = organism_path()
+    if args.install:  # each recipe makes one of the shipped organisms
+        target = organism_path("organism-competent" if args.recipe == "competent" else "organism")
         staging = target.with_name("weights.new")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(run_dir / "model", staging)
