@@ -147,12 +147,10 @@ def _eval(args) -> int:
     import json
     from dataclasses import replace
 
-    from vlmheads.data import organism_examples
     from vlmheads.organism.evaluate import EvalConfig, evaluate_organism, target_report
     from vlmheads.organism.setting import setting_measures, setting_targets, summarise_setting
     from vlmheads.runs import RunRecord, write_csv, write_json, write_text_atomic
     from vlmheads.world.questions import DECISION_FN, RELATIONAL_FN
-    from vlmheads.world.scenes import Rendering
 
     config = EvalConfig(model=args.model, rendering=_cli.model_rendering(args.model))
     overrides = {"n_per_function": args.n, "seed": args.seed, "n_generate": args.generate,
@@ -168,11 +166,9 @@ def _eval(args) -> int:
                             "n_per_function": config.n_per_function, "rendering": config.rendering}
         with RunRecord(run_dir, "organism eval", config.to_dict(), argv=args.argv, seed=config.seed,
                        model=model_identity, dataset=dataset_identity) as record:
-            records, table, generated = evaluate_organism(loaded, config)
+            records, table, generated, examples = evaluate_organism(loaded, config)
             report = target_report(table)
-            setting_rows = setting_measures(loaded, [e for f in (RELATIONAL_FN, DECISION_FN) for e in organism_examples(
-                config.n_per_function, seed=config.seed, function=f, split=config.split,
-                rendering=Rendering.from_dict(config.rendering))], config.batch_size)
+            setting_rows = setting_measures(loaded, examples[RELATIONAL_FN] + examples[DECISION_FN], config.batch_size)
             setting = summarise_setting(setting_rows, n_boot=config.bootstrap)
             targets = setting_targets(table, setting)
             write_json(run_dir / "setting.json", {"summary": setting, "targets": targets})

@@ -19,19 +19,26 @@ from ..models.loading import LoadedModel
 from .batches import OptionBatch
 
 
+def answer_attention(loaded: LoadedModel, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass with eager attention: the last position's logits ``[B, vocab]`` and its attention
+    probabilities ``[B, n_layers, n_heads, S]``."""
+    with torch.no_grad(), text_attention(loaded, "eager"):
+        out = loaded.model(**inputs, output_attentions=True, use_cache=False)
+    if not out.attentions or out.attentions[0] is None:
+        raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
+    return out.logits[:, -1].float(), torch.stack([a[:, :, -1].float() for a in out.attentions], 1)
+
+
 def image_attention(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(image_share, image_entropy)``, each ``[n_layers, n_heads]``, over the batches' examples."""
     shares, entropies = [], []
     for batch in batches:
-        with torch.no_grad(), text_attention(loaded, "eager"):
-            out = loaded.model(**batch.inputs, output_attentions=True, use_cache=False)
-        if not out.attentions or out.attentions[0] is None:
-            raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
+        _, attention = answer_attention(loaded, batch.inputs)  # [B, L, H, S]
         image = loaded.image_token_mask(batch.inputs)  # [B, S]
         n_image = image.sum(1).clamp(min=2).float()  # [B]
         layer_share, layer_entropy = [], []
-        for att in out.attentions:  # [B, H, S, S]
-            last = att[:, :, -1].float()  # [B, H, S]
+        for layer in range(attention.shape[1]):
+            last = attention[:, layer]  # [B, H, S]
             on_image = last * image[:, None]
             share = on_image.sum(-1)  # [B, H]
             p = on_image / share.clamp(min=1e-12)[..., None]

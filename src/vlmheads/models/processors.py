@@ -47,13 +47,7 @@ def has_video_half(cls: type) -> bool:
 def processor_class(source, model_type: str | None) -> type | None:
     """The processor class a checkpoint names (processor_config.json), else the one transformers maps its
     model type to; None when neither names a class transformers has."""
-    names = []
-    config = Path(source) / "processor_config.json"
-    if config.exists():
-        try:
-            names.append(json.loads(config.read_text()).get("processor_class") or "")
-        except (OSError, ValueError):
-            pass
+    names = [_saved_settings(source).get("processor_class") or ""]
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
     names.append(PROCESSOR_MAPPING_NAMES.get(model_type or "") or "")
@@ -142,8 +136,12 @@ def _image_processor(source):
 
 
 def _saved_settings(source) -> dict:
+    """The checkpoint's processor_config.json; empty when it has none or it is unreadable."""
     config = Path(source) / "processor_config.json"
-    return json.loads(config.read_text()) if config.exists() else {}
+    try:
+        return json.loads(config.read_text()) if config.exists() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _processor_kwargs(source, cls: type) -> dict:

@@ -49,11 +49,12 @@ def generation_check(loaded: LoadedModel, examples, max_new_tokens: int = 3) -> 
 
 
 def evaluate_organism(loaded: LoadedModel, config: EvalConfig, log=print):
-    """Returns (per-example records, accuracy table rows, generation records)."""
+    """Returns (per-example records, accuracy table rows, generation records, the examples by function)."""
     records = []
     generated = []
+    by_function = {}
     for function in ORGANISM_FUNCTIONS:
-        examples = organism_examples(config.n_per_function, seed=config.seed, function=function, split=config.split,
+        examples = by_function[function] = organism_examples(config.n_per_function, seed=config.seed, function=function, split=config.split,
                                      rendering=Rendering.from_dict(config.rendering))
         scores = score_options(loaded, examples, batch_size=config.batch_size)
         for e, s in zip(examples, scores):
@@ -74,7 +75,7 @@ def evaluate_organism(loaded: LoadedModel, config: EvalConfig, log=print):
             table.append({"function": function, "group": group, "n": summary["n"], "accuracy": summary["accuracy"],
                           "ci_low": summary["ci_low"], "ci_high": summary["ci_high"],
                           "target": TARGETS[function] if group == "consistent" else None})
-    return records, table, generated
+    return records, table, generated, by_function
 
 
 def target_report(table: list[dict]) -> dict[str, dict]:

@@ -27,7 +27,7 @@ import torch
 
 from ..data import Example
 from ..flow.knockout import object_positions
-from ..interventions.installation import text_attention
+from ..methods.attention import answer_attention
 from ..methods.batches import option_batches
 from ..methods.selection import bootstrap_ci
 from ..models.loading import LoadedModel
@@ -41,17 +41,12 @@ def setting_measures(loaded: LoadedModel, examples: Sequence[Example], batch_siz
     attention on image tokens (mean and per layer) and on the two queried objects (None without a layout)."""
     rows = []
     for batch in option_batches(loaded, list(examples), batch_size):
-        with torch.no_grad(), text_attention(loaded, "eager"):
-            out = loaded.model(**batch.inputs, output_attentions=True, use_cache=False)
-        if not out.attentions or out.attentions[0] is None:
-            raise RuntimeError("the model returned no attention probabilities")
+        logits, last = answer_attention(loaded, batch.inputs)  # [B, vocab], [B, L, H, S]
         image = loaded.image_token_mask(batch.inputs)  # [B, S]
-        last = torch.stack([a[:, :, -1].float() for a in out.attentions], 1)  # [B, L, H, S]
         on_image = (last * image[:, None, None]).sum(-1)  # [B, L, H]
         positions = object_positions(loaded, batch)  # [B, 2] or None
         on_objects = None if positions is None else \
             last.gather(-1, positions[:, None, None, :].expand(*last.shape[:3], 2)).sum(-1)  # [B, L, H]
-        logits = out.logits[:, -1].float()  # [B, vocab]
         confidence = logits.softmax(-1).max(-1).values  # [B]
         predicted = logits.gather(1, batch.option_ids).argmax(1)  # [B]
         n_tokens = batch.inputs["attention_mask"].sum(1)  # [B]

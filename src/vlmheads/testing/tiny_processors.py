@@ -84,12 +84,13 @@ def tiny_processor(family: str):
         return tf.LlavaNextProcessor(image_processor=ip, tokenizer=tok, patch_size=6,
                                      vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                      image_token="<image>", chat_template=template)
-    if family in ("qwen2_vl", "qwen2_5_vl"):
+    if family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
         ip = tf.Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=28 * 28, patch_size=14,
                                          temporal_patch_size=2, merge_size=1)
         from ..models.processors import image_only
 
-        cls = tf.Qwen2VLProcessor if family == "qwen2_vl" else tf.Qwen2_5_VLProcessor
+        cls = {"qwen2_vl": tf.Qwen2VLProcessor, "qwen2_5_vl": tf.Qwen2_5_VLProcessor,
+               "qwen3_vl": tf.Qwen3VLProcessor}[family]
         return image_only(cls)(image_processor=ip, tokenizer=tok, video_processor=None, chat_template=template)
     if family in ("idefics3", "smolvlm"):
         ip = tf.Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
@@ -139,17 +140,6 @@ def _llava_onevision(tok, template):
                                                   chat_template=template)
 
 
-def _qwen3_vl(tok, template):
-    import transformers as tf
-
-    from ..models.processors import image_only
-
-    ip = tf.Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=28 * 28, patch_size=14, temporal_patch_size=2,
-                                     merge_size=1)
-    return image_only(tf.Qwen3VLProcessor)(image_processor=ip, tokenizer=tok, video_processor=None,
-                                           chat_template=template)
-
-
 def _llama4(tok, template):
     import transformers as tf
 
@@ -162,4 +152,4 @@ def _llama4(tok, template):
 
 
 _GENERIC_PROCESSORS = {"llama4": _llama4, "gemma3": _gemma3, "internvl": _internvl, "mistral3": _mistral3,
-                       "llava_onevision": _llava_onevision, "qwen3_vl": _qwen3_vl}
+                       "llava_onevision": _llava_onevision}
