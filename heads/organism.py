@@ -5,6 +5,8 @@
     python -m heads.organism train                      # seeded retraining (~23 min on 2 cores)
     python -m heads.organism train --install            # ... and replace organism-competent's weights
     python -m heads.organism train --recipe prior       # fine-tune organism-competent on a strong prior
+    python -m heads.organism train --recipe setting-base    # organism-competent onto 81-token images
+    python -m heads.organism train --recipe setting --init RUN/model --install   # the default organism
     python -m heads.organism train --resume RUN         # continue an interrupted run from its checkpoint
     python -m heads.organism train --micro              # a few steps of a micro model (checks the loop)
 
@@ -22,12 +24,15 @@ from heads import _cli
 
 
 def _parser():
+    from vlmheads.organism.train import RECIPES
+
     parser = _cli.command_parser("python -m heads.organism", __doc__)
     sub = parser.add_subparsers(dest="action", metavar="{train,eval}", required=True, parser_class=_cli._Parser)
     train = sub.add_parser("train", help="train the organism (a recipe: from scratch, or fine-tuning a saved one)")
-    train.add_argument("--recipe", choices=("competent", "prior"), default="competent",
+    train.add_argument("--recipe", choices=tuple(RECIPES), default="competent",
                        help="competent: the clean organism from scratch (default); prior: fine-tune organism-competent "
-                            "on a strong prior and weakened images")
+                            "on a strong prior and weakened images; setting-base: carry organism-competent onto "
+                            "9x9-patch images; setting: fine-tune a setting-base run (--init) like prior")
     train.add_argument("--init", default=None, help="start from this saved organism (default: the recipe's)")
     train.add_argument("--resume", default=None, metavar="RUN",
                        help="continue an interrupted train run from its checkpoint (its own config)")
@@ -39,7 +44,7 @@ def _parser():
     train.add_argument("--micro", action="store_true", help="a few steps of a micro model: checks the loop only")
     train.add_argument("--install", action="store_true",
                        help="copy the trained model over the shipped organism of its recipe (competent: "
-                            "organism-competent; prior: the default organism)")
+                            "organism-competent; setting: the default organism)")
     train.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
     ev = sub.add_parser("eval", help="accuracy per function on fresh held-out scenes")
     _cli.add_model_options(ev)
@@ -57,22 +62,32 @@ def _train(args) -> int:
     from dataclasses import replace
 
     from vlmheads.models.loading import check_model_source, organism_path
-    from vlmheads.organism.train import MICRO_CONFIG, RECIPES, train
+    from vlmheads.organism.build import MICRO_ARCH
+    from vlmheads.organism.train import INSTALLS, MICRO_CONFIG, NEEDS_INIT, RECIPES, train
     from vlmheads.runs import RunRecord
 
     if args.install and args.micro:
         raise _cli.UsageError("--install with --micro would replace the shipped organism with an untrained micro "
                               "model; drop --install")
+    if args.install and args.recipe not in INSTALLS:
+        shipped = ", ".join(f"{r} -> {name}" for r, name in INSTALLS.items())
+        raise _cli.UsageError(f"--install: the {args.recipe} recipe makes no shipped organism ({shipped}); drop --install")
     if args.resume is not None:
         return _resume_training(args)
-    config = replace(MICRO_CONFIG, init_from=RECIPES[args.recipe].init_from, rendering=RECIPES[args.recipe].rendering,
-                     prior_strength=RECIPES[args.recipe].prior_strength) if args.micro else RECIPES[args.recipe]
+    recipe = RECIPES[args.recipe]
+    if args.recipe in NEEDS_INIT and args.init is None:
+        raise _cli.UsageError(f"--recipe {args.recipe} fine-tunes the model of a {NEEDS_INIT[args.recipe]} run: pass "
+                              f"--init results/organism/<that run>/model")
+    geometry = {"image_size": recipe.arch.image_size, "patch_size": recipe.arch.patch_size}
+    config = replace(MICRO_CONFIG, init_from=recipe.init_from, rendering=recipe.rendering,
+                     prior_strength=recipe.prior_strength, arch=replace(MICRO_ARCH, **geometry)) \
+        if args.micro else recipe
     overrides = {"steps": args.steps, "checkpoint_every": args.checkpoint_every, "init_from": args.init}
     config = replace(config, seed=args.seed, **{k: v for k, v in overrides.items() if v is not None})
     if config.init_from is not None:
         check_model_source(config.init_from)  # a missing starting model is refused before anything runs
-        if args.micro:
-            config = replace(config, arch=_arch_of(config.init_from))
+        if args.micro:  # the starting model's sizes, in the recipe's image geometry
+            config = replace(config, arch=replace(_arch_of(config.init_from), **geometry))
     _cli.check_out(args.out)
     name = f"train-{args.recipe}-seed{config.seed}{'-micro' if args.micro else ''}"
     with _cli.run_directory("organism", name, args.out) as run_dir:
@@ -82,7 +97,7 @@ def _train(args) -> int:
             history = train(config, run_dir / "model", checkpoint_dir=run_dir / "checkpoint")
             record.meta["final"] = history["log"][-1] if history["log"] else None
     if args.install:  # each recipe makes one of the shipped organisms
-        target = organism_path("organism-competent" if args.recipe == "competent" else "organism")
+        target = organism_path(INSTALLS[args.recipe])
         staging = target.with_name("weights.new")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(run_dir / "model", staging)
@@ -105,7 +120,8 @@ def _arch_of(source):
                         text_heads=text["num_attention_heads"], text_kv_heads=text["num_key_value_heads"],
                         text_mlp=text["intermediate_size"], vision_hidden=vision["hidden_size"],
                         vision_layers=vision["num_hidden_layers"], vision_heads=vision["num_attention_heads"],
-                        vision_mlp=vision["intermediate_size"])
+                        vision_mlp=vision["intermediate_size"], image_size=vision["image_size"],
+                        patch_size=vision["patch_size"])
 
 
 def _resume_training(args) -> int:

@@ -184,6 +184,8 @@ CLI_CASES = [
     ("organism", ["train", "--resume", "{run}"], "a 'locate' run, not an organism train run"),
     ("organism", ["train", "--micro", "--init", "{root}/nowhere"], "no model directory"),
     ("organism", ["train", "--recipe", "magic"], "invalid choice: 'magic'"),
+    ("organism", ["train", "--recipe", "setting"], "fine-tunes the model of a setting-base run: pass --init"),
+    ("organism", ["train", "--recipe", "prior", "--install"], "the prior recipe makes no shipped organism"),
     ("organism", ["eval", "--n", "0"], "argument --n: must be at least 1"),
     ("organism", ["eval", "--generate", "-1"], "argument --generate: must be at least 0"),
     ("organism", ["eval", "--model", "{root}/nowhere"], "no model directory"),

@@ -123,9 +123,12 @@ def test_existing_run_is_never_overwritten(organism_run, capsys):
 def test_real_dataset_format_with_text_counterfactuals(tmp_path):
     """A CogVSR decomposition file (the format real decompositions come in): no re-rendered images, so
     patching uses text pairs (the two objects swapped), which exist for relational questions only."""
+    from heads._cli import model_rendering
     from vlmheads.data.cogvsr import write_organism_cogvsr
+    from vlmheads.world.scenes import Rendering
 
-    path = write_organism_cogvsr(tmp_path / "data", n=12, seed=2)
+    path = write_organism_cogvsr(tmp_path / "data", n=12, seed=2,
+                                 rendering=Rendering.from_dict(model_rendering("organism")))  # as the model sees them
     out = tmp_path / "run"
     assert main(["--dataset", f"cogvsr:{path}", "--out", str(out), *FAST]) == 0
     heads = json.loads((out / "heads.json").read_text())

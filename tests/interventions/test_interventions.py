@@ -271,7 +271,7 @@ def test_scaling_on_an_sdpa_model_keeps_sdpa_where_nothing_is_scaled(batch):
     eager-loaded model to rounding, and the implementation is SDPA again afterwards."""
     from vlmheads import load_model
 
-    sdpa, eager = load_model("organism", attn_implementation="sdpa"), load_model("organism")
+    sdpa, eager = load_model("organism-competent", attn_implementation="sdpa"), load_model("organism-competent")
     for ivs in ([ScalingVis(2.0, heads=[(2, 1)])], [ScalingVis(0.5)]):
         torch.testing.assert_close(_logits(sdpa, batch, ivs), _logits(eager, batch, ivs), atol=1e-4, rtol=1e-4)
     assert sdpa.model.config.get_text_config()._attn_implementation == "sdpa"

@@ -7,7 +7,7 @@ import pytest
 
 from vlmheads.data import organism_examples
 from vlmheads.evaluation.options import score_options
-from vlmheads.organism.train import PRIOR_RENDERING
+from vlmheads.organism.train import SETTING_RENDERING
 
 SEED = 31_337  # used neither in training nor by the README's eval
 
@@ -19,8 +19,9 @@ def _accuracy_by_prior(model, function, n=400):
             for g in ("consistent", "violating", "neutral")}
 
 
-def test_default_organism_declares_its_weakened_rendering(prior_organism):
-    assert prior_organism.rendering.to_dict() == PRIOR_RENDERING
+def test_default_organism_declares_its_weakened_wide_rendering(prior_organism):
+    assert prior_organism.rendering.to_dict() == SETTING_RENDERING
+    assert prior_organism.config.vision_config.image_size == prior_organism.rendering.image_size == 144
 
 
 @pytest.mark.parametrize("function", ["relational_reasoning", "decision_making"])

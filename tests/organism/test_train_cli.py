@@ -37,6 +37,8 @@ def test_training_is_seeded(tmp_path):
 def test_refuses_to_install_a_micro_model_or_overwrite_a_run(tmp_path, capsys):
     assert main(["train", "--micro", "--install"]) == 2
     assert "would replace the shipped organism" in capsys.readouterr().err
+    assert main(["train", "--recipe", "prior", "--install", "--out", str(tmp_path / "p")]) == 2
+    assert "makes no shipped organism" in capsys.readouterr().err and not (tmp_path / "p").exists()
     (tmp_path / "done.txt").write_text("finished")
     assert main(["train", "--micro", "--out", str(tmp_path)]) == 2
     assert "never overwritten" in capsys.readouterr().err
@@ -116,3 +118,33 @@ def test_prior_recipe_micro_run_records_its_rendering_and_loaders_use_it(tmp_pat
     ev = tmp_path / "eval"
     assert main(["eval", "--model", str(run / "model"), "--n", "8", "--generate", "0", "--out", str(ev)]) == 0
     assert json.loads((ev / "config.json").read_text())["rendering"] == PRIOR_RENDERING
+
+
+def test_setting_recipes_micro_runs_carry_the_model_onto_the_wide_canvas(tmp_path, capsys):
+    """setting-base warm-starts organism-competent's weights into 144-px images (9x9 16-px patches, 81 image
+    tokens); setting fine-tunes such a run on the prior and the weakened wide rendering, which the saved
+    model declares, so every loader draws 144-px scenes for it."""
+    from heads._cli import model_rendering
+    from vlmheads.data import organism_examples
+    from vlmheads.organism.train import SETTING_RENDERING
+
+    assert main(["train", "--micro", "--recipe", "setting", "--out", str(tmp_path / "x")]) == 2
+    assert "pass --init" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    base = tmp_path / "base"
+    assert main(["train", "--micro", "--recipe", "setting-base", "--out", str(base)]) == 0
+    vision = json.loads((base / "model" / "config.json").read_text())["vision_config"]
+    assert (vision["image_size"], vision["patch_size"]) == (144, 16)
+    run = tmp_path / "setting"
+    assert main(["train", "--micro", "--recipe", "setting", "--init", str(base / "model"), "--out", str(run)]) == 0
+    assert model_rendering(str(run / "model")) == SETTING_RENDERING
+    loaded = load_model(run / "model")
+    assert loaded.rendering.image_size == 144
+    example = organism_examples(1, seed=0, function="relational_reasoning", rendering=loaded.rendering)[0]
+    enc = loaded.processor(text=[loaded.processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example.prompt}]}],
+        add_generation_prompt=True, tokenize=False)], images=[example.image], return_tensors="pt")
+    assert example.image.size == (144, 144) and int(loaded.image_token_mask(enc).sum()) == 81
+    ev = tmp_path / "eval"
+    assert main(["eval", "--model", str(run / "model"), "--n", "8", "--generate", "0", "--out", str(ev)]) == 0
+    setting = json.loads((ev / "setting.json").read_text())["summary"]
+    assert setting["prompt_image_share"] > 0.75  # 81 image tokens of about 104

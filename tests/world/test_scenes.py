@@ -136,3 +136,39 @@ def test_prior_strength_is_a_sampling_parameter():
     rng = random.Random(0)
     scenes = [sample_scene(rng, split="train", prior_strength=1.0) for _ in range(400)]
     assert all(s.prior != "violating" for s in scenes)
+
+
+def test_a_wider_cell_pitch_draws_the_same_scene_with_background_between_the_objects():
+    import numpy as np
+
+    from vlmheads.world.scenes import Rendering, object_masks
+
+    objects = (SceneObject("red", "square", row=0, col=3, dx=0, dy=0, size=10),
+               SceneObject("blue", "circle", row=2, col=1, dx=1, dy=-1, size=12))
+    scene = Scene(objects=objects, relation="right", prior="neutral")
+    wide = Rendering(cell=32, margin=16)
+    image = render(scene, wide)
+    assert image.size == (144, 144) and wide.image_size == 144
+    assert image.getpixel((16 + 3 * 32 + 8, 16 + 0 * 32 + 8)) == COLOURS["red"]  # centre of its 16-px patch
+    masks = object_masks(scene, wide)  # [2, 144, 144]
+    drawn = np.asarray(image) != np.asarray(BACKGROUND, dtype=np.uint8)  # [144, 144, 3]
+    assert (drawn.any(-1) == masks.any(0)).all()  # the masks are exactly the drawn pixels
+    assert masks[0].sum() == 11 * 11  # a 10-px square box is 11 pixels a side (PIL's inclusive box)
+    for mask, (row, col) in zip(masks, [(0, 3), (2, 1)]):  # each object stays in patch (2 row + 1, 2 col + 1)
+        ys, xs = mask.nonzero()
+        assert set(ys // 16) == {2 * row + 1} and set(xs // 16) == {2 * col + 1}
+
+
+def test_rendering_geometry_round_trip_and_refusals():
+    from vlmheads.world.scenes import CLEAN, Rendering
+
+    assert Rendering(0.4, 8.0).to_dict() == {"contrast": 0.4, "noise": 8.0}  # the default geometry is left out
+    assert Rendering(0.4, 8.0, 32, 16).to_dict() == {"contrast": 0.4, "noise": 8.0, "cell": 32, "margin": 16}
+    assert Rendering.from_dict({"contrast": 0.4, "noise": 8.0, "cell": 32, "margin": 16}) == Rendering(0.4, 8.0, 32, 16)
+    assert Rendering(cell=32).clean and Rendering(cell=32) != CLEAN
+    with pytest.raises(ValueError, match="cell must be an integer >= 16"):
+        Rendering(cell=12)
+    with pytest.raises(ValueError, match="margin must be an integer >= 0"):
+        Rendering(margin=-1)
+    with pytest.raises(ValueError, match="known: contrast, noise, cell, margin"):
+        Rendering.from_dict({"scale": 2})

@@ -48,6 +48,16 @@ class OrganismArch:
     vision_heads: int = 4
     vision_mlp: int = 384
     max_positions: int = 128
+    image_size: int = IMAGE_SIZE  # pixels per side; must be GRID x the rendering's cell
+    patch_size: int = CELL  # the vision tower's patch: (image_size / patch_size)^2 image tokens
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+    @property
+    def n_image_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +96,8 @@ def build_tokenizer():
                                 extra_special_tokens={"image_token": "<image>"})
 
 
-def build_processor():
+def build_processor(arch: OrganismArch = OrganismArch()):
+    """The organism's processor for ``arch``'s image and patch size (the default: 64 px, 16-px patches)."""
     from transformers import LlavaProcessor
 
     try:  # the PIL backend is what runs without torchvision; naming it avoids a fallback warning
@@ -95,11 +106,11 @@ def build_processor():
         from transformers import CLIPImageProcessor as ImageProcessor
 
     image_processor = ImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": arch.image_size}, crop_size={"height": arch.image_size, "width": arch.image_size},
         do_resize=True, do_center_crop=True, do_convert_rgb=True,
     )
     return LlavaProcessor(
-        image_processor=image_processor, tokenizer=build_tokenizer(), patch_size=CELL,
+        image_processor=image_processor, tokenizer=build_tokenizer(), patch_size=arch.patch_size,
         vision_feature_select_strategy="default", num_additional_image_tokens=1,
         image_token="<image>", chat_template=CHAT_TEMPLATE,
     )
@@ -108,10 +119,9 @@ def build_processor():
 def build_config(arch: OrganismArch, tokenizer):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    n_image_tokens = (IMAGE_SIZE // CELL) ** 2
     vision = CLIPVisionConfig(
         hidden_size=arch.vision_hidden, intermediate_size=arch.vision_mlp, num_hidden_layers=arch.vision_layers,
-        num_attention_heads=arch.vision_heads, image_size=IMAGE_SIZE, patch_size=CELL,
+        num_attention_heads=arch.vision_heads, image_size=arch.image_size, patch_size=arch.patch_size,
         projection_dim=arch.vision_hidden,
     )
     text = LlamaConfig(
@@ -123,7 +133,7 @@ def build_config(arch: OrganismArch, tokenizer):
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        image_seq_length=n_image_tokens, vision_feature_layer=-1, vision_feature_select_strategy="default",
+        image_seq_length=arch.n_image_tokens, vision_feature_layer=-1, vision_feature_select_strategy="default",
         projector_hidden_act="gelu", pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )
     config.architectures = ["LlavaForConditionalGeneration"]

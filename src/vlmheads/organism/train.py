@@ -42,6 +42,15 @@ which is what made it fail for the prior's sake in the feasibility study
 (``../shared/research/organism-prior-study.md``); the saved model records its rendering in its config
 (``vlmheads_rendering``) so every loader draws the organism's scenes that way for it.
 
+``setting-base`` and ``setting`` do the same on LLaVA's image-token share: the scenes drawn on a 144-px
+canvas of 9x9 16-px patches (81 image tokens, most of them background; ``SETTING_GEOMETRY``).
+``setting-base`` warm-starts from organism-competent (``transplant``: every weight copied, the vision
+tower's position grid resampled from 4x4 to 9x9) and relearns on clean wide scenes; ``setting``
+fine-tunes that run's model (``--init``) on the prior and the weakened wide rendering. Warm-starting
+into 8-px patches instead (72-px images) was tried and dropped: an object then spans 2x2 patches and
+after 1,000 steps the vision tower still told colours apart (alignment accuracy 1.00) but not shapes
+(0.34, chance 0.25); trained alone on patch identity it reached 0.57 in 600 steps.
+
 Checkpoints: every ``checkpoint_every`` steps the whole training state (weights, probe, optimiser,
 random generators, history) goes to ``<run>/checkpoint/state.pt`` (written atomically); ``train(...,
 resume=True)`` continues from it and ends with the same weights as an uninterrupted run.
@@ -62,8 +71,8 @@ from pathlib import Path
 
 from .build import MICRO_ARCH, OrganismArch, build_model, build_processor
 from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN, sample_question
-from ..world.scenes import (COLOURS, GRID, PRIOR_STRENGTH, RELATIONS, SHAPES, Rendering, Scene, render,
-                            sample_scene)
+from ..world.scenes import (CELL, CLEAN, COLOURS, PRIOR_STRENGTH, RELATIONS, SHAPES, Rendering, Scene, object_masks,
+                            render, sample_scene)
 
 N_PATCH_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + every colour x shape
 
@@ -96,6 +105,12 @@ class TrainConfig:
     init_from: str | None = None  # a saved organism to start from (a directory, or "organism-competent")
     checkpoint_every: int = 1000
 
+    def __post_init__(self) -> None:
+        drawn = Rendering.from_dict(self.rendering).image_size
+        if drawn != self.arch.image_size:
+            raise ValueError(f"the rendering draws {drawn}-px images but the model takes {self.arch.image_size} px "
+                             f"(arch.image_size must be the rendering's margin + 4 x its cell)")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["function_weights"] = dict(self.function_weights)
@@ -107,11 +122,26 @@ MICRO_CONFIG = TrainConfig(steps=3, batch_size=4, eval_every=3, eval_examples=4,
 
 # the weakened rendering of the prior recipe: see the module docstring
 PRIOR_RENDERING = {"contrast": 0.4, "noise": 8.0}
+# LLaVA's image-token share: the scenes on a 144-px canvas of 9x9 16-px patches (81 image tokens, objects on
+# every other patch, background between; see ``vlmheads.world.scenes``)
+SETTING_GEOMETRY = {"cell": 32, "margin": 16}
+SETTING_ARCH = OrganismArch(image_size=144, patch_size=16)
+SETTING_RENDERING = {**PRIOR_RENDERING, **SETTING_GEOMETRY}
 RECIPES: dict[str, TrainConfig] = {
     "competent": TrainConfig(),
     "prior": TrainConfig(steps=800, lr=5e-4, warmup=30, eval_every=200, object_only_steps=0, blend_until=0,
                          prior_strength=0.99, rendering=PRIOR_RENDERING, init_from="organism-competent"),
+    "setting-base": TrainConfig(steps=7000, batch_size=16, eval_every=500, arch=SETTING_ARCH,
+                                rendering=SETTING_GEOMETRY, init_from="organism-competent"),
+    "setting": TrainConfig(steps=800, lr=5e-4, warmup=30, eval_every=200, object_only_steps=0, blend_until=0,
+                           prior_strength=0.97, rendering=SETTING_RENDERING, arch=SETTING_ARCH, init_from=None,
+                           function_weights=((OBJECT_FN, 0.15), (SPATIAL_FN, 0.2), (RELATIONAL_FN, 0.25),
+                                             (DECISION_FN, 0.4))),
 }
+# recipes that fine-tune a model only a run of another recipe makes (no default to start from)
+NEEDS_INIT = {"setting": "setting-base"}
+# the shipped organism each recipe's --install replaces (the others make intermediate or retired models)
+INSTALLS = {"competent": "organism-competent", "setting": "organism"}
 
 
 def chat_text(processor, question: str, answer: str | None = None) -> str:
@@ -147,20 +177,35 @@ def _sample_batch(rng: random.Random, config: TrainConfig, step: int):
     return scenes, questions
 
 
-def patch_labels(scenes: list[Scene]):
-    """``[B, GRID*GRID]`` long: 0 for background, else 1 + colour * n_shapes + shape, in raster order."""
+MIN_OBJECT_SHARE = 0.2  # an object labels a patch holding at least this share of the object's pixels
+
+
+def patch_labels(scenes: list[Scene], rendering: Rendering = CLEAN, patch: int = CELL):
+    """``[B, n_patches]`` long, raster order over ``patch``-pixel patches of ``render(scene, rendering)``:
+    0 for background, else 1 + colour * n_shapes + shape of the object drawing the most pixels in the
+    patch, when the patch holds at least ``MIN_OBJECT_SHARE`` of that object's pixels; -100 (ignored by
+    the losses) for a patch an object only grazes. With one cell per patch (the default) every object
+    labels exactly its cell (a one-pixel spill into the next cell is ignored)."""
+    import numpy as np
     import torch
 
-    labels = torch.zeros(len(scenes), GRID * GRID, dtype=torch.long)
+    side = rendering.image_size // patch
     colours, shapes = list(COLOURS), list(SHAPES)
+    labels = torch.zeros(len(scenes), side * side, dtype=torch.long)
     for i, scene in enumerate(scenes):
-        for obj in scene.objects:
-            labels[i, obj.row * GRID + obj.col] = 1 + colours.index(obj.colour) * len(shapes) + shapes.index(obj.shape)
+        masks = object_masks(scene, rendering)  # [n_objects, H, W]
+        counts = masks.reshape(len(masks), side, patch, side, patch).sum(axis=(2, 4)).reshape(len(masks), -1)
+        best = counts.argmax(0)  # [n_patches] the object with most pixels in each patch
+        share = counts[best, np.arange(counts.shape[1])] / masks.reshape(len(masks), -1).sum(1)[best]  # [n_patches]
+        ids = np.array([1 + colours.index(o.colour) * len(shapes) + shapes.index(o.shape) for o in scene.objects])
+        row = np.where(share >= MIN_OBJECT_SHARE, ids[best], np.where(counts.max(0) > 0, -100, 0))
+        labels[i] = torch.from_numpy(row)
     return labels
 
 
 def word_labels(identity):
-    """Colour and shape indices ``[B, GRID*GRID]`` from ``patch_labels`` output, -100 on background patches."""
+    """Colour and shape indices ``[B, n_patches]`` from ``patch_labels`` output, -100 on background and
+    ignored patches."""
     import torch
 
     objects = identity - 1  # colour * n_shapes + shape, -1 on background
@@ -201,15 +246,51 @@ def image_feature_spread(model, pixel_values) -> float:
     return float(across_images / (overall + 1e-8))
 
 
-def _initial_model(config: TrainConfig, processor):
-    """A fresh organism of ``config.arch``, or the saved one ``config.init_from`` names."""
+def _initial_model(config: TrainConfig, processor, log=print):
+    """A fresh organism of ``config.arch``, or the saved one ``config.init_from`` names; a saved one of
+    another image size is carried over into a fresh ``config.arch`` model by ``transplant``."""
     if config.init_from is None:
         return build_model(config.arch, processor.tokenizer, seed=config.seed)
     from transformers import LlavaForConditionalGeneration
 
     from ..models.loading import check_model_source
 
-    return LlavaForConditionalGeneration.from_pretrained(check_model_source(config.init_from), dtype="float32")
+    source = LlavaForConditionalGeneration.from_pretrained(check_model_source(config.init_from), dtype="float32")
+    if source.config.vision_config.image_size == config.arch.image_size:
+        return source
+    model = build_model(config.arch, processor.tokenizer, seed=config.seed)
+    changed = transplant(source, model)
+    log(f"warm start from {config.init_from}: every tensor of the same shape copied; resized: {', '.join(changed)}")
+    return model
+
+
+def transplant(source, target) -> list[str]:
+    """Copy ``source``'s weights into ``target``, an organism of the same sizes and patch size but another
+    image size (a warm start). Tensors of equal shape are copied; the vision tower's position embeddings
+    are resampled bicubically from the old patch grid to the new one (the class token's row kept).
+    Returns the names of the resampled tensors; any other mismatch is an error."""
+    import torch
+
+    src, out = source.state_dict(), target.state_dict()
+    changed = []
+    with torch.no_grad():
+        for name, tensor in out.items():
+            old = src.get(name)
+            if old is None:
+                raise ValueError(f"warm start: {name} has no counterpart in the source model")
+            if old.shape == tensor.shape:
+                tensor.copy_(old)
+            elif name.endswith("position_embedding.weight"):  # [1 + side^2, hidden]: class row, then the grid
+                old_side, side = int(round((old.shape[0] - 1) ** 0.5)), int(round((tensor.shape[0] - 1) ** 0.5))
+                grid = old[1:].T.reshape(1, -1, old_side, old_side)  # [1, hidden, old_side, old_side]
+                grid = torch.nn.functional.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
+                tensor.copy_(torch.cat([old[:1], grid.reshape(-1, side * side).T]))  # [1 + side^2, hidden]
+                changed.append(name)
+            else:
+                raise ValueError(f"warm start: {name} is {tuple(old.shape)} in the source and "
+                                 f"{tuple(tensor.shape)} here; only the image size may differ")
+    target.load_state_dict(out)
+    return changed
 
 
 def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: str | Path | None = None,
@@ -224,11 +305,11 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
     torch.set_num_threads(config.threads)
     out_dir = Path(out_dir)
     rendering = Rendering.from_dict(config.rendering)
-    processor = build_processor()
-    model = _initial_model(config, processor)
+    processor = build_processor(config.arch)
+    model = _initial_model(config, processor, log)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"organism: {n_params / 1e6:.2f}M parameters; {config.steps} steps of {config.batch_size}"
-        + (f", from {config.init_from}" if config.init_from else "") + ("" if rendering.clean else f", {rendering}"))
+        + (f", from {config.init_from}" if config.init_from else "") + ("" if rendering == CLEAN else f", {rendering}"))
 
     if config.init_from is not None:  # (build_model seeded the generator for a fresh model)
         torch.manual_seed(config.seed)
@@ -278,7 +359,7 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
         answer_loss = torch.nn.functional.cross_entropy(logits[:, -3], ids[:, -2])
         eos_loss = torch.nn.functional.cross_entropy(logits[:, -2], ids[:, -1])
         patch_logits = patch_probe(projected["features"])  # [B, n_patches, classes]
-        identity = patch_labels(scenes)  # [B, n_patches]
+        identity = patch_labels(scenes, rendering, config.arch.patch_size)  # [B, n_patches]
         patch_loss = torch.nn.functional.cross_entropy(patch_logits.flatten(0, 1), identity.flatten())
         words = model.get_input_embeddings().weight  # [vocab, hidden]
         colour_target, shape_target = word_labels(identity)
@@ -320,7 +401,7 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
                                      "seconds": time.time() - started})
     hook.remove()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not rendering.clean:
+    if rendering != CLEAN:
         model.config.vlmheads_rendering = rendering.to_dict()  # every loader draws scenes this way for it
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -27,6 +27,13 @@ scale) seeded by the scene itself, so one scene always renders to the same image
 drawn. A strong prior plus a weaker visual signal is what made a model fail for the prior's sake
 (``../shared/research/organism-prior-study.md``); a model trained on a rendering records it in its
 config (``vlmheads_rendering``) and every organism loader draws its scenes that way for it.
+Geometry: ``cell`` is the distance between neighbouring cells in pixels and ``margin`` a background
+border before the first one. Each object is drawn in the first 16 pixels of its cell (one 16-px
+patch), so the defaults (cell 16, margin 0: a 64x64 image) put one object per patch with no gaps,
+while cell 32 and margin 16 draw the same scene on a 144x144 canvas: a 9x9 grid of 16-px patches in
+which the objects sit on patches 1, 3, 5 and 7 of each row and column and every other patch is
+background (LLaVA's image-token share: 81 image tokens; the shapes stay whole inside one patch).
+``object_masks`` gives each object's pixels.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 GRID = 4
-CELL = 16
+CELL = 16  # the default cell, and the patch each object is drawn in (up to 12 px, jittered 2 px)
 IMAGE_SIZE = GRID * CELL  # 64 px
 BACKGROUND = (128, 128, 128)
 
@@ -180,28 +187,44 @@ class Rendering:
 
     contrast: float = 1.0
     noise: float = 0.0
+    cell: int = CELL  # pixels from one cell to the next (objects fill the first 16 of them)
+    margin: int = 0  # background pixels before the first cell: the image is margin + GRID * cell square
 
     def __post_init__(self) -> None:
         if not 0 < self.contrast <= 1:
             raise ValueError(f"rendering contrast must be in (0, 1], got {self.contrast}")
         if not self.noise >= 0:
             raise ValueError(f"rendering noise must be >= 0, got {self.noise}")
+        if not (isinstance(self.cell, int) and self.cell >= CELL):
+            raise ValueError(f"rendering cell must be an integer >= {CELL} pixels, got {self.cell!r}")
+        if not (isinstance(self.margin, int) and self.margin >= 0):
+            raise ValueError(f"rendering margin must be an integer >= 0 pixels, got {self.margin!r}")
 
     @property
     def clean(self) -> bool:
+        """No weakening (colours as they are, no noise), whatever the cell size."""
         return self.contrast == 1.0 and self.noise == 0.0
 
+    @property
+    def image_size(self) -> int:
+        return self.margin + GRID * self.cell
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for key, default in (("cell", CELL), ("margin", 0)):  # the 64-px default geometry is left out
+            if d[key] == default:
+                del d[key]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Rendering":
         if not d:
             return CLEAN
-        unknown = set(d) - {"contrast", "noise"}
+        unknown = set(d) - {"contrast", "noise", "cell", "margin"}
         if unknown:
-            raise ValueError(f"unknown rendering settings {sorted(unknown)}; known: contrast, noise")
-        return cls(float(d.get("contrast", 1.0)), float(d.get("noise", 0.0)))
+            raise ValueError(f"unknown rendering settings {sorted(unknown)}; known: contrast, noise, cell, margin")
+        return cls(float(d.get("contrast", 1.0)), float(d.get("noise", 0.0)), int(d.get("cell", CELL)),
+                   int(d.get("margin", 0)))
 
     def apply(self, image: Image.Image, scene: "Scene") -> Image.Image:
         pixels = np.asarray(image, dtype=np.float32)  # [H, W, 3]
@@ -216,26 +239,42 @@ class Rendering:
 CLEAN = Rendering()
 
 
+def _draw(draw: ImageDraw.ImageDraw, obj: SceneObject, rendering: "Rendering", fill) -> None:
+    """Draw one object in its cell: centred on the cell's first 16 pixels plus its jitter, ``obj.size``
+    pixels across."""
+    cx = rendering.margin + obj.col * rendering.cell + CELL // 2 + obj.dx
+    cy = rendering.margin + obj.row * rendering.cell + CELL // 2 + obj.dy
+    h = obj.size // 2
+    box = (cx - h, cy - h, cx + h, cy + h)
+    if obj.shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif obj.shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif obj.shape == "triangle":
+        draw.polygon([(cx, cy - h), (cx - h, cy + h), (cx + h, cy + h)], fill=fill)
+    elif obj.shape == "cross":
+        t = max(1, obj.size // 6)
+        draw.rectangle((cx - t, cy - h, cx + t, cy + h), fill=fill)
+        draw.rectangle((cx - h, cy - t, cx + h, cy + t), fill=fill)
+    else:  # pragma: no cover - SHAPES is closed
+        raise ValueError(obj.shape)
+
+
 def render(scene: Scene, rendering: Rendering = CLEAN) -> Image.Image:
-    """Draw the scene as a 64x64 RGB image (then weakened, if ``rendering`` says so)."""
-    image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+    """Draw the scene as a square RGB image of ``rendering.image_size`` pixels (64 by default), then
+    weaken it if ``rendering`` says so."""
+    image = Image.new("RGB", (rendering.image_size, rendering.image_size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
-        cx = obj.col * CELL + CELL // 2 + obj.dx
-        cy = obj.row * CELL + CELL // 2 + obj.dy
-        h = obj.size // 2
-        box = (cx - h, cy - h, cx + h, cy + h)
-        fill = COLOURS[obj.colour]
-        if obj.shape == "circle":
-            draw.ellipse(box, fill=fill)
-        elif obj.shape == "square":
-            draw.rectangle(box, fill=fill)
-        elif obj.shape == "triangle":
-            draw.polygon([(cx, cy - h), (cx - h, cy + h), (cx + h, cy + h)], fill=fill)
-        elif obj.shape == "cross":
-            t = max(1, obj.size // 6)
-            draw.rectangle((cx - t, cy - h, cx + t, cy + h), fill=fill)
-            draw.rectangle((cx - h, cy - t, cx + h, cy + t), fill=fill)
-        else:  # pragma: no cover - SHAPES is closed
-            raise ValueError(obj.shape)
+        _draw(draw, obj, rendering, COLOURS[obj.colour])
     return image if rendering.clean else rendering.apply(image, scene)
+
+
+def object_masks(scene: Scene, rendering: Rendering = CLEAN) -> np.ndarray:
+    """``[n_objects, H, W]`` bool: the pixels ``render`` draws for each object (before any weakening)."""
+    masks = []
+    for obj in scene.objects:
+        canvas = Image.new("L", (rendering.image_size, rendering.image_size), 0)
+        _draw(ImageDraw.Draw(canvas), obj, rendering, 255)
+        masks.append(np.asarray(canvas) > 0)
+    return np.stack(masks)
