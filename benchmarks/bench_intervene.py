@@ -29,7 +29,8 @@ def main() -> None:
     from vlmheads.models import load_model
 
     loaded = load_model(args.model)
-    examples = organism_examples(args.n, seed=0, function="relational", split="controlled")
+    examples = organism_examples(args.n, seed=0, function="relational", split="controlled",
+                                 rendering=loaded.rendering)  # the scenes as the model was trained to see them
     batches = [loaded.encode_examples(examples[i:i + args.batch_size]) for i in range(0, args.n, args.batch_size)]
     iv = AdaptVis(0.5, 1.5, 0.95)
 

@@ -53,7 +53,8 @@ def main() -> None:
     else:
         loaded = load_model(args.model, device=args.device)
     g = loaded.geometry
-    batches = option_batches(loaded, organism_examples(args.n, seed=0, function="spatial", split="controlled"),
+    batches = option_batches(loaded, organism_examples(args.n, seed=0, function="spatial", split="controlled",
+                                                      rendering=loaded.rendering),
                              args.batch_size)
 
     def plain_loop():
@@ -97,7 +98,7 @@ def main() -> None:
     print(f"  speed-up: median {ratios[len(ratios) // 2]:.2f}x over rounds (range {ratios[0]:.2f}-{ratios[-1]:.2f}); "
           f"best/best {t_plain / t_sweep:.2f}x; max |difference| of effects: {diff:.2e}")
 
-    pairs = organism_pairs(args.n, seed=0, function="spatial")
+    pairs = organism_pairs(args.n, seed=0, function="spatial", rendering=loaded.rendering)
     pc, pk = pair_batches(option_batches(loaded, [a for a, _ in pairs], args.batch_size),
                           option_batches(loaded, [b for _, b in pairs], args.batch_size))
 

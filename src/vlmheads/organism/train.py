@@ -46,7 +46,8 @@ which is what made it fail for the prior's sake in the feasibility study
 canvas of 9x9 16-px patches (81 image tokens, most of them background; ``SETTING_GEOMETRY``).
 ``setting-base`` warm-starts from organism-competent (``transplant``: every weight copied, the vision
 tower's position grid resampled from 4x4 to 9x9) and relearns on clean wide scenes; ``setting``
-fine-tunes that run's model (``--init``) on the prior and the weakened wide rendering. Warm-starting
+fine-tunes that run's model (``--init``) on the prior (0.97) and the weakened wide rendering, with more
+spatial questions in the mix (the prior leaks into them). Warm-starting
 into 8-px patches instead (72-px images) was tried and dropped: an object then spans 2x2 patches and
 after 1,000 steps the vision tower still told colours apart (alignment accuracy 1.00) but not shapes
 (0.34, chance 0.25); trained alone on patch identity it reached 0.57 in 600 steps.

@@ -72,13 +72,16 @@ def ablation_check_figure(scores: HeadScores):
     return fig
 
 
+_MISSING = (float("nan"), float("nan"), float("nan"))  # a method a run skipped on one dataset: no bar
+
+
 def intervene_figure(rows: Sequence[dict], group: str = "all"):
     plt = _plt()
     rows = [r for r in rows if r["group"] == group]
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    series = {d: [next((float(r["accuracy"]), float(r["ci_low"]), float(r["ci_high"])) for r in rows
-                       if r["dataset"] == d and r["method"] == m) for m in methods] for d in datasets}
+    series = {d: [next(((float(r["accuracy"]), float(r["ci_low"]), float(r["ci_high"])) for r in rows
+                        if r["dataset"] == d and r["method"] == m), _MISSING) for m in methods] for d in datasets}
     fig, ax = plt.subplots(figsize=(8, 3.6))
     _bars(ax, methods, series)
     ax.set_title(f"test accuracy ({group}), 95% bootstrap intervals; parameters tuned on validation", fontsize=10)
