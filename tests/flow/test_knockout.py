@@ -89,3 +89,19 @@ def test_knockout_runs_on_every_family(family):
         with knockout(loaded, range(loaded.geometry.n_layers), blocked):
             cut = model(**inputs).logits[:, -1]
     assert not torch.allclose(plain, cut) and set(EDGES) >= {"image->answer"}
+
+
+def test_object_tokens_follow_the_models_rendering(prior_organism):
+    """The default organism sees the scenes on the wide canvas (9x9 patches, objects on patches 1, 3, 5, 7):
+    each queried object maps to the image token of its own patch, which is the patch its pixels fill."""
+    from vlmheads.flow.knockout import object_positions
+
+    examples = organism_examples(8, seed=2, function="relational", split="controlled",
+                                 rendering=prior_organism.rendering)
+    batch = option_batches(prior_organism, examples, 8)[0]
+    positions = object_positions(prior_organism, batch)  # [8, 2]
+    image = prior_organism.image_token_mask(batch.inputs)  # [8, S]
+    for row, example in enumerate(batch.examples):
+        tokens = image[row].nonzero()[:, 0]  # [81] raster order over the 9x9 patches
+        for k, (_, r, c) in enumerate(example.meta["layout"][:2]):
+            assert positions[row, k] == tokens[(2 * r + 1) * 9 + (2 * c + 1)]

@@ -77,11 +77,11 @@ def knockout(loaded: LoadedModel, layers: Sequence[int], blocked: torch.Tensor):
 
 def object_positions(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor | None:
     """``[B, 2]`` sequence positions of each example's subject and reference object (in that order), from
-    ``meta["layout"]`` (organism scenes: a GRID x GRID grid of cells). The image tokens must form a square
-    grid in raster order over the whole image; a cell maps to the token under its centre. None when an
-    example has no layout or its image tokens are not a square grid."""
-    from ..world.scenes import GRID
-
+    ``meta["layout"]`` (organism scenes: a GRID x GRID grid of cells, drawn with the model's rendering).
+    The image tokens must form a square grid in raster order over the whole image; a cell maps to the
+    token under the centre of the patch its object is drawn in. None when an example has no layout or
+    its image tokens are not a square grid."""
+    rendering = loaded.rendering
     image = loaded.image_token_mask(batch.inputs)
     out = []
     for row, example in enumerate(batch.examples):
@@ -91,7 +91,8 @@ def object_positions(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor | 
         if not layout or side * side != n_image:
             return None
         positions = image[row].nonzero()[:, 0]  # [n_image] in raster order
-        cells = [(int((r + 0.5) * side / GRID), int((c + 0.5) * side / GRID)) for _, r, c in layout[:2]]
+        cells = [(rendering.centre(r) * side // rendering.image_size, rendering.centre(c) * side // rendering.image_size)
+                 for _, r, c in layout[:2]]
         out.append([int(positions[r * side + c]) for r, c in cells])
     return torch.tensor(out, device=image.device)
 

@@ -209,6 +209,10 @@ class Rendering:
     def image_size(self) -> int:
         return self.margin + GRID * self.cell
 
+    def centre(self, index: int) -> int:
+        """Pixel coordinate of the centre of the patch that row or column ``index``'s objects are drawn in."""
+        return self.margin + index * self.cell + CELL // 2
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for key, default in (("cell", CELL), ("margin", 0)):  # the 64-px default geometry is left out
@@ -242,8 +246,8 @@ CLEAN = Rendering()
 def _draw(draw: ImageDraw.ImageDraw, obj: SceneObject, rendering: "Rendering", fill) -> None:
     """Draw one object in its cell: centred on the cell's first 16 pixels plus its jitter, ``obj.size``
     pixels across."""
-    cx = rendering.margin + obj.col * rendering.cell + CELL // 2 + obj.dx
-    cy = rendering.margin + obj.row * rendering.cell + CELL // 2 + obj.dy
+    cx = rendering.centre(obj.col) + obj.dx
+    cy = rendering.centre(obj.row) + obj.dy
     h = obj.size // 2
     box = (cx - h, cy - h, cx + h, cy + h)
     if obj.shape == "circle":
