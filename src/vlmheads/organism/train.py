@@ -46,7 +46,7 @@ which is what made it fail for the prior's sake in the feasibility study
 canvas of 9x9 16-px patches (81 image tokens, most of them background; ``SETTING_GEOMETRY``).
 ``setting-base`` warm-starts from organism-competent (``transplant``: every weight copied, the vision
 tower's position grid resampled from 4x4 to 9x9) and relearns on clean wide scenes; ``setting``
-fine-tunes that run's model (``--init``) on the prior (0.97) and the weakened wide rendering, with more
+fine-tunes that run's model (``--init``) on the prior (0.95) and the weakened wide rendering, with more
 spatial questions in the mix (the prior leaks into them). Warm-starting
 into 8-px patches instead (72-px images) was tried and dropped: an object then spans 2x2 patches and
 after 1,000 steps the vision tower still told colours apart (alignment accuracy 1.00) but not shapes
@@ -134,10 +134,10 @@ RECIPES: dict[str, TrainConfig] = {
                          prior_strength=0.99, rendering=PRIOR_RENDERING, init_from="organism-competent"),
     "setting-base": TrainConfig(steps=7000, batch_size=16, eval_every=500, arch=SETTING_ARCH,
                                 rendering=SETTING_GEOMETRY, init_from="organism-competent"),
-    "setting": TrainConfig(steps=800, lr=5e-4, warmup=30, eval_every=200, object_only_steps=0, blend_until=0,
-                           prior_strength=0.97, rendering=SETTING_RENDERING, arch=SETTING_ARCH, init_from=None,
-                           function_weights=((OBJECT_FN, 0.15), (SPATIAL_FN, 0.2), (RELATIONAL_FN, 0.25),
-                                             (DECISION_FN, 0.4))),
+    "setting": TrainConfig(steps=1200, lr=5e-4, warmup=30, eval_every=200, object_only_steps=0, blend_until=0,
+                           prior_strength=0.95, rendering=SETTING_RENDERING, arch=SETTING_ARCH, init_from=None,
+                           function_weights=((OBJECT_FN, 0.15), (SPATIAL_FN, 0.3), (RELATIONAL_FN, 0.2),
+                                             (DECISION_FN, 0.35))),
 }
 # recipes that fine-tune a model only a run of another recipe makes (no default to start from)
 NEEDS_INIT = {"setting": "setting-base"}
