@@ -71,7 +71,8 @@ def _train(args) -> int:
                               "model; drop --install")
     if args.install and args.recipe not in INSTALLS:
         shipped = ", ".join(f"{r} -> {name}" for r, name in INSTALLS.items())
-        raise _cli.UsageError(f"--install: the {args.recipe} recipe makes no shipped organism ({shipped}); drop --install")
+        raise _cli.UsageError(f"--install: the {args.recipe} recipe makes no shipped organism ({shipped}); "
+                              f"drop --install")
     if args.resume is not None:
         return _resume_training(args)
     recipe = RECIPES[args.recipe]

@@ -82,6 +82,10 @@ def object_positions(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor | 
     token under the centre of the patch its object is drawn in. None when an example has no layout or
     its image tokens are not a square grid."""
     rendering = loaded.rendering
+
+    def token(index: int, side: int) -> int:  # the token row (column) under a cell row's (column's) object patch
+        return rendering.centre(index) * side // rendering.image_size
+
     image = loaded.image_token_mask(batch.inputs)
     out = []
     for row, example in enumerate(batch.examples):
@@ -91,8 +95,7 @@ def object_positions(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor | 
         if not layout or side * side != n_image:
             return None
         positions = image[row].nonzero()[:, 0]  # [n_image] in raster order
-        cells = [(rendering.centre(r) * side // rendering.image_size, rendering.centre(c) * side // rendering.image_size)
-                 for _, r, c in layout[:2]]
+        cells = [(token(r, side), token(c, side)) for _, r, c in layout[:2]]
         out.append([int(positions[r * side + c]) for r, c in cells])
     return torch.tensor(out, device=image.device)
 

@@ -48,7 +48,7 @@ class OrganismArch:
     vision_heads: int = 4
     vision_mlp: int = 384
     max_positions: int = 128
-    image_size: int = IMAGE_SIZE  # pixels per side; must be GRID x the rendering's cell
+    image_size: int = IMAGE_SIZE  # pixels per side; must be the rendering's image_size (margin + GRID x cell)
     patch_size: int = CELL  # the vision tower's patch: (image_size / patch_size)^2 image tokens
 
     def __post_init__(self) -> None:

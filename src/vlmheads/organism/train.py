@@ -126,7 +126,7 @@ PRIOR_RENDERING = {"contrast": 0.4, "noise": 8.0}
 # LLaVA's image-token share: the scenes on a 144-px canvas of 9x9 16-px patches (81 image tokens, objects on
 # every other patch, background between; see ``vlmheads.world.scenes``)
 SETTING_GEOMETRY = {"cell": 32, "margin": 16}
-SETTING_ARCH = OrganismArch(image_size=144, patch_size=16)
+SETTING_ARCH = OrganismArch(image_size=Rendering.from_dict(SETTING_GEOMETRY).image_size, patch_size=CELL)
 SETTING_RENDERING = {**PRIOR_RENDERING, **SETTING_GEOMETRY}
 RECIPES: dict[str, TrainConfig] = {
     "competent": TrainConfig(),
@@ -290,8 +290,7 @@ def transplant(source, target) -> list[str]:
             else:
                 raise ValueError(f"warm start: {name} is {tuple(old.shape)} in the source and "
                                  f"{tuple(tensor.shape)} here; only the image size may differ")
-    target.load_state_dict(out)
-    return changed
+    return changed  # (the state dict's tensors are the target's own: copying into them was the load)
 
 
 def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: str | Path | None = None,
