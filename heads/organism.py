@@ -150,6 +150,7 @@ def _resume_training(args) -> int:
                               f"start it again")
     saved["arch"] = OrganismArch(**saved["arch"])
     saved["function_weights"] = tuple(saved["function_weights"].items())
+    saved["prior_free_functions"] = tuple(saved.get("prior_free_functions", ()))
     config = TrainConfig(**saved)
     args.run_dir = run_dir
     print(f"resuming {run_dir}")

@@ -66,13 +66,16 @@ def test_eval_bad_model_is_a_clear_error(tmp_path, capsys):
     assert "no model directory" in capsys.readouterr().err
 
 
-def test_interrupted_training_resumes_to_the_same_weights(tmp_path):
-    """A run stopped after its first checkpoint and resumed ends bit-identical to an uninterrupted one."""
+@pytest.mark.parametrize("extra", [{}, {"text_only_batch": 2, "prior_free_functions": ("spatial_perception",)}],
+                         ids=["plain", "text-only-and-prior-free"])
+def test_interrupted_training_resumes_to_the_same_weights(tmp_path, extra):
+    """A run stopped after its first checkpoint and resumed ends bit-identical to an uninterrupted one
+    (the text-only questions' generator is part of the saved state)."""
     from dataclasses import replace
 
     from vlmheads.organism.train import MICRO_CONFIG, train
 
-    config = replace(MICRO_CONFIG, steps=4, checkpoint_every=2, eval_every=2)
+    config = replace(MICRO_CONFIG, steps=4, checkpoint_every=2, eval_every=2, **extra)
     train(config, tmp_path / "whole" / "model", checkpoint_dir=tmp_path / "whole" / "checkpoint", log=lambda m: None)
     history = train(config, tmp_path / "cut" / "model", checkpoint_dir=tmp_path / "cut" / "checkpoint",
                     stop_after=3, log=lambda m: None)  # interrupted during step 3; its checkpoint is step 2

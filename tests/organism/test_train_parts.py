@@ -82,3 +82,87 @@ def test_config_refuses_a_rendering_the_model_cannot_take():
     assert TrainConfig(rendering=geometry, arch=OrganismArch(image_size=144)).arch.n_image_tokens == 81
     with pytest.raises(ValueError, match="not a multiple of patch_size"):
         OrganismArch(image_size=72, patch_size=16)
+
+
+def test_prior_free_functions_draw_their_scenes_without_the_prior():
+    """With the prior at 1.0, relational questions on prior pairs always see the usual relation; spatial
+    and object questions, prior-free, see every relation equally often (a quarter consistent)."""
+    from collections import Counter
+
+    from vlmheads.organism.train import _sample_batch
+    from vlmheads.world.questions import OBJECT_FN, RELATIONAL_FN, SPATIAL_FN
+
+    config = TrainConfig(batch_size=4000, prior_strength=1.0, prior_free_functions=(OBJECT_FN, SPATIAL_FN),
+                         object_only_steps=0, blend_until=0)
+    scenes, questions = _sample_batch(random.Random(0), config, step=0)
+    seen = {f: Counter(s.prior for s, q in zip(scenes, questions) if q.function == f and s.prior != "neutral")
+            for f in (OBJECT_FN, SPATIAL_FN, RELATIONAL_FN)}
+    assert seen[RELATIONAL_FN]["violating"] == 0 and seen[RELATIONAL_FN]["consistent"] > 100
+    for f in (OBJECT_FN, SPATIAL_FN):
+        share = seen[f]["consistent"] / sum(seen[f].values())
+        assert 0.18 < share < 0.32, (f, share)
+
+
+def test_without_prior_free_functions_batches_are_drawn_as_before():
+    """The default keeps the draw order every shipped organism was trained with: scene, then function."""
+    from vlmheads.organism.train import _sample_batch, function_weights_at
+    from vlmheads.world.questions import sample_question
+
+    config = TrainConfig(batch_size=64)
+    scenes, questions = _sample_batch(random.Random(3), config, step=5000)
+    rng, weights = random.Random(3), function_weights_at(5000, config)
+    for scene, question in zip(scenes, questions):
+        expected_scene = sample_scene(rng, split="train", prior_strength=config.prior_strength)
+        expected = sample_question(expected_scene, rng.choices(list(weights), list(weights.values()))[0], rng)
+        assert (scene, question) == (expected_scene, expected)
+
+
+def test_text_only_questions_ask_about_prior_pairs_and_answer_with_the_prior():
+    from vlmheads.organism.train import _sample_text_only, chat_text
+    from vlmheads.world.questions import DECISION_FN, RELATIONAL_FN
+    from vlmheads.world.scenes import prior_relation
+
+    questions = _sample_text_only(random.Random(0), 200)
+    assert [q.function for q in questions[:4]] == [RELATIONAL_FN, DECISION_FN, RELATIONAL_FN, DECISION_FN]
+    for q in questions:
+        subject, reference = [w for w in q.text.replace("?", " ").split() if w in SHAPES]
+        usual = prior_relation(subject, reference)
+        assert usual is not None
+        if q.function == RELATIONAL_FN:
+            assert q.answer == usual
+        else:
+            assert q.answer == ("yes" if q.statement_relation == usual else "no")
+    processor = build_processor(MICRO_ARCH)
+    text = chat_text(processor, questions[0].text, questions[0].answer, image=False)
+    assert "<image>" not in text and text.endswith(questions[0].answer + "</s>")
+    assert "<image>" in chat_text(processor, questions[0].text, questions[0].answer)
+
+
+def test_config_refuses_an_unknown_prior_free_function():
+    with pytest.raises(ValueError, match="unknown function"):
+        TrainConfig(prior_free_functions=("spatial",))
+
+
+@pytest.mark.parametrize("recipe,weights", [("competent", "weights-competent"), ("setting", "weights")])
+def test_each_shipped_organism_was_trained_with_its_recipe(recipe, weights):
+    """The training config stored with the shipped weights is the recipe's, field by field (a field the
+    record predates must be at the default that reproduces the old behaviour; ``init_from`` names the
+    machine-local run it started from)."""
+    import json
+    from dataclasses import asdict
+    from pathlib import Path
+
+    import vlmheads.organism as package
+    from vlmheads.organism.train import RECIPES
+
+    saved = json.loads((Path(package.__file__).parent / weights / "training.json").read_text())["config"]
+    expected = json.loads(json.dumps(RECIPES[recipe].to_dict()))
+    defaults = json.loads(json.dumps(TrainConfig().to_dict()))
+    defaults["arch"] = asdict(OrganismArch())
+    for key, value in expected.items():
+        if key == "init_from" and recipe == "setting":
+            continue
+        if key == "arch":
+            assert {**defaults["arch"], **saved["arch"]} == value
+        else:
+            assert saved.get(key, defaults[key]) == value, key

@@ -47,7 +47,13 @@ canvas of 9x9 16-px patches (81 image tokens, most of them background; ``SETTING
 ``setting-base`` warm-starts from organism-competent (``transplant``: every weight copied, the vision
 tower's position grid resampled from 4x4 to 9x9) and relearns on clean wide scenes; ``setting``
 fine-tunes that run's model (``--init``) on the prior (0.95) and the weakened wide rendering, with more
-spatial questions in the mix (the prior leaks into them). Warm-starting
+spatial questions in the mix. Its object and spatial questions are asked about scenes drawn without the
+prior (``prior_free_functions``): the prior is a regularity of relational language (captions say "a cup
+on a table"), and drawn into every scene it let the quadrant of an object be guessed from its shape
+(spatial 0.99 on prior-consistent, 0.92 on prior-violating scenes). ``text_only_batch`` adds questions
+without an image, answered by the prior (LLaVA's instruction mix holds text-only conversations); tried
+for text dominance, it left the answer position's image attention where it was, and no recipe uses it.
+Warm-starting
 into 8-px patches instead (72-px images) was tried and dropped: an object then spans 2x2 patches and
 after 1,000 steps the vision tower still told colours apart (alignment accuracy 1.00) but not shapes
 (0.34, chance 0.25); trained alone on patch identity it reached 0.57 in 600 steps.
@@ -102,6 +108,12 @@ class TrainConfig:
     object_only_steps: int = 600
     blend_until: int = 1200
     prior_strength: float = PRIOR_STRENGTH  # share of a prior pair's training scenes in its usual relation
+    # functions whose training scenes ignore the prior (every relation equally likely): the prior is a
+    # regularity of relational language, so perception questions need not carry it
+    prior_free_functions: tuple[str, ...] = ()
+    # per step, this many text-only questions (no image) about prior pairs, answered by the prior: the
+    # decoder learns the prior from language alone, as LLaVA's instruction mix holds text-only conversations
+    text_only_batch: int = 0
     rendering: dict | None = None  # ``Rendering`` settings of every training and held-out image (None: clean)
     init_from: str | None = None  # a saved organism to start from (a directory, or "organism-competent")
     checkpoint_every: int = 1000
@@ -111,6 +123,9 @@ class TrainConfig:
         if drawn != self.arch.image_size:
             raise ValueError(f"the rendering draws {drawn}-px images but the model takes {self.arch.image_size} px "
                              f"(arch.image_size must be the rendering's margin + 4 x its cell)")
+        unknown = sorted(set(self.prior_free_functions) - set(ORGANISM_FUNCTIONS))
+        if unknown:
+            raise ValueError(f"prior_free_functions: unknown function(s) {unknown}; expected some of {ORGANISM_FUNCTIONS}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -137,7 +152,8 @@ RECIPES: dict[str, TrainConfig] = {
     "setting": TrainConfig(steps=1200, lr=5e-4, warmup=30, eval_every=200, object_only_steps=0, blend_until=0,
                            prior_strength=0.95, rendering=SETTING_RENDERING, arch=SETTING_ARCH, init_from=None,
                            function_weights=((OBJECT_FN, 0.15), (SPATIAL_FN, 0.3), (RELATIONAL_FN, 0.2),
-                                             (DECISION_FN, 0.35))),
+                                             (DECISION_FN, 0.35)),
+                           prior_free_functions=(OBJECT_FN, SPATIAL_FN)),
 }
 # recipes that fine-tune a model only a run of another recipe makes (no default to start from)
 NEEDS_INIT = {"setting": "setting-base"}
@@ -145,8 +161,9 @@ NEEDS_INIT = {"setting": "setting-base"}
 INSTALLS = {"competent": "organism-competent", "setting": "organism"}
 
 
-def chat_text(processor, question: str, answer: str | None = None) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+def chat_text(processor, question: str, answer: str | None = None, image: bool = True) -> str:
+    content = [{"type": "image"}] * image + [{"type": "text", "text": question}]
+    messages = [{"role": "user", "content": content}]
     if answer is None:
         return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
@@ -172,10 +189,27 @@ def _sample_batch(rng: random.Random, config: TrainConfig, step: int):
     weights = [weights_now[f] for f in names]
     scenes, questions = [], []
     for _ in range(config.batch_size):
-        scene = sample_scene(rng, split="train", prior_strength=config.prior_strength)
+        if config.prior_free_functions:  # the function first: it says whether the scene follows the prior
+            function = rng.choices(names, weights)[0]
+            strength = 0.0 if function in config.prior_free_functions else config.prior_strength
+            scene = sample_scene(rng, split="train", prior_strength=strength)
+        else:  # (the order every earlier recipe was trained with)
+            scene = sample_scene(rng, split="train", prior_strength=config.prior_strength)
+            function = rng.choices(names, weights)[0]
         scenes.append(scene)
-        questions.append(sample_question(scene, rng.choices(names, weights)[0], rng))
+        questions.append(sample_question(scene, function, rng))
     return scenes, questions
+
+
+def _sample_text_only(rng: random.Random, n: int):
+    """``n`` relational and decision questions (half each) about scenes of prior pairs in their usual
+    relation: asked without the image, the prior's answer is the only one language supports."""
+    questions = []
+    while len(questions) < n:
+        scene = sample_scene(rng, split="train", prior_strength=1.0)
+        if scene.prior == "consistent":
+            questions.append(sample_question(scene, (RELATIONAL_FN, DECISION_FN)[len(questions) % 2], rng))
+    return questions
 
 
 MIN_OBJECT_SHARE = 0.2  # an object labels a patch holding at least this share of the object's pixels
@@ -329,6 +363,7 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
     held_out = {f: organism_examples(config.eval_examples, seed=10_000 + config.seed, function=f,
                                      split="controlled", rendering=rendering) for f in ORGANISM_FUNCTIONS}
     rng = random.Random(config.seed)
+    text_rng = random.Random(config.seed + 1)  # text-only questions have their own generator
     history = {"config": config.to_dict(), "n_params": n_params, "log": []}
     started = time.time()
     running = None
@@ -342,6 +377,7 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
         patch_probe.load_state_dict(state["probe"])
         optim.load_state_dict(state["optimizer"])
         rng.setstate(state["python_rng"])
+        text_rng.setstate(state["text_rng"])
         torch.set_rng_state(state["torch_rng"])
         first, running, history = state["step"], state["running"], state["history"]
         started -= state["seconds"]
@@ -376,6 +412,12 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
             decompose_loss = logits.new_zeros(())
         loss = answer_loss + 0.2 * eos_loss + config.patch_loss_weight * patch_loss \
             + config.align_loss_weight * align_loss + config.decompose_loss_weight * decompose_loss
+        if config.text_only_batch:
+            text_only = _sample_text_only(text_rng, config.text_only_batch)
+            t_enc = processor(text=[chat_text(processor, q.text, q.answer, image=False) for q in text_only],
+                              return_tensors="pt", padding=True)
+            t_logits = model(**t_enc).logits  # [B_text, S_text, vocab], left padded like the image batch
+            loss = loss + torch.nn.functional.cross_entropy(t_logits[:, -3], t_enc["input_ids"][:, -2])
         for group in optim.param_groups:
             group["lr"] = _lr_at(step, config)
         optim.zero_grad(set_to_none=True)
@@ -397,8 +439,8 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
         if state_path is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
             _save_state(state_path, {"step": step + 1, "model": model.state_dict(), "probe": patch_probe.state_dict(),
                                      "optimizer": optim.state_dict(), "python_rng": rng.getstate(),
-                                     "torch_rng": torch.get_rng_state(), "running": running, "history": history,
-                                     "seconds": time.time() - started})
+                                     "text_rng": text_rng.getstate(), "torch_rng": torch.get_rng_state(),
+                                     "running": running, "history": history, "seconds": time.time() - started})
     hook.remove()
     out_dir.mkdir(parents=True, exist_ok=True)
     if rendering != CLEAN:
