@@ -34,7 +34,37 @@ def _parser():
     p.add_argument("--sweep", action="store_true",
                    help="tune alpha / threshold / gamma (and k) on the validation split (default: published defaults)")
     _cli.add_run_options(p, batch_size=64)
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
+                        "finished methods are loaded, not re-run")
     return p
+
+
+def _resumed_config(run_dir: Path):
+    """The config and previous metadata of an interrupted intervene run; refused with the reason otherwise."""
+    import json
+
+    from vlmheads.intervene import InterveneConfig
+
+    if not (run_dir / "config.json").is_file() or not (run_dir / "metadata.json").is_file():
+        raise _cli.UsageError(f"--resume {run_dir}: not a run directory (no config.json / metadata.json)")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        meta = json.loads((run_dir / "metadata.json").read_text())
+    except json.JSONDecodeError as err:
+        raise _cli.UsageError(f"--resume {run_dir}: unreadable config.json or metadata.json ({err.msg})") from None
+    if meta.get("command") != "intervene":
+        raise _cli.UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not an intervene run")
+    if meta.get("status") == "finished":
+        raise _cli.UsageError(f"--resume {run_dir}: the run has already finished; nothing to resume")
+    tuples = {"datasets": tuple, "methods": tuple, "k_grid": tuple,
+              "heads": lambda v: tuple(map(tuple, v)), "ranking": lambda v: tuple(map(tuple, v)),
+              "k_by_method": lambda v: tuple(map(tuple, v))}
+    try:
+        config = InterveneConfig(**{k: tuples[k](v) if k in tuples else v for k, v in saved.items()})
+    except (TypeError, ValueError) as err:
+        raise _cli.UsageError(f"--resume {run_dir}: config.json does not fit this version ({err})") from None
+    return config, meta
 
 
 def parse_top(spec: str | None, option: str) -> int | None:
@@ -66,10 +96,10 @@ def newest_locate_run(model: str, function: str, root: Path | None = None) -> Pa
 
 
 def _run(args) -> int:
+    if args.resume:
+        return _resume(args, Path(args.resume))
     from vlmheads.data import canonical_function
-    from vlmheads.intervene import (METHODS, InterveneConfig, load_datasets, run_intervene, table_lines,
-                                    write_outputs)
-    from vlmheads.runs import RunRecord
+    from vlmheads.intervene import METHODS, InterveneConfig, load_datasets
     from vlmheads.scores import HeadScores
 
     methods = tuple(args.method or METHODS)
@@ -97,24 +127,57 @@ def _run(args) -> int:
                               f"{located.geometry.get('n_heads')} heads, but {loaded.name} has {g.n_layers} x "
                               f"{g.n_heads}: locate heads on this model first")
     k_label = "-".join(f"{m}{k}" for m, k in k_by_method) or f"top{len(heads)}"
-    with _cli.run_directory("intervene", f"{located.function}-{k_label}", args.out) as run_dir:
+    locate_run = {"path": str(run), "function": located.function, "select_by": located.select_by, "k": len(heads),
+                  "heads": [list(h) for h in heads], "k_by_method": dict(k_by_method)}
+    print(f"heads (top {len(heads)} by {located.select_by} for {located.function}, from {run}): "
+          + ", ".join(f"L{l}H{h}" for l, h in heads) + "".join(f"; {m}: top {k}" for m, k in k_by_method))
+    directory = _cli.run_directory("intervene", f"{located.function}-{k_label}", args.out)
+    return _execute(args, config, data, loaded, directory, locate_run)
+
+
+def _resume(args, run_dir: Path) -> int:
+    """--resume: the run's own config; finished stages are loaded from its stages/ folder."""
+    from vlmheads.intervene import load_datasets
+
+    config, previous = _resumed_config(run_dir)
+    for option in ("model", "device", "dtype", "device_map", "attn_implementation"):
+        setattr(args, option, getattr(config, option))
+    _cli.check_model_options(args)
+    data = load_datasets(config)
+    loaded = _cli.load(args)
+    extra = {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
+             "previous_argv": previous.get("argv")}
+    return _execute(args, config, data, loaded, _cli.existing_directory(run_dir), previous.get("locate_run"),
+                    resumed=extra)
+
+
+def _execute(args, config, data, loaded, directory, locate_run: dict | None, resumed: dict | None = None) -> int:
+    """Run every method into the run directory (stages saved as they finish), then write the outputs."""
+    import shutil
+
+    from vlmheads.intervene import run_intervene, table_lines, write_outputs
+    from vlmheads.runs import RunRecord
+
+    with directory as run_dir:
         args.run_dir = run_dir
-        print(f"run directory: {run_dir}\nheads (top {len(heads)} by {located.select_by} for {located.function}, "
-              f"from {run}): " + ", ".join(f"L{l}H{h}" for l, h in heads)
-              + "".join(f"; {m}: top {k}" for m, k in k_by_method))
+        args.resume_hint = f"python -m heads.intervene --resume {run_dir}"
+        print(f"run directory: {run_dir}" + (" (resumed)" if resumed else ""))
+        extra = {"resumed": resumed} if resumed else {}
+        # a failed or interrupted run keeps its directory, its finished stages and metadata.json saying why
         with RunRecord(run_dir, "intervene", config.to_dict(), argv=args.argv, seed=config.seed,
-                       model=loaded.identity(),
-                       locate_run={"path": str(run), "function": located.function, "select_by": located.select_by,
-                                   "k": len(heads), "heads": [list(h) for h in heads],
-                                   "k_by_method": dict(k_by_method)},
-                       dataset={"names": list(config.datasets), "root": config.data_root}) as record:
-            result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data, progress=True)
+                       model=loaded.identity(), locate_run=locate_run,
+                       dataset={"names": list(config.datasets), "root": config.data_root}, **extra) as record:
+            result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data, progress=True,
+                                   stages_dir=run_dir / "stages")
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["layout_probe_accuracy"] = result.probe_accuracy
             record.meta["skipped"] = result.skipped
             record.meta["dataset"]["identity"] = result.datasets
+            if result.resumed:
+                record.meta["resumed_stages"] = result.resumed
             write_outputs(result, run_dir)
+        shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
     print("\n" + "\n".join(table_lines(result, ("all", "prior=consistent", "prior=violating"))))
     for what, why in result.skipped.items():
         print(f"skipped {what}: {why}")

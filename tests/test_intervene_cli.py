@@ -126,6 +126,49 @@ def test_missing_locate_run(tmp_path, capsys):
     assert "not a locate run" in capsys.readouterr().err
 
 
+def test_interrupted_run_resumes_to_the_same_results(tmp_path, locate_run, capsys, monkeypatch):
+    """Ctrl-C in the middle keeps the fitted directions and every finished method; --resume loads them,
+    runs the rest, and writes what an uninterrupted run writes."""
+    import vlmheads.intervene as intervene
+
+    argv = ["--heads-from", str(locate_run), "--dataset", "organism:controlled", "--method", "none",
+            "--method", "visionboost", "--method", "emphasize", "--method", "scalingvis"]
+    whole = tmp_path / "whole"
+    assert main([*argv, "--out", str(whole)]) == 0
+    real, calls = intervene._score_method, []
+
+    def score_then_ctrl_c(*args, **kwargs):
+        calls.append(args[3])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intervene, "_score_method", score_then_ctrl_c)
+    run = tmp_path / "cut"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(run)]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("interrupted: 3 finished stage(s) kept") and f"--resume {run}" in last  # fit + 2 methods
+    assert json.loads((run / "metadata.json").read_text())["status"] == "interrupted"
+    assert not (run / "results.csv").exists() and calls == ["none", "visionboost", "emphasize"]
+    monkeypatch.undo()
+    assert intervene_main(["--resume", str(run)]) == 0  # the run's own model and options
+    for name in ("results.csv", "interventions.json"):
+        assert (run / name).read_text() == (whole / name).read_text(), name
+    meta, whole_meta = (json.loads((d / "metadata.json").read_text()) for d in (run, whole))
+    assert meta["status"] == "finished" and meta["resumed"]["previous_status"] == "interrupted"
+    assert meta["resumed_stages"] == ["organism:controlled/fit", "organism:controlled/none",
+                                      "organism:controlled/visionboost"]
+    assert meta["layout_probe_accuracy"] == whole_meta["layout_probe_accuracy"]
+    assert meta["locate_run"] == whole_meta["locate_run"] and not (run / "stages").exists()
+    assert intervene_main(["--resume", str(run)]) == 2
+    assert "already finished" in capsys.readouterr().err
+    assert intervene_main(["--resume", str(locate_run)]) == 2
+    assert "not an intervene run" in capsys.readouterr().err
+    assert intervene_main(["--resume", str(tmp_path / "nowhere")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
 def test_tiny_qwen2_vl_end_to_end_in_bfloat16(tmp_path):
     """The first real-size failure, in small: AdaptVis on Qwen2-VL (M-RoPE) through the whole command, bf16."""
     from vlmheads.testing import TINY_BUILDERS, tiny_processor

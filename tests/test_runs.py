@@ -30,3 +30,37 @@ def test_run_record_writes_config_and_metadata_even_on_failure(tmp_path):
     assert meta["status"].startswith("failed: RuntimeError")
     assert {"git", "versions", "argv", "started", "finished", "timings"} <= set(meta)
     assert meta["versions"]["torch"] and meta["versions"]["transformers"]
+
+
+def test_saved_stage_computes_once_then_loads(tmp_path):
+    import torch
+
+    from vlmheads.runs import saved_stage
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"w": torch.arange(3), "note": "fitted"}
+
+    path = tmp_path / "stages" / "a--fit.pt"
+    first, loaded = saved_stage(path, compute)
+    assert not loaded and path.is_file() and [p.name for p in path.parent.iterdir()] == ["a--fit.pt"]
+    again, loaded = saved_stage(path, compute)
+    assert loaded and calls == [1] and torch.equal(again["w"], first["w"]) and again["note"] == "fitted"
+    unsaved, loaded = saved_stage(None, compute)  # no path: computed, nothing saved
+    assert not loaded and torch.equal(unsaved["w"], first["w"])
+    assert calls == [1, 1] and len(list(path.parent.iterdir())) == 1
+
+
+def test_saved_stage_leaves_nothing_when_the_computation_fails(tmp_path):
+    from vlmheads.runs import saved_stage
+
+    def fail():
+        raise KeyboardInterrupt
+
+    try:
+        saved_stage(tmp_path / "s" / "x.pt", fail)
+    except KeyboardInterrupt:
+        pass
+    assert not (tmp_path / "s").exists()

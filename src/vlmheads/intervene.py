@@ -7,6 +7,8 @@ Methods (each a small frozen intervention value, ``vlmheads.interventions``):
     adaptvis        AdaptVis(alpha_low, alpha_high, threshold), every layer and head
     head_adaptvis   AdaptVis on the located heads only (the suite's method)
     emphasize       Emphasize(located heads, gamma)
+    attenuate       Emphasize(located heads, gamma < 1): the located heads turned down
+    head_scalingvis ScalingVis(alpha) on the located heads only, alpha below and above 1
     ablate          Ablate(located heads) (zero)
     visionboost     VisionBoost(alpha, layout-probe directions fitted on the validation split)
     steer           Steer(alpha, located heads' correct-vs-wrong directions fitted on the validation
@@ -17,6 +19,10 @@ the protocol's validation split (AdaptVis's 20% sample) by accuracy (ties: the e
 so the default wins a tie); results are on the test split (the other 80%), with bootstrap 95%
 intervals, per relation and per prior group (organism scenes: consistent / violating / neutral).
 Accuracy is option-argmax at the answer position (no generation).
+
+Stages: with ``stages_dir`` each dataset's fitted directions and each (dataset, method) result are saved
+as they finish, and a stage saved there is loaded instead of run; ``--resume`` continues an interrupted
+run that way and ends with the results an uninterrupted run would have written.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from .methods.directions import layout_directions, steering_directions
 from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import ModelOptions, write_csv, write_json, write_text_atomic
+from .runs import ModelOptions, saved_stage, slug, write_csv, write_json, write_text_atomic
 from .world.scenes import Rendering
 
 
@@ -151,6 +157,7 @@ class InterveneResult:
     datasets: dict = field(default_factory=dict)  # dataset -> {"val": identity, "test": identity}
     skipped: dict = field(default_factory=dict)  # "dataset|method" -> reason
     timings: dict = field(default_factory=dict)
+    resumed: list = field(default_factory=list)  # stages loaded from a previous run's stages_dir
 
 
 def load_datasets(config: InterveneConfig) -> dict:
@@ -163,7 +170,7 @@ def load_datasets(config: InterveneConfig) -> dict:
 
 
 def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[str], None] = print,
-                  data: dict | None = None, progress: bool = False) -> InterveneResult:
+                  data: dict | None = None, progress: bool = False, stages_dir: Path | None = None) -> InterveneResult:
     needs_heads = [m for m in config.methods if INTERVENE_METHODS[m].uses_heads]
     if needs_heads and not any(config.heads_for(m) for m in needs_heads):
         raise ValueError(f"{', '.join(needs_heads)} need located heads: pass --heads-from a locate run")
@@ -177,56 +184,83 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
                disable=not progress, dynamic_ncols=True)
     try:
         for name in config.datasets:
-            _run_dataset(loaded, config, name, data[name], result, log, bar)
+            _run_dataset(loaded, config, name, data[name], result, log, bar, stages_dir)
     finally:
         bar.close()
+    if result.resumed:
+        log(f"resumed: {len(result.resumed)} stage(s) loaded from {stages_dir}")
     return result
 
 
 def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits, result: InterveneResult,
-                 log: Callable[[str], None], bar) -> None:
-    """Fit what the methods need on the validation split, tune, and score every method on the test split."""
+                 log: Callable[[str], None], bar, stages_dir: Path | None = None) -> None:
+    """Fit what the methods need on the validation split, tune, and score every method on the test split;
+    each of these stages is saved to (or, when a previous run saved it, loaded from) ``stages_dir``."""
     t0 = time.time()
     val, test = splits
     result.datasets[name] = {"val": val.identity(), "test": test.identity()}
     val_b = option_batches(loaded, list(val), config.batch_size)
     test_b = option_batches(loaded, list(test), config.batch_size)
-    fitted = _fit(loaded, config, name, list(val), result, log)
+
+    def stage_path(stage: str) -> Path | None:
+        return None if stages_dir is None else stages_dir / f"{slug(name)}--{stage}.pt"
+
+    fit, loaded_fit = saved_stage(stage_path("fit"), lambda: _fit(loaded, config, list(val), name, log))
+    fitted = fit["fitted"]
+    if "probe_accuracy" in fit:
+        result.probe_accuracy[name] = fit["probe_accuracy"]
+    result.skipped.update({f"{name}|{m}": why for m, why in fit["skipped"].items()})
+    if loaded_fit:
+        result.resumed.append(f"{name}/fit")
     for method_name in config.methods:
         bar.set_postfix_str(f"{name} / {method_name}")
         method = INTERVENE_METHODS[method_name]
         if method.fit and method.fit not in fitted:
             bar.update()
             continue
-        params, heads, val_acc = _tune(loaded, config, method_name, val_b, fitted)
-        result.chosen[(name, method_name)] = {**params, "k": len(heads)} if method.uses_heads else params
-        ivs = method.build(params, heads, fitted)
-        result.applied.setdefault(name, {})[method_name] = [iv.to_json() for iv in ivs]
-        correct = _correct(loaded, test_b, method, ivs)
-        result.rows += _rows(config, name, method_name, correct, [e for b in test_b for e in b.examples], val_acc,
-                             result.chosen[(name, method_name)])
-        log(f"{name:<22} {method_name:<16} test {float(correct.mean()):.3f}  params {result.chosen[(name, method_name)]}")
+        done, was_loaded = saved_stage(stage_path(method_name),
+                                       lambda: _score_method(loaded, config, name, method_name, val_b, test_b, fitted))
+        result.chosen[(name, method_name)] = done["chosen"]
+        result.applied.setdefault(name, {})[method_name] = done["applied"]
+        result.rows += done["rows"]
+        if was_loaded:
+            result.resumed.append(f"{name}/{method_name}")
+        log(f"{name:<22} {method_name:<16} test {done['accuracy']:.3f}  params {done['chosen']}"
+            + ("  (resumed)" if was_loaded else ""))
         bar.update()
     result.timings[name] = time.time() - t0
 
 
-def _fit(loaded: LoadedModel, config: InterveneConfig, name: str, val: list, result: InterveneResult,
-         log: Callable[[str], None]) -> dict:
+def _score_method(loaded: LoadedModel, config: InterveneConfig, name: str, method_name: str, val_b, test_b,
+                  fitted: dict) -> dict:
+    """One method on one dataset: tuned on validation, scored on test (``results.csv`` rows and what it applied)."""
+    method = INTERVENE_METHODS[method_name]
+    params, heads, val_acc = _tune(loaded, config, method_name, val_b, fitted)
+    chosen = {**params, "k": len(heads)} if method.uses_heads else params
+    ivs = method.build(params, heads, fitted)
+    correct = _correct(loaded, test_b, method, ivs)
+    rows = _rows(config, name, method_name, correct, [e for b in test_b for e in b.examples], val_acc, chosen)
+    return {"chosen": chosen, "applied": [iv.to_json() for iv in ivs], "rows": rows,
+            "accuracy": float(correct.mean())}
+
+
+def _fit(loaded: LoadedModel, config: InterveneConfig, val: list, name: str, log: Callable[[str], None]) -> dict:
     """Directions the requested methods need, fitted on the validation split (a method whose fit is
-    impossible, e.g. steering on a model that makes no errors, is skipped with the reason)."""
-    fitted: dict = {}
+    impossible, e.g. steering on a model that makes no errors, is skipped with the reason):
+    ``{"fitted": {...}, "skipped": {method: reason}, "probe_accuracy": float (with layout directions)}``."""
+    out: dict = {"fitted": {}, "skipped": {}}
     fits = {INTERVENE_METHODS[m].fit for m in config.methods} - {None}
     if "layout" in fits:
-        fitted["layout"], probe_acc = layout_directions(loaded, val, seed=config.seed)
-        result.probe_accuracy[name] = round(probe_acc, 4)
+        out["fitted"]["layout"], probe_acc = layout_directions(loaded, val, seed=config.seed)
+        out["probe_accuracy"] = round(probe_acc, 4)
         log(f"{name:<22} layout probe on image tokens (validation split): training accuracy {probe_acc:.3f}")
     if "steering" in fits:
         try:
-            fitted["steering"] = steering_directions(loaded, val, config.heads_for("steer"))
+            out["fitted"]["steering"] = steering_directions(loaded, val, config.heads_for("steer"))
         except ValueError as err:
-            result.skipped[f"{name}|steer"] = str(err)
+            out["skipped"]["steer"] = str(err)
             log(f"{name:<22} steer          skipped: {err}")
-    return fitted
+    return out
 
 
 def _tune(loaded: LoadedModel, config: InterveneConfig, method_name: str, val_b, fitted: dict):

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from importlib import metadata as _md
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -94,6 +94,27 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def saved_stage(path: Path | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
+    """``(value, loaded)``: the value a previous run saved at ``path`` (``loaded`` True), else ``compute()``,
+    saved there as it finishes (``torch.save`` to a temporary file, then renamed: an interruption never leaves
+    half a stage). ``path`` None computes without saving. How ``--resume`` keeps finished work."""
+    import torch
+
+    if path is not None and path.is_file():
+        return torch.load(path, weights_only=False), True
+    value = compute()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(value, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    return value, False
 
 
 def write_json(path: Path, data: Any) -> None:
