@@ -55,6 +55,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-map", default=None,
                         help="spread the model over the visible devices: auto | balanced | sequential (needs "
                              "accelerate; --device is then ignored)")
+    parser.add_argument("--max-memory", default=None, metavar="DEVICE=SIZE,...",
+                        help="caps per device for --device-map, e.g. 0=70GiB,1=70GiB,cpu=120GiB (what does not fit "
+                             "is offloaded)")
     parser.add_argument("--dtype", default=None,
                         help="auto | float32 | bfloat16 | float16 (default: the checkpoint's own dtype)")
     parser.add_argument("--attn-implementation", default=None,
@@ -80,12 +83,16 @@ def add_run_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
 def check_model_options(args) -> None:
     """Device, dtype, model source and --out, checked before anything is loaded."""
     from vlmheads.models.loading import (ATTENTION_IMPLEMENTATIONS, _resolve_dtype, check_device,
-                                         check_device_map, check_model_source)
+                                         check_device_map, check_model_source, parse_max_memory)
 
     check_device(args.device)
     _resolve_dtype(args.dtype)
     if args.device_map is not None:
         check_device_map(args.device_map)
+    if getattr(args, "max_memory", None) is not None:
+        if args.device_map is None:
+            raise UsageError("--max-memory caps what --device-map places on each device: add --device-map auto")
+        parse_max_memory(args.max_memory)
     if args.attn_implementation is not None and args.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
         raise UsageError(f"unknown --attn-implementation {args.attn_implementation!r}; use one of "
                          f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
@@ -124,8 +131,10 @@ def model_rendering(model: str | None) -> dict | None:
 def load(args):
     """The model of ``args`` (checked by ``check_model_options``), with a processor."""
     from vlmheads.models import load_model
+    from vlmheads.models.loading import parse_max_memory
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                        max_memory=parse_max_memory(getattr(args, "max_memory", None)),
                         attn_implementation=args.attn_implementation)
     if loaded.processor is None:
         raise UsageError(f"{args.model} has no processor; save one beside the model (processor.save_pretrained)")

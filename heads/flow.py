@@ -60,7 +60,7 @@ def _run(args) -> int:
                         n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
                         window=args.window, probes=not args.no_probes, heads=heads, heads_from=heads_from,
                         batch_size=args.batch_size, seed=args.seed, rendering=_cli.model_rendering(args.model),
-                        device=args.device, dtype=args.dtype, device_map=args.device_map,
+                        device=args.device, dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
                         attn_implementation=args.attn_implementation)
     _cli.check_model_options(args)
     examples = flow_examples(config)

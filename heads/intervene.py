@@ -118,7 +118,8 @@ def _run(args) -> int:
                              k=len(heads), k_by_method=k_by_method, sweep=args.sweep, ranking=tuple(order),
                              rendering=_cli.model_rendering(args.model),
                              batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
-        device_map=args.device_map, attn_implementation=args.attn_implementation)
+                             device_map=args.device_map, max_memory=args.max_memory,
+                             attn_implementation=args.attn_implementation)
     data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry
@@ -140,7 +141,7 @@ def _resume(args, run_dir: Path) -> int:
     from vlmheads.intervene import load_datasets
 
     config, previous = _resumed_config(run_dir)
-    for option in ("model", "device", "dtype", "device_map", "attn_implementation"):
+    for option in ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation"):
         setattr(args, option, getattr(config, option))
     _cli.check_model_options(args)
     data = load_datasets(config)

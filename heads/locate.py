@@ -46,7 +46,8 @@ def _config(args):
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), ablation=args.ablation,
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
         screen=args.screen, verify=args.verify, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        dtype=args.dtype, device_map=args.device_map, attn_implementation=args.attn_implementation,
+        dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
+        attn_implementation=args.attn_implementation,
         rendering=_cli.model_rendering(args.model))
 
 
@@ -81,7 +82,7 @@ def _run(args) -> int:
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         config, previous = _resumed_config(resume)
-        for option in ("model", "device", "dtype", "device_map", "attn_implementation"):
+        for option in ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation"):
             setattr(args, option, getattr(config, option))
         args.out = None
     else:

@@ -145,6 +145,7 @@ class ModelOptions:
     device: str = "cpu"
     dtype: str | None = None
     device_map: str | None = None
+    max_memory: str | None = None  # --max-memory, as given (caps per device for the device map)
     attn_implementation: str | None = None
     rendering: dict | None = None  # how the organism's scenes are drawn for this model (None: clean)
 

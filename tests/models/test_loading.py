@@ -92,3 +92,30 @@ def test_device_map_sdpa_and_own_dtype_give_the_same_model():
     assert mapped.identity()["attn_implementation"] == "sdpa"  # switched back
     assert LayerSweep(mapped, batches[0].inputs).path == "fast"
     assert load_model("organism", dtype="bfloat16").dtype == torch.bfloat16
+
+
+def test_max_memory_spec_by_hand():
+    from vlmheads.models.loading import parse_max_memory
+
+    assert parse_max_memory(None) is None
+    assert parse_max_memory("0=70GiB, 1=70GiB,cpu=120 GiB") == {0: "70GiB", 1: "70GiB", "cpu": "120GiB"}
+    assert parse_max_memory("CPU=500MB") == {"cpu": "500MB"}
+    for bad, words in (("0=70", "has no unit"), ("gpu0=1GiB", "is not DEVICE=SIZE"), ("0=1GiB,0=2GiB", "twice"),
+                       ("cpu", "is not DEVICE=SIZE")):
+        with pytest.raises(ValueError, match=words):
+            parse_max_memory(bad)
+
+
+def test_max_memory_reaches_the_device_map():
+    """The commands' --max-memory caps what --device-map places: a cap below the organism's size sends
+    it to disk (accelerate's offload), a roomy one keeps it in memory."""
+    from argparse import Namespace
+
+    from heads._cli import load
+
+    def options(cap):
+        return Namespace(model="organism", device="cpu", dtype=None, device_map="auto", max_memory=cap,
+                         attn_implementation=None)
+
+    assert next(load(options("cpu=2GiB")).model.parameters()).device.type == "cpu"
+    assert load(options("cpu=100KB")).model.hf_device_map == {"": "disk"}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -262,6 +264,29 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     if processor is None:
         processor = load_processor(source, getattr(config, "model_type", None))
     return LoadedModel(model=model, processor=processor, adapter=adapter, name=name)
+
+
+_MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+def parse_max_memory(spec: str | None) -> dict | None:
+    """``"0=70GiB,1=70GiB,cpu=120GiB"`` -> ``{0: "70GiB", 1: "70GiB", "cpu": "120GiB"}``: accelerate's
+    per-device caps for a device map (GPU index, ``cpu`` or ``disk`` = a size with its unit)."""
+    if spec is None:
+        return None
+    caps: dict = {}
+    for part in (p.strip() for p in spec.split(",")):
+        device, _, size = (x.strip() for x in part.partition("="))
+        if not size or not (device.isdigit() or device.lower() in ("cpu", "disk", "mps")):
+            raise ValueError(f"--max-memory entry {part!r} is not DEVICE=SIZE; use e.g. 0=70GiB,cpu=120GiB "
+                             f"(a GPU index, cpu or disk)")
+        if not _MEMORY_SIZE.fullmatch(size):
+            raise ValueError(f"--max-memory size {size!r} for {device} has no unit; use e.g. 70GiB, 500MB")
+        key = int(device) if device.isdigit() else device.lower()
+        if key in caps:
+            raise ValueError(f"--max-memory names {device} twice")
+        caps[key] = size.replace(" ", "")
+    return caps
 
 
 def check_device_map(device_map) -> None:
