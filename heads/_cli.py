@@ -154,6 +154,25 @@ def run_directory(command: str, name: str, out: str | None):
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]:
+    """``(config, metadata)`` of an interrupted ``command`` run in ``run_dir`` (``what``: "a locate run"),
+    for ``--resume``; refused with the reason otherwise."""
+    import json
+
+    if not (run_dir / "config.json").is_file() or not (run_dir / "metadata.json").is_file():
+        raise UsageError(f"--resume {run_dir}: not a run directory (no config.json / metadata.json)")
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        meta = json.loads((run_dir / "metadata.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--resume {run_dir}: unreadable config.json or metadata.json ({err})") from None
+    if meta.get("command") != command:
+        raise UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not {what}")
+    if meta.get("status") == "finished":
+        raise UsageError(f"--resume {run_dir}: the run has already finished; nothing to resume")
+    return saved, meta
+
+
 @contextmanager
 def existing_directory(run_dir: Path):
     """An existing run directory, continued in place (``--resume``)."""

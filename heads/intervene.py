@@ -42,21 +42,9 @@ def _parser():
 
 def _resumed_config(run_dir: Path):
     """The config and previous metadata of an interrupted intervene run; refused with the reason otherwise."""
-    import json
-
     from vlmheads.intervene import InterveneConfig
 
-    if not (run_dir / "config.json").is_file() or not (run_dir / "metadata.json").is_file():
-        raise _cli.UsageError(f"--resume {run_dir}: not a run directory (no config.json / metadata.json)")
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        meta = json.loads((run_dir / "metadata.json").read_text())
-    except json.JSONDecodeError as err:
-        raise _cli.UsageError(f"--resume {run_dir}: unreadable config.json or metadata.json ({err.msg})") from None
-    if meta.get("command") != "intervene":
-        raise _cli.UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not an intervene run")
-    if meta.get("status") == "finished":
-        raise _cli.UsageError(f"--resume {run_dir}: the run has already finished; nothing to resume")
+    saved, meta = _cli.interrupted_run(run_dir, "intervene", "an intervene run")
     tuples = {"datasets": tuple, "methods": tuple, "k_grid": tuple,
               "heads": lambda v: tuple(map(tuple, v)), "ranking": lambda v: tuple(map(tuple, v)),
               "k_by_method": lambda v: tuple(map(tuple, v))}

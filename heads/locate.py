@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -55,17 +54,7 @@ def _resumed_config(run_dir: Path):
     """The config of an interrupted run, and its previous metadata; refused with the reason otherwise."""
     from vlmheads.locate import LocateConfig
 
-    if not (run_dir / "config.json").is_file() or not (run_dir / "metadata.json").is_file():
-        raise _cli.UsageError(f"--resume {run_dir}: not a run directory (no config.json / metadata.json)")
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        meta = json.loads((run_dir / "metadata.json").read_text())
-    except json.JSONDecodeError as err:
-        raise _cli.UsageError(f"--resume {run_dir}: unreadable config.json or metadata.json ({err.msg})") from None
-    if meta.get("command") != "locate":
-        raise _cli.UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not a locate run")
-    if meta.get("status") == "finished":
-        raise _cli.UsageError(f"--resume {run_dir}: the run has already finished; nothing to resume")
+    saved, meta = _cli.interrupted_run(run_dir, "locate", "a locate run")
     try:
         config = LocateConfig(**{k: tuple(v) if k == "methods" else v for k, v in saved.items()})
     except TypeError as err:

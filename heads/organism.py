@@ -127,7 +127,6 @@ def _arch_of(source):
 
 def _resume_training(args) -> int:
     """Continue an interrupted ``organism train`` run in its own directory, from its checkpoint."""
-    import json
     from pathlib import Path
 
     from vlmheads.organism.build import OrganismArch
@@ -135,16 +134,7 @@ def _resume_training(args) -> int:
     from vlmheads.runs import RunRecord
 
     run_dir = Path(args.resume)
-    try:
-        saved = json.loads((run_dir / "config.json").read_text())
-        meta = json.loads((run_dir / "metadata.json").read_text())
-    except (OSError, ValueError):
-        raise _cli.UsageError(f"--resume {run_dir}: not a run directory (no readable config.json / metadata.json)") \
-            from None
-    if meta.get("command") != "organism train":
-        raise _cli.UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not an organism train run")
-    if meta.get("status") == "finished":
-        raise _cli.UsageError(f"--resume {run_dir}: the run already finished; nothing to resume")
+    saved, _ = _cli.interrupted_run(run_dir, "organism train", "an organism train run")
     if not (run_dir / "checkpoint" / "state.pt").is_file():
         raise _cli.UsageError(f"--resume {run_dir}: no checkpoint yet (the run stopped before its first one); "
                               f"start it again")
