@@ -89,7 +89,7 @@ def check_model_options(args) -> None:
     _resolve_dtype(args.dtype)
     if args.device_map is not None:
         check_device_map(args.device_map)
-    if getattr(args, "max_memory", None) is not None:
+    if args.max_memory is not None:
         if args.device_map is None:
             raise UsageError("--max-memory caps what --device-map places on each device: add --device-map auto")
         parse_max_memory(args.max_memory)
@@ -134,7 +134,7 @@ def load(args):
     from vlmheads.models.loading import parse_max_memory
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
-                        max_memory=parse_max_memory(getattr(args, "max_memory", None)),
+                        max_memory=parse_max_memory(args.max_memory),
                         attn_implementation=args.attn_implementation)
     if loaded.processor is None:
         raise UsageError(f"{args.model} has no processor; save one beside the model (processor.save_pretrained)")
@@ -152,6 +152,15 @@ def run_directory(command: str, name: str, out: str | None):
     finally:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation")
+
+
+def adopt_model_options(args, config) -> None:
+    """``--resume``: the model options of the run being continued replace the command line's."""
+    for option in MODEL_OPTIONS:
+        setattr(args, option, getattr(config, option))
 
 
 def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]:

@@ -129,8 +129,7 @@ def _resume(args, run_dir: Path) -> int:
     from vlmheads.intervene import load_datasets
 
     config, previous = _resumed_config(run_dir)
-    for option in ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation"):
-        setattr(args, option, getattr(config, option))
+    _cli.adopt_model_options(args, config)
     _cli.check_model_options(args)
     data = load_datasets(config)
     loaded = _cli.load(args)

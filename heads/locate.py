@@ -71,8 +71,7 @@ def _run(args) -> int:
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         config, previous = _resumed_config(resume)
-        for option in ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation"):
-            setattr(args, option, getattr(config, option))
+        _cli.adopt_model_options(args, config)
         args.out = None
     else:
         config, previous = _config(args), None

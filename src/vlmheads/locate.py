@@ -42,7 +42,7 @@ from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specific
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import ModelOptions
+from .runs import ModelOptions, save_torch_atomic
 from .scores import HeadScores
 
 CAUSAL = ("ablation", "noising", "denoising")
@@ -187,10 +187,7 @@ class LocateState:
         try:
             run()
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".{path.name}.tmp")
-                torch.save(self._writes, tmp)
-                tmp.replace(path)
+                save_torch_atomic(path, self._writes)
         finally:
             self._writes = None
         return False

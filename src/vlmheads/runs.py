@@ -96,24 +96,33 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
+def save_torch_atomic(path: Path, value: Any) -> None:
+    """``torch.save`` to a temporary file beside ``path`` (its folder made if missing), then renamed over
+    ``path``: a crash or Ctrl-C never leaves half a checkpoint or stage under the final name."""
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def saved_stage(path: Path | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
     """``(value, loaded)``: the value a previous run saved at ``path`` (``loaded`` True), else ``compute()``,
-    saved there as it finishes (``torch.save`` to a temporary file, then renamed: an interruption never leaves
-    half a stage). ``path`` None computes without saving. How ``--resume`` keeps finished work."""
+    saved there as it finishes (``save_torch_atomic``). ``path`` None computes without saving. How
+    ``--resume`` keeps finished work."""
     import torch
 
     if path is not None and path.is_file():
         return torch.load(path, weights_only=False), True
     value = compute()
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(value, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        save_torch_atomic(path, value)
     return value, False
 
 

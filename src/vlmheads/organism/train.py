@@ -77,6 +77,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .build import MICRO_ARCH, OrganismArch, build_model, build_processor
+from ..runs import save_torch_atomic
 from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN, sample_question
 from ..world.scenes import (CELL, CLEAN, COLOURS, PRIOR_STRENGTH, RELATIONS, SHAPES, Rendering, Scene, object_masks,
                             render, sample_scene)
@@ -125,7 +126,8 @@ class TrainConfig:
                              f"(arch.image_size must be the rendering's margin + 4 x its cell)")
         unknown = sorted(set(self.prior_free_functions) - set(ORGANISM_FUNCTIONS))
         if unknown:
-            raise ValueError(f"prior_free_functions: unknown function(s) {unknown}; expected some of {ORGANISM_FUNCTIONS}")
+            raise ValueError(f"prior_free_functions: unknown function(s) {unknown}; "
+                             f"expected some of {ORGANISM_FUNCTIONS}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -437,10 +439,11 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
             history["log"].append(entry)
             log(json.dumps(entry))
         if state_path is not None and ((step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps):
-            _save_state(state_path, {"step": step + 1, "model": model.state_dict(), "probe": patch_probe.state_dict(),
-                                     "optimizer": optim.state_dict(), "python_rng": rng.getstate(),
-                                     "text_rng": text_rng.getstate(), "torch_rng": torch.get_rng_state(),
-                                     "running": running, "history": history, "seconds": time.time() - started})
+            save_torch_atomic(state_path, {
+                "step": step + 1, "model": model.state_dict(), "probe": patch_probe.state_dict(),
+                "optimizer": optim.state_dict(), "python_rng": rng.getstate(), "text_rng": text_rng.getstate(),
+                "torch_rng": torch.get_rng_state(), "running": running, "history": history,
+                "seconds": time.time() - started})
     hook.remove()
     out_dir.mkdir(parents=True, exist_ok=True)
     if rendering != CLEAN:
@@ -449,13 +452,3 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
     processor.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps(history, indent=1) + "\n")
     return history
-
-
-def _save_state(path: Path, state: dict) -> None:
-    """``torch.save`` to a temporary file, then renamed over ``path``: a crash never leaves half a checkpoint."""
-    import torch
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(state, partial)
-    partial.replace(path)
