@@ -69,6 +69,10 @@ def parse_top(spec: str | None, option: str) -> int | None:
     return int(m.group(1))
 
 
+class NoLocateRun(FileNotFoundError):
+    """No locate run for this model and function under the results folder."""
+
+
 def newest_locate_run(model: str, function: str, root: Path | None = None) -> Path:
     from vlmheads.data import canonical_function
     from vlmheads.runs import DEFAULT_RESULTS
@@ -78,32 +82,63 @@ def newest_locate_run(model: str, function: str, root: Path | None = None) -> Pa
     function = canonical_function(function)
     runs = find_locate_runs(root, model=model, function=function, warn=lambda s: print(s, file=sys.stderr))
     if not runs:
-        raise FileNotFoundError(f"no locate run for model {model!r} and function {function!r} under {root}; run "
+        raise NoLocateRun(f"no locate run for model {model!r} and function {function!r} under {root}; run "
                                 f"`python -m heads.locate --function {function}` first or pass --heads-from RUN")
     return runs[-1]
+
+
+def _head_methods_without_a_run(args, methods: tuple, k_own: dict) -> tuple[tuple, dict]:
+    """No locate run for this model and function: ``(methods to run, {method: why skipped})``. Head methods
+    that were asked for by name (``--method``, ``--emphasize``, ``--ablate``) are refused instead."""
+    from vlmheads.intervene import INTERVENE_METHODS
+
+    heads_methods = [m for m in methods if INTERVENE_METHODS[m].uses_heads]
+    asked = [m for m in heads_methods if args.method is not None or m in k_own]
+    if asked:
+        raise FileNotFoundError(f"{', '.join(asked)} {'acts' if len(asked) == 1 else 'act'} on located heads, but there is no locate run for model "
+                                f"{args.model!r} and function {args.function!r}: run `python -m heads.locate "
+                                f"--model {args.model} --function {args.function}` first, pass --heads-from RUN, "
+                                f"or ask only for head-free methods (none, scalingvis, adaptvis, visionboost)")
+    why = (f"no locate run for model {args.model!r} and function {args.function!r} (run `python -m heads.locate` "
+           f"or pass --heads-from RUN)")
+    return tuple(m for m in methods if m not in heads_methods), {m: why for m in heads_methods}
 
 
 def _run(args) -> int:
     if args.resume:
         return _resume(args, Path(args.resume))
     from vlmheads.data import canonical_function
-    from vlmheads.intervene import METHODS, InterveneConfig, load_datasets
+    from vlmheads.intervene import INTERVENE_METHODS, METHODS, InterveneConfig, load_datasets
     from vlmheads.scores import HeadScores
 
     methods = tuple(args.method or METHODS)
+    for m in methods:
+        INTERVENE_METHODS[m]  # an unknown name is refused before anything else
     canonical_function(args.function)
     k_default = parse_top(args.heads, "--heads")
     k_own = {m: parse_top(spec, f"--{m}") for m, spec in (("emphasize", args.emphasize), ("ablate", args.ablate))
              if spec is not None}
     _cli.check_model_options(args)
-    run = Path(args.heads_from) if args.heads_from else newest_locate_run(args.model, args.function)
-    located = HeadScores.load(run)
-    order = located.ranking()
-    heads = tuple(located.top(k_default))
-    k_by_method = tuple((m, k if k is not None else len(located.selected)) for m, k in k_own.items())
+    # head-free methods (none, ScalingVis, AdaptVis, VisionBoost) need no locate run at all
+    wants_heads = any(INTERVENE_METHODS[m].uses_heads for m in methods) or args.heads_from or k_own
+    run, skipped = None, {}
+    if wants_heads:
+        try:
+            run = Path(args.heads_from) if args.heads_from else newest_locate_run(args.model, args.function)
+        except NoLocateRun:
+            methods, skipped = _head_methods_without_a_run(args, methods, k_own)
+            print(f"warning: skipping the head methods {', '.join(skipped)}: {next(iter(skipped.values()))}",
+                  file=sys.stderr)
+    if run is not None:
+        located = HeadScores.load(run)
+        order, heads = tuple(located.ranking()), tuple(located.top(k_default))
+        k_by_method = tuple((m, k if k is not None else len(located.selected)) for m, k in k_own.items())
+    else:
+        located, order, heads, k_by_method = None, (), (), ()
     config = InterveneConfig(model=args.model, datasets=tuple(args.dataset or InterveneConfig.datasets),
-                             data_root=args.data_root, methods=methods, heads=heads, heads_from=str(run),
-                             k=len(heads), k_by_method=k_by_method, sweep=args.sweep, ranking=tuple(order),
+                             data_root=args.data_root, methods=methods, heads=heads,
+                             heads_from=str(run) if run else None, k=len(heads) if run else None,
+                             k_by_method=k_by_method, sweep=args.sweep, ranking=order,
                              rendering=_cli.model_rendering(args.model),
                              batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
                              device_map=args.device_map, max_memory=args.max_memory,
@@ -111,6 +146,10 @@ def _run(args) -> int:
     data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry
+    if located is None:
+        print("heads: none (head-free methods only: " + ", ".join(methods) + ")")
+        return _execute(args, config, data, loaded, _cli.run_directory("intervene", "head-free", args.out), None,
+                        skipped=skipped)
     if (located.geometry.get("n_layers"), located.geometry.get("n_heads")) != (g.n_layers, g.n_heads):
         raise _cli.UsageError(f"the locate run {run} was made on a model with {located.geometry.get('n_layers')} x "
                               f"{located.geometry.get('n_heads')} heads, but {loaded.name} has {g.n_layers} x "
@@ -139,7 +178,8 @@ def _resume(args, run_dir: Path) -> int:
                     resumed=extra)
 
 
-def _execute(args, config, data, loaded, directory, locate_run: dict | None, resumed: dict | None = None) -> int:
+def _execute(args, config, data, loaded, directory, locate_run: dict | None, resumed: dict | None = None,
+             skipped: dict | None = None) -> int:
     """Run every method into the run directory (stages saved as they finish), then write the outputs."""
     import shutil
 
@@ -160,6 +200,7 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["layout_probe_accuracy"] = result.probe_accuracy
+            result.skipped.update(skipped or {})
             record.meta["skipped"] = result.skipped
             record.meta["dataset"]["identity"] = result.datasets
             if result.resumed:

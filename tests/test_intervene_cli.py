@@ -187,3 +187,48 @@ def test_tiny_qwen2_vl_end_to_end_in_bfloat16(tmp_path):
     assert [r["method"] for r in rows] == ["none", "adaptvis", "head_adaptvis", "emphasize"]
     config = json.loads((out / "config.json").read_text())
     assert config["dtype"] == "bfloat16"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny random Qwen2-VL saved as a new user's model: no locate run exists for it anywhere."""
+    from vlmheads.testing import TINY_BUILDERS, tiny_processor
+
+    where = tmp_path_factory.mktemp("fresh") / "tiny-qwen2-vl"
+    model, _, _ = TINY_BUILDERS["qwen2_vl"](gqa=True)
+    model.save_pretrained(where)
+    tiny_processor("qwen2_vl").save_pretrained(where)
+    return where
+
+
+def test_the_papers_own_methods_need_no_locate_run(tmp_path, tiny_dir, capsys):
+    """Reproducing AdaptVis on a new model is the first thing its users do: no `heads.locate` first."""
+    out = tmp_path / "iv"
+    assert intervene_main(["--model", str(tiny_dir), "--method", "none", "--method", "adaptvis",
+                           "--dataset", "organism:controlled", "--batch-size", "32", "--out", str(out)]) == 0
+    rows = [r for r in csv.DictReader((out / "results.csv").open()) if r["group"] == "all"]
+    assert [r["method"] for r in rows] == ["none", "adaptvis"] and all(int(r["n"]) == 320 for r in rows)
+    config, meta = (json.loads((out / name).read_text()) for name in ("config.json", "metadata.json"))
+    assert config["heads"] == [] and config["heads_from"] is None and meta["locate_run"] is None
+    assert "no locate run" not in capsys.readouterr().err
+
+
+def test_without_a_locate_run_head_methods_are_skipped_in_one_line_or_refused_by_name(tmp_path, tiny_dir, capsys,
+                                                                                    monkeypatch):
+    import vlmheads.intervene as intervene
+
+    monkeypatch.setattr(intervene, "METHODS", ("none", "emphasize", "ablate", "scalingvis"))  # "all", kept short
+    out = tmp_path / "iv"
+    assert intervene_main(["--model", str(tiny_dir), "--dataset", "organism:controlled", "--batch-size", "32",
+                           "--out", str(out)]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "skipping" in line]
+    assert warning == [f"warning: skipping the head methods emphasize, ablate: no locate run for model "
+                       f"'{tiny_dir}' and function 'spatial' (run `python -m heads.locate` or pass --heads-from RUN)"]
+    rows = [r for r in csv.DictReader((out / "results.csv").open()) if r["group"] == "all"]
+    assert [r["method"] for r in rows] == ["none", "scalingvis"]
+    assert set(json.loads((out / "metadata.json").read_text())["skipped"]) == {"emphasize", "ablate"}
+    for argv in (["--method", "none", "--method", "emphasize"], ["--emphasize", "top-2"]):
+        assert intervene_main(["--model", str(tiny_dir), *argv, "--out", str(tmp_path / "refused")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error: emphasize acts on located heads, but there is no locate run for model"), err
+        assert not (tmp_path / "refused").exists()
