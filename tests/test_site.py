@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from vlmheads import site
-from vlmheads.data import organism_examples
 from vlmheads.methods.batches import option_batches
 from vlmheads.methods.effects import ablation_effects
 from vlmheads.methods.checks import correct_under
@@ -15,7 +14,7 @@ from vlmheads.tracing import read_heads
 
 @pytest.fixture(scope="module")
 def batch(organism):
-    return organism.encode_examples(organism_examples(6, seed=2, function="spatial", split="controlled"))
+    return organism.encode_examples(organism.examples(6, seed=2, function="spatial", split="controlled"))
 
 
 def test_edits_by_hand():
@@ -65,7 +64,7 @@ def test_empty_hook_is_bit_identical(organism, batch):
 @pytest.mark.parametrize("mode", ["zero", "resample"])
 def test_the_sweep_and_the_check_ablate_the_same_way(organism, mode):
     """ablation_effects (restarted sweep) and correct_under (the Ablate intervention) agree head by head."""
-    batches = option_batches(organism, organism_examples(8, seed=3, function="spatial", split="controlled"), 8)
+    batches = option_batches(organism, organism.examples(8, seed=3, function="spatial", split="controlled"), 8)
     effects = ablation_effects(organism, batches, mode, metric_name="accuracy").effects  # [N, L, H]
     base = correct_under(organism, batches, [])
     for layer, head in [(0, 4), (2, 1), (3, 7)]:

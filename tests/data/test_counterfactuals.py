@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from vlmheads.data import Example, organism_examples
 from vlmheads.data.counterfactuals import swap_objects, text_swap_pairs
+from vlmheads.world.scenes import CLEAN
 
 
 def _ex(prompt, answer="on", subject="mug", obj="table", function="relational_reasoning"):
@@ -21,10 +22,10 @@ def test_swap_by_hand():
 
 
 def test_organism_pairs_line_up(organism):
-    examples = organism_examples(12, seed=0, function="relational", split="controlled")
+    examples = organism_examples(12, seed=0, function="relational", split="controlled", rendering=CLEAN)
     pairs, skipped = text_swap_pairs(organism, examples)
     assert len(pairs) == 12 and not skipped  # organism names are always two tokens
     for clean, corrupt in pairs:
         assert clean.answer != corrupt.answer and clean.image is corrupt.image
-    others, skipped = text_swap_pairs(organism, organism_examples(4, seed=0, function="spatial", split="controlled"))
+    others, skipped = text_swap_pairs(organism, organism.examples(4, seed=0, function="spatial", split="controlled"))
     assert not others and sum(skipped.values()) == 4

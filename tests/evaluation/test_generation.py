@@ -39,7 +39,7 @@ def test_exact_rule_and_unknown_scorer():
 
 
 def test_organism_generates_its_vsr_answers(organism):
-    data = load("organism:vsr", limit=16)
+    data = load("organism:vsr", limit=16, rendering=organism.rendering)
     gens = generate_answers(organism, list(data), max_new_tokens=3)
     scores = score_generations(gens, list(data), data.scorer)
     assert all(g in ("yes", "no") for g in gens)

@@ -3,10 +3,11 @@ import torch
 
 from vlmheads.data import organism_examples
 from vlmheads.evaluation.options import OptionScore, continuation_ids, score_options
+from vlmheads.world.scenes import CLEAN
 
 
 def test_single_token_path_equals_full_sequence_path(organism):
-    examples = organism_examples(8, seed=3, split="controlled")
+    examples = organism_examples(8, seed=3, split="controlled", rendering=CLEAN)
     fast = score_options(organism, examples, batch_size=8)
     full = score_options(organism, examples, batch_size=8, full_sequences=True)
     for a, b in zip(fast, full):

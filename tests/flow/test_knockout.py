@@ -34,7 +34,7 @@ def test_edge_classes_by_hand():
 
 
 def test_blocking_nothing_is_bit_identical(organism):
-    batch = option_batches(organism, organism_examples(8, seed=0, function="relational", split="controlled"), 8)[0]
+    batch = option_batches(organism, organism.examples(8, seed=0, function="relational", split="controlled"), 8)[0]
     image = organism.image_token_mask(batch.inputs)
     nothing = torch.zeros(*image.shape, image.shape[1], dtype=torch.bool)
     with torch.no_grad():
@@ -59,7 +59,7 @@ def test_the_answer_has_one_route_in_a_hand_made_model():
                 if (layer, h) != (1, 2):
                     w[:, h * g.head_dim:(h + 1) * g.head_dim] = 0
             w *= 40
-    batches = option_batches(loaded, organism_examples(8, seed=1, function="relational", split="controlled"), 8)
+    batches = option_batches(loaded, loaded.examples(8, seed=1, function="relational", split="controlled"), 8)
     assert knockout_drops(loaded, batches, "image->answer", [1]).abs().max() > 1e-3
     assert knockout_drops(loaded, batches, "image->answer", [0]).abs().max() == 0
     assert knockout_drops(loaded, batches, "image->question", [0, 1]).abs().max() == 0
@@ -68,7 +68,7 @@ def test_the_answer_has_one_route_in_a_hand_made_model():
 def test_on_the_organism_the_relation_reaches_the_answer_from_the_objects(organism):
     """Measured here: cutting image->answer in every layer drops relational accuracy by about two thirds;
     the objects' two patches carry most of it, the background little."""
-    batches = option_batches(organism, organism_examples(64, seed=0, function="relational", split="controlled"), 32)
+    batches = option_batches(organism, organism.examples(64, seed=0, function="relational", split="controlled"), 32)
     every = range(organism.geometry.n_layers)
     image = float(knockout_drops(organism, batches, "image->answer", every, "accuracy").mean())
     objects = float(knockout_drops(organism, batches, "object->answer", every, "accuracy").mean())

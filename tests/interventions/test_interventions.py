@@ -10,11 +10,12 @@ from vlmheads.interventions import Ablate, AdaptVis, Emphasize, ScalingVis, adap
 from vlmheads.interventions import attention
 from vlmheads.models import wrap_model
 from vlmheads.testing import TINY_BUILDERS
+from vlmheads.world.scenes import CLEAN
 
 
 @pytest.fixture(scope="module")
 def batch(organism):
-    return organism.encode_examples(organism_examples(8, seed=4, function="relational", split="controlled"))
+    return organism.encode_examples(organism.examples(8, seed=4, function="relational", split="controlled"))
 
 
 def _logits(loaded, inputs, ivs=()):
@@ -175,7 +176,7 @@ def test_vision_boost_identity_projection_and_cleanup(organism, batch):
     from vlmheads.interventions import VisionBoost
     from vlmheads.methods.directions import layout_directions
 
-    examples = organism_examples(32, seed=8, function="relational", split="controlled")
+    examples = organism_examples(32, seed=8, function="relational", split="controlled", rendering=CLEAN)
     directions, accuracy = layout_directions(organism, examples)
     assert directions.shape == (4, 128) and 0 <= accuracy <= 1
     torch.testing.assert_close(directions @ directions.T, torch.eye(4), atol=1e-5, rtol=0)
@@ -232,7 +233,7 @@ def test_steer_identity_by_hand_and_too_few_errors(organism, batch):
     expected = clean.clone()
     expected[:, -1, 5, 3] += 4.0 * 0.5  # alpha * std * direction, last position, that head only
     torch.testing.assert_close(steered, expected, atol=1e-6, rtol=0)
-    examples = organism_examples(24, seed=2, function="relational", split="controlled")
+    examples = organism_examples(24, seed=2, function="relational", split="controlled", rendering=CLEAN)
     with pytest.raises(ValueError, match=r"answers 2[0-9] of 24 examples correctly"):
         steering_directions(organism, examples, [(0, 4)])
 
@@ -242,7 +243,7 @@ def test_steering_directions_on_a_model_that_errs():
 
     model, _, processor = TINY_BUILDERS["llava"](gqa=False)
     loaded = wrap_model(model, processor)  # random weights: right about a quarter of the time
-    examples = organism_examples(40, seed=0, function="spatial", split="controlled")
+    examples = organism_examples(40, seed=0, function="spatial", split="controlled", rendering=CLEAN)
     found = steering_directions(loaded, examples, [(1, 2), (0, 1)])
     for direction, std in found.values():
         assert direction.shape == (8,) and abs(float(direction.norm()) - 1) < 1e-5 and std > 0

@@ -7,14 +7,13 @@ import json
 import pytest
 import torch
 
-from vlmheads.data import organism_examples
 from vlmheads.interventions import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, ScalingVis, Steer,
                                     VisionBoost, apply, from_json)
 
 
 @pytest.fixture(scope="module")
 def batch(organism):
-    return organism.encode_examples(organism_examples(6, seed=5, function="relational", split="controlled"))
+    return organism.encode_examples(organism.examples(6, seed=5, function="relational", split="controlled"))
 
 
 def _logits(loaded, inputs, ivs):

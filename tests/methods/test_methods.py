@@ -15,6 +15,7 @@ from vlmheads.methods.sweep import LayerSweep
 from vlmheads.models import wrap_model
 from vlmheads.testing import TINY_BUILDERS
 from vlmheads.tracing import edit_heads
+from vlmheads.world.scenes import CLEAN
 
 SIGNAL = (1, 2)  # the only head allowed to write into the residual stream
 
@@ -36,7 +37,7 @@ def planted():
 
 
 def _batches(loaded, n=8, function="relational"):
-    return option_batches(loaded, organism_examples(n, seed=1, function=function, split="controlled"), 4)
+    return option_batches(loaded, loaded.examples(n, seed=1, function=function, split="controlled"), 4)
 
 
 def test_metric_by_hand():
@@ -142,7 +143,7 @@ def test_mean_ablation_uses_the_reference_mean(organism):
 
 
 def test_patching_on_the_planted_model(planted):
-    pairs = organism_pairs(8, seed=2, function="spatial")
+    pairs = organism_pairs(8, seed=2, function="spatial", rendering=CLEAN)
     clean = option_batches(planted, [a for a, _ in pairs], 4)
     corrupt = option_batches(planted, [b for _, b in pairs], 4)
     pc, pk = pair_batches(clean, corrupt)
@@ -158,7 +159,7 @@ def test_patching_on_the_planted_model(planted):
 
 
 def test_noising_with_identical_pairs_is_zero_and_attribution_tracks_exact(organism):
-    pairs = organism_pairs(8, seed=0, function="relational")
+    pairs = organism_pairs(8, seed=0, function="relational", rendering=CLEAN)
     clean = option_batches(organism, [a for a, _ in pairs], 8)
     corrupt = option_batches(organism, [b for _, b in pairs], 8)
     pc, pk = pair_batches(clean, corrupt)
@@ -170,8 +171,8 @@ def test_noising_with_identical_pairs_is_zero_and_attribution_tracks_exact(organ
 
 
 def test_pairs_must_line_up_token_for_token(organism):
-    a = option_batches(organism, organism_examples(4, seed=0, function="spatial", split="controlled"), 4)
-    b = option_batches(organism, organism_examples(4, seed=0, function="relational", split="controlled"), 4)
+    a = option_batches(organism, organism.examples(4, seed=0, function="spatial", split="controlled"), 4)
+    b = option_batches(organism, organism.examples(4, seed=0, function="relational", split="controlled"), 4)
     with pytest.raises(ValueError, match="line up token for token"):
         pair_batches(a, b)
 
@@ -232,7 +233,7 @@ def test_out_of_memory_halves_the_pass_and_gives_the_same_effects(organism, monk
 def test_patching_streams_its_sources(organism):
     """Noising patching computes one batch's corrupted head outputs at a time and still equals the
     one-trace-per-head loop."""
-    pairs = organism_pairs(8, seed=2, function="spatial")
+    pairs = organism_pairs(8, seed=2, function="spatial", rendering=CLEAN)
     clean = option_batches(organism, [a for a, _ in pairs], 4)
     corrupt = option_batches(organism, [b for _, b in pairs], 4)
     clean, corrupt = pair_batches(clean, corrupt)
@@ -258,7 +259,7 @@ def redundant_pair():
     model, _, processor = TINY_BUILDERS["llava"](gqa=True, seed=3)
     loaded = wrap_model(model, processor)
     d = loaded.geometry.head_dim
-    examples = [e for e in organism_examples(32, seed=1, function="relational", split="controlled")
+    examples = [e for e in organism_examples(32, seed=1, function="relational", split="controlled", rendering=CLEAN)
                 if e.answer == "left"][:8]
     batches = option_batches(loaded, examples, 8)
     with torch.no_grad():

@@ -71,7 +71,6 @@ def test_device_map_sdpa_and_own_dtype_give_the_same_model():
     is the checkpoint's own (float32 for the organism)."""
     import torch
 
-    from vlmheads.data import organism_examples
     from vlmheads.methods.attention import image_attention
     from vlmheads.methods.batches import option_batches
     from vlmheads.methods.sweep import LayerSweep
@@ -80,7 +79,7 @@ def test_device_map_sdpa_and_own_dtype_give_the_same_model():
     mapped = load_model("organism", device_map="auto", attn_implementation="sdpa")
     assert eager.dtype == torch.float32 and eager.identity()["attn_implementation"] == "eager"
     assert mapped.identity()["attn_implementation"] == "sdpa" and mapped.devices == ["cpu"]
-    batches = option_batches(eager, organism_examples(8, seed=3, function="spatial", split="controlled"), 8)
+    batches = option_batches(eager, eager.examples(8, seed=3, function="spatial", split="controlled"), 8)
     with torch.no_grad():
         a = eager.model(**batches[0].inputs).logits
         b = mapped.model(**batches[0].inputs).logits

@@ -10,6 +10,7 @@ from vlmheads.models import load_model, wrap_model
 from vlmheads.models.processors import IMAGE_ONLY_PREFIX, has_video_half
 from vlmheads.testing import TINY_BUILDERS
 from vlmheads.testing.tiny_processors import tiny_processor
+from vlmheads.world.scenes import CLEAN
 
 # image tokens each tiny model takes per image (see vlmheads.testing.tiny and tiny_generic)
 IMAGE_TOKENS = {"llava_next": 55, "qwen2_vl": 4, "qwen2_5_vl": 4, "idefics3": 4, "smolvlm": 4, "gemma3": 4,
@@ -27,14 +28,14 @@ def test_processor_expands_the_image_and_the_model_accepts_it(tmp_path, family):
         type(processor).__name__.removeprefix(IMAGE_ONLY_PREFIX)  # the family's own processor class
     if has_video_half(type(loaded.processor).__mro__[1]):  # the video half needs torchvision: left out
         assert type(loaded.processor).__name__.startswith(IMAGE_ONLY_PREFIX)
-    examples = organism_examples(3, seed=0, function="relational", split="controlled")
+    examples = organism_examples(3, seed=0, function="relational", split="controlled", rendering=CLEAN)
     enc = loaded.encode_examples(examples)
     assert loaded.image_token_mask(enc).sum(1).tolist() == [IMAGE_TOKENS[family]] * 3
     with torch.no_grad():
         logits = loaded.model(**enc).logits
     assert logits.shape[:2] == enc["input_ids"].shape
     # the image matters: another image changes the answer-position logits
-    other = loaded.encode_examples(organism_examples(3, seed=5, function="relational", split="controlled"))
+    other = loaded.encode_examples(loaded.examples(3, seed=5, function="relational", split="controlled"))
     other["input_ids"] = enc["input_ids"]
     other["attention_mask"] = enc["attention_mask"]
     with torch.no_grad():
@@ -91,6 +92,6 @@ def test_llama4_tiny_copy_reloads_with_the_pil_image_processor(tmp_path):
     if importlib.util.find_spec("torchvision") is None:
         assert isinstance(loaded.processor.image_processor, Llama4ImageProcessorPil)
     assert loaded.processor.image_processor.max_patches == 4
-    enc = loaded.encode_examples(organism_examples(2, seed=0, function="relational", split="controlled"))
+    enc = loaded.encode_examples(loaded.examples(2, seed=0, function="relational", split="controlled"))
     assert enc["pixel_values"].shape == (10, 3, 32, 32)  # 2 images x (2 x 2 tiles + the whole image)
     assert loaded.image_token_mask(enc).sum(1).tolist() == [20, 20]  # 5 tiles x 4 tokens

@@ -9,6 +9,7 @@ from vlmheads.data import organism_examples
 from vlmheads.methods.attention import image_attention
 from vlmheads.methods.batches import option_batches
 from vlmheads.organism.setting import auroc, setting_measures, setting_targets, summarise_setting
+from vlmheads.world.scenes import CLEAN
 
 
 def test_auroc_by_hand():
@@ -21,7 +22,7 @@ def test_auroc_by_hand():
 
 @pytest.fixture(scope="module")
 def measured(organism):
-    examples = organism_examples(32, seed=3, function="relational", split="controlled")
+    examples = organism_examples(32, seed=3, function="relational", split="controlled", rendering=CLEAN)
     return examples, setting_measures(organism, examples, batch_size=16)
 
 

@@ -6,6 +6,7 @@ import pytest
 from vlmheads.data import organism_examples
 from vlmheads.evaluation.options import score_options
 from vlmheads.organism.evaluate import generation_check
+from vlmheads.world.scenes import CLEAN
 
 # a seed stream used neither in training (scenes come from random.Random(seed=0)) nor by the README's eval
 SEED = 31_337
@@ -18,14 +19,14 @@ SEED = 31_337
     ("decision_making", 0.85),
 ])
 def test_organism_answers_held_out_scenes(organism, function, floor):
-    examples = organism_examples(96, seed=SEED, function=function, split="controlled")
+    examples = organism_examples(96, seed=SEED, function=function, split="controlled", rendering=CLEAN)
     accuracy = np.mean([s.correct for s in score_options(organism, examples)])
     assert accuracy >= floor, f"{function}: {accuracy:.3f}"
 
 
 def test_organism_shows_the_textual_prior(organism):
     """Prior pairs in their usual relation get larger answer margins than the same pairs in another relation."""
-    examples = organism_examples(400, seed=SEED, function="relational", split="controlled")
+    examples = organism_examples(400, seed=SEED, function="relational", split="controlled", rendering=CLEAN)
     scores = score_options(organism, examples)
     by = {g: [s.logit_diff for e, s in zip(examples, scores) if e.meta["prior"] == g]
           for g in ("consistent", "violating")}
@@ -35,7 +36,7 @@ def test_organism_shows_the_textual_prior(organism):
 
 def test_organism_needs_the_image(organism):
     """Same questions, images swapped between scenes: relational accuracy must collapse towards chance."""
-    examples = organism_examples(96, seed=SEED, function="relational", split="controlled")
+    examples = organism_examples(96, seed=SEED, function="relational", split="controlled", rendering=CLEAN)
     shuffled = [e.__class__(**{**e.__dict__, "image": examples[(i + 1) % len(examples)].image})
                 for i, e in enumerate(examples)]
     real = np.mean([s.correct for s in score_options(organism, examples)])
@@ -44,7 +45,7 @@ def test_organism_needs_the_image(organism):
 
 
 def test_organism_generates_the_answer_then_stops(organism):
-    examples = organism_examples(12, seed=SEED, function="relational", split="controlled")
+    examples = organism_examples(12, seed=SEED, function="relational", split="controlled", rendering=CLEAN)
     records = generation_check(organism, examples, max_new_tokens=4)
     assert np.mean([r["correct"] for r in records]) >= 0.9
     for r in records:

@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
+import json
 import random
+from functools import lru_cache
+from pathlib import Path
 
 from ..world.questions import ORGANISM_FUNCTIONS, sample_question
-from ..world.scenes import CLEAN, RELATIONS, SPLITS, Rendering, render, sample_scene
+from ..world.scenes import RELATIONS, SPLITS, Rendering, render, sample_scene
 from .example import Example
 from .functions import canonical_function
 
+# the shipped default organism's saved config (read as a file: the data floor imports no model code)
+_DEFAULT_ORGANISM_CONFIG = Path(__file__).resolve().parents[1] / "organism" / "weights" / "config.json"
+
+
+@lru_cache(maxsize=1)
+def default_organism_rendering() -> Rendering:
+    """How the shipped default organism (``--model organism``) sees its scenes: the rendering its
+    ``config.json`` declares (``vlmheads_rendering``; weakened, on a wider canvas), clean if none."""
+    try:
+        declared = json.loads(_DEFAULT_ORGANISM_CONFIG.read_text()).get("vlmheads_rendering")
+    except (OSError, ValueError):
+        declared = None
+    return Rendering.from_dict(declared)
+
+
+def _rendering(rendering: Rendering | None) -> Rendering:
+    return default_organism_rendering() if rendering is None else rendering
+
 
 def organism_examples(n: int, seed: int = 0, function: str | None = None,
-                      split: str = "train", rendering: Rendering = CLEAN) -> list[Example]:
+                      split: str = "train", rendering: Rendering | None = None) -> list[Example]:
     """``n`` examples of fresh rendered scenes, reproducible from ``(seed, split)``.
 
     ``function`` (a name or alias, e.g. ``"spatial"``) restricts the sub-questions to one cognitive
     function; ``None`` cycles through the organism's four. ``split="train"`` follows the training
     distribution (with its textual priors); ``"controlled"`` balances the relations so that every
     object pair appears in every relation (``meta["prior"]`` says whether a scene follows the prior).
-    ``rendering``: how the scenes are drawn (the same scenes and questions whatever it is).
+    ``rendering``: how the scenes are drawn (the same scenes and questions whatever it is). None (the
+    default) draws them as the default organism sees them (``default_organism_rendering``); for another
+    model pass its own, ``loaded.rendering`` (or use ``loaded.examples(...)``), or ``CLEAN``. Scoring a
+    model on scenes drawn for another warns once (``RenderingMismatch``).
     """
+    rendering = _rendering(rendering)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if split not in SPLITS:
@@ -51,12 +76,14 @@ def organism_examples(n: int, seed: int = 0, function: str | None = None,
     return examples
 
 
-def organism_vsr_examples(n: int, seed: int = 0, rendering: Rendering = CLEAN) -> list[Example]:
+def organism_vsr_examples(n: int, seed: int = 0, rendering: Rendering | None = None) -> list[Example]:
     """VSR-style true/false statements about controlled scenes, labels exactly balanced.
 
     Even indices state the scene's true relation, odd ones a false one; the relations cycle so
-    that every relation appears in true and false statements alike.
+    that every relation appears in true and false statements alike. ``rendering`` as in
+    ``organism_examples`` (None: the default organism's).
     """
+    rendering = _rendering(rendering)
     from ..world.questions import decision_question
 
     if n < 0:
@@ -78,7 +105,7 @@ def organism_vsr_examples(n: int, seed: int = 0, rendering: Rendering = CLEAN) -
 
 
 def organism_pairs(n: int, seed: int = 0, function: str = "spatial",
-                   rendering: Rendering = CLEAN) -> list[tuple[Example, Example]]:
+                   rendering: Rendering | None = None) -> list[tuple[Example, Example]]:
     """Counterfactual (clean, corrupted) pairs: same question text, a re-rendered image whose answer differs.
 
     Only the image changes, so the two prompts tokenize identically and every position lines up:
@@ -88,7 +115,10 @@ def organism_pairs(n: int, seed: int = 0, function: str = "spatial",
       relation or its inverse, so their answer flips too.
     * object perception: the subject and the reference swap colours (the question names the
       subject by one attribute; the other now belongs to a different object).
+
+    ``rendering`` as in ``organism_examples`` (None: the default organism's).
     """
+    rendering = _rendering(rendering)
     from dataclasses import replace
 
     from ..world.questions import (colour_question, decision_question, quadrant_question, relation_question,

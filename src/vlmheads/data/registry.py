@@ -67,8 +67,9 @@ def load(name: str, root: str | Path | None = None, split: str | None = None, li
     """Load a dataset by name (see the module docstring). Extra ``options`` go to the family's loader
     (``prompts=`` for WhatsUp, ``style=`` for VSR, ``include_main=`` for CogVSR). ``function`` keeps the
     examples of one cognitive function; a dataset without any is an error naming the ones it has.
-    ``rendering`` (a ``vlmheads.world.scenes.Rendering``) draws the organism's scenes; datasets of
-    photographs ignore it."""
+    ``rendering`` (a ``vlmheads.world.scenes.Rendering``) draws the organism's scenes (None: as the
+    default organism sees them; pass ``loaded.rendering`` for another model); datasets of photographs
+    ignore it."""
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string like 'organism:controlled', got {name!r}")
     family, sep, rest = name.partition(":")
@@ -112,9 +113,6 @@ def _cogvsr(rest, root, split, limit, function, seed, images, **options) -> Data
 
 
 def _organism(rest, root, split, limit, function, seed, images, rendering=None, **options) -> Dataset:
-    from ..world.scenes import CLEAN
-
-    rendering = rendering or CLEAN
     which = rest.strip().lower()
     if which not in ORGANISM_SETS:
         raise ValueError(f"unknown organism dataset {which!r}; known: {', '.join('organism:' + s for s in ORGANISM_SETS)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,33 @@ class LoadedModel:
 
         return Rendering.from_dict(getattr(self.config, "vlmheads_rendering", None))
 
+    def examples(self, n: int, seed: int = 0, function: str | None = None, split: str = "controlled") -> list:
+        """``n`` organism examples drawn as this model sees them (``organism_examples`` with
+        ``self.rendering``): the way to draw scenes for a model without getting the rendering wrong."""
+        from ..data import organism_examples
+
+        return organism_examples(n, seed=seed, function=function, split=split, rendering=self.rendering)
+
+    def pairs(self, n: int, seed: int = 0, function: str = "spatial") -> list:
+        """Counterfactual organism pairs drawn as this model sees them (``organism_pairs``)."""
+        from ..data import organism_pairs
+
+        return organism_pairs(n, seed=seed, function=function, rendering=self.rendering)
+
+    def _check_rendering(self, images: Sequence) -> None:
+        """Warn once per rendering when organism scenes drawn for another model reach this one."""
+        import warnings
+
+        from ..world.scenes import RenderingMismatch, rendering_of
+
+        own = self.rendering.key
+        seen = self.__dict__.setdefault("_rendering_warned", set())
+        for key in {rendering_of(i) for i in images} - {None, own} - seen:
+            seen.add(key)
+            warnings.warn(f"{self.name} sees organism scenes drawn as {own}, but these were drawn as {key}: its "
+                          f"answers on them say little; draw them with loaded.examples(...) or "
+                          f"rendering=loaded.rendering", RenderingMismatch, stacklevel=4)
+
     @property
     def tokenizer(self):
         return getattr(self.processor, "tokenizer", self.processor)
@@ -106,6 +134,7 @@ class LoadedModel:
             raise ValueError(f"{len(texts)} texts but {len(images)} images")
         if not texts:
             raise ValueError("cannot encode an empty batch")
+        self._check_rendering(images)
         tok = self.tokenizer
         old_side, tok.padding_side = tok.padding_side, "left"
         try:
@@ -198,7 +227,41 @@ def check_model_source(name_or_path: str | Path | None) -> str | Path:
         if not (source / "config.json").exists():
             raise FileNotFoundError(f"{name} has no config.json: it is not a saved Hugging Face model directory")
         return source
+    cached = hub_cached(name)
+    if "/" not in name and not cached:  # a hub id is owner/name; a bare word is a folder that is not there
+        raise FileNotFoundError(f"no such directory {name!r} (and it is not a Hugging Face id in the local cache: "
+                                f"those read owner/name, e.g. llava-hf/llava-1.5-7b-hf); check the path, or "
+                                f"pass 'organism'")
+    if not cached and hub_offline():
+        raise FileNotFoundError(f"{name}: offline (HF_HUB_OFFLINE is set), and not in the local cache "
+                                f"({hub_cache_dir()}): download it on a machine with network access, or pass a "
+                                f"local model directory")
     return name
+
+
+def hub_cached(name: str) -> bool:
+    """Whether the hub cache holds ``name``'s config.json (looked up on disk, no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a name the hub could never hold (bad characters) is simply not cached
+        return False
+    return isinstance(found, str)
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
 
 
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
@@ -239,6 +302,10 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     try:
         config = transformers.AutoConfig.from_pretrained(source)
     except (OSError, ValueError) as err:
+        if isinstance(source, str) and not hub_cached(source):  # a hub id that the network did not bring
+            raise ModelLoadError(f"cannot reach the Hugging Face hub for {name} (offline?), and it is not in the "
+                                 f"local cache ({hub_cache_dir()}): download it where there is network, or pass "
+                                 f"a local model directory ({str(err).splitlines()[0]})") from None
         raise ModelLoadError(f"cannot read the config of {name}: {str(err).splitlines()[0]}") from None
     adapter = find_adapter(config)  # refused and unknown models stop here, before any weights
     cls = getattr(transformers, adapter.architectures[0]) if adapter is not None else model_class(config)

@@ -343,6 +343,8 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
     rendering = Rendering.from_dict(config.rendering)
     processor = build_processor(config.arch)
     model = _initial_model(config, processor, log)
+    if rendering != CLEAN:  # declared from the start: every loader (and the held-out checks) draws scenes this way
+        model.config.vlmheads_rendering = rendering.to_dict()
     n_params = sum(p.numel() for p in model.parameters())
     log(f"organism: {n_params / 1e6:.2f}M parameters; {config.steps} steps of {config.batch_size}"
         + (f", from {config.init_from}" if config.init_from else "") + ("" if rendering == CLEAN else f", {rendering}"))
@@ -446,8 +448,6 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
                 "seconds": time.time() - started})
     hook.remove()
     out_dir.mkdir(parents=True, exist_ok=True)
-    if rendering != CLEAN:
-        model.config.vlmheads_rendering = rendering.to_dict()  # every loader draws scenes this way for it
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps(history, indent=1) + "\n")

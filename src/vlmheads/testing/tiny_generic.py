@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from ..world.scenes import CLEAN
 from .tiny import IMAGE_TOKEN, _text
 from .tiny_processors import tiny_processor
 
@@ -26,7 +27,7 @@ def _finish(model_cls, cfg, family: str, seed: int):
     model = _randomise_zero_matrices(model_cls(cfg).eval())
     model.set_attn_implementation("eager")
     processor = tiny_processor(family)
-    examples = organism_examples(2, seed=seed, function="relational", split="controlled")
+    examples = organism_examples(2, seed=seed, function="relational", split="controlled", rendering=CLEAN)
     inputs = wrap_model(model, processor).encode_examples(examples)
     return model, inputs, processor
 

@@ -38,6 +38,7 @@ background (LLaVA's image-token share: 81 image tokens; the shapes stay whole in
 
 from __future__ import annotations
 
+import json
 import random
 import zlib
 from dataclasses import asdict, dataclass
@@ -213,6 +214,11 @@ class Rendering:
         """Pixel coordinate of the centre of the patch that row or column ``index``'s objects are drawn in."""
         return self.margin + index * self.cell + CELL // 2
 
+    @property
+    def key(self) -> str:
+        """One canonical string for the rendering (tags images; compares renderings)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         for key, default in (("cell", CELL), ("margin", 0)):  # the 64-px default geometry is left out
@@ -271,7 +277,23 @@ def render(scene: Scene, rendering: Rendering = CLEAN) -> Image.Image:
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
         _draw(draw, obj, rendering, COLOURS[obj.colour])
-    return image if rendering.clean else rendering.apply(image, scene)
+    image = image if rendering.clean else rendering.apply(image, scene)
+    image.info[RENDERING_TAG] = rendering.key  # how it was drawn: a model scored on it can tell (not the pixels)
+    return image
+
+
+RENDERING_TAG = "vlmheads_rendering"
+
+
+class RenderingMismatch(UserWarning):
+    """A model scored on organism scenes drawn for another model (another contrast, noise or canvas):
+    its accuracy there says little (the default organism falls to chance on clean scenes)."""
+
+
+def rendering_of(image) -> str | None:
+    """The ``Rendering.key`` an organism scene was drawn with (``render`` tags its images), else None."""
+    info = getattr(image, "info", None)
+    return info.get(RENDERING_TAG) if isinstance(info, dict) else None
 
 
 def object_masks(scene: Scene, rendering: Rendering = CLEAN) -> np.ndarray:
