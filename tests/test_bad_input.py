@@ -111,6 +111,8 @@ CLI_CASES = [
     ("locate", ["--wat"], "unrecognized arguments"),
     ("locate", ["--model", "/nonexistent/model"], "no model directory"),
     ("locate", ["--model", "results/organism/never/model"], "no model directory"),
+    ("locate", ["--model", "my_model_dir"], "no such directory 'my_model_dir'"),  # a typo: never sent to the hub
+    ("intervene", ["--model", "organsim", "--method", "none"], "no such directory 'organsim'"),
     ("locate", ["--model", "{root}/no-config"], "has no config.json"),
     ("locate", ["--model", "{root}/a-file.txt"], "is a file, not a model directory"),
     ("locate", ["--model", "{truncated}"], "cannot read the weights"),
@@ -245,6 +247,34 @@ def test_ctrl_c_prints_one_line_and_marks_the_run(world, tmp_path, capsys, monke
     lines = _ours(capsys.readouterr().err)
     assert len(lines) == 1 and lines[0].startswith("interrupted:") and str(out) in lines[0]
     assert json.loads((out / "metadata.json").read_text())["status"] == "interrupted"
+
+
+def test_a_hub_id_offline_and_not_cached_is_refused_before_any_network(tmp_path, capsys, monkeypatch):
+    import transformers
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the hub was asked")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_network)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert locate_main(["--model", "llava-hf/llava-1.5-7b-hf", "--out", str(tmp_path / "run"), *FAST]) == 2
+    err = _ours(capsys.readouterr().err)
+    assert len(err) == 1 and "llava-hf/llava-1.5-7b-hf: offline (HF_HUB_OFFLINE is set), and not in the local cache" \
+        in err[0], err
+
+
+def test_a_hub_id_the_network_cannot_bring_says_so(tmp_path, capsys, monkeypatch):
+    import transformers
+
+    def unreachable(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unreachable)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert locate_main(["--model", "llava-hf/llava-1.5-7b-hf", "--out", str(tmp_path / "run"), *FAST]) == 2
+    err = _ours(capsys.readouterr().err)
+    assert len(err) == 1 and "cannot reach the Hugging Face hub for llava-hf/llava-1.5-7b-hf (offline?), and it " \
+        "is not in the local cache" in err[0], err
 
 
 def test_unknown_subset_or_root_of_real_data(tmp_path):
