@@ -59,9 +59,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                         help="caps per device for --device-map, e.g. 0=70GiB,1=70GiB,cpu=120GiB (what does not fit "
                              "is offloaded)")
     parser.add_argument("--dtype", default=None,
-                        help="auto | float32 | bfloat16 | float16 (default: the checkpoint's own dtype)")
+                        help="auto | float32 | bfloat16 | float16 (default: the checkpoint's own dtype, except on a "
+                             "CPU without fast kernels for it: float32; auto: the checkpoint's own always)")
     parser.add_argument("--attn-implementation", default=None,
                         help="eager | sdpa | flash_attention_2 (default: eager on CPU, sdpa on accelerators)")
+    parser.add_argument("--threads", type=positive(), default=None,
+                        help="torch CPU threads of this process (default: the cores free when it starts, or "
+                             "$VLMHEADS_THREADS; recorded in metadata.json)")
 
 
 def add_data_options(parser: argparse.ArgumentParser, function: str, n: int, n_min: int) -> None:
@@ -130,12 +134,17 @@ def model_rendering(model: str | None) -> dict | None:
 
 def load(args):
     """The model of ``args`` (checked by ``check_model_options``), with a processor."""
+    from vlmheads.machine import choose_threads
     from vlmheads.models import load_model
     from vlmheads.models.loading import parse_max_memory
 
+    args.threads_choice = choose_threads(getattr(args, "threads", None),
+                                         "cpu" if args.device_map is None and args.device == "cpu" else "accelerator")
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
                         max_memory=parse_max_memory(args.max_memory),
                         attn_implementation=args.attn_implementation)
+    for note in loaded.notes:
+        print(note, flush=True)
     if loaded.processor is None:
         raise UsageError(f"{args.model} has no processor; save one beside the model (processor.save_pretrained)")
     return loaded
@@ -154,13 +163,13 @@ def run_directory(command: str, name: str, out: str | None):
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation")
+MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation", "threads")
 
 
 def adopt_model_options(args, config) -> None:
     """``--resume``: the model options of the run being continued replace the command line's."""
     for option in MODEL_OPTIONS:
-        setattr(args, option, getattr(config, option))
+        setattr(args, option, getattr(config, option, None))
 
 
 def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]:

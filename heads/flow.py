@@ -61,7 +61,7 @@ def _run(args) -> int:
                         window=args.window, probes=not args.no_probes, heads=heads, heads_from=heads_from,
                         batch_size=args.batch_size, seed=args.seed, rendering=_cli.model_rendering(args.model),
                         device=args.device, dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
-                        attn_implementation=args.attn_implementation)
+                        attn_implementation=args.attn_implementation, threads=args.threads)
     _cli.check_model_options(args)
     examples = flow_examples(config)
     loaded = _cli.load(args)
@@ -75,7 +75,8 @@ def _run(args) -> int:
     with _cli.run_directory("flow", f"{config.function}-{loaded.name.split('/')[-1]}", args.out) as run_dir:
         args.run_dir = run_dir
         print(f"run directory: {run_dir}")
-        with RunRecord(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed, model=loaded.identity(),
+        with RunRecord(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed,
+                       threads=args.threads_choice, model=loaded.identity(),
                        dataset={"name": config.dataset, "root": config.data_root, "n": len(examples),
                                 "function": config.function}) as record:
             result = run_flow(loaded, config, examples, log=lambda s: print(s, flush=True), progress=True)

@@ -142,7 +142,7 @@ def _run(args) -> int:
                              rendering=_cli.model_rendering(args.model),
                              batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
                              device_map=args.device_map, max_memory=args.max_memory,
-                             attn_implementation=args.attn_implementation)
+                             attn_implementation=args.attn_implementation, threads=args.threads)
     data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry
@@ -193,7 +193,7 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
         extra = {"resumed": resumed} if resumed else {}
         # a failed or interrupted run keeps its directory, its finished stages and metadata.json saying why
         with RunRecord(run_dir, "intervene", config.to_dict(), argv=args.argv, seed=config.seed,
-                       model=loaded.identity(), locate_run=locate_run,
+                       threads=args.threads_choice, model=loaded.identity(), locate_run=locate_run,
                        dataset={"names": list(config.datasets), "root": config.data_root}, **extra) as record:
             result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data, progress=True,
                                    stages_dir=run_dir / "stages")

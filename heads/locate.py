@@ -46,7 +46,7 @@ def _config(args):
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
         screen=args.screen, verify=args.verify, batch_size=args.batch_size, seed=args.seed, device=args.device,
         dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
-        attn_implementation=args.attn_implementation,
+        attn_implementation=args.attn_implementation, threads=args.threads,
         rendering=_cli.model_rendering(args.model))
 
 
@@ -91,7 +91,8 @@ def _run(args) -> int:
         extra = {"resumed": {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
                              "previous_argv": previous.get("argv")}} if previous else {}
         # a failed run keeps its directory, with metadata.json saying why
-        with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed, model=loaded.identity(),
+        with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed,
+                       threads=args.threads_choice, model=loaded.identity(),
                        dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n},
                        **extra) as record:
             result = run_locate(loaded, config, log=lambda s: print(s, flush=True), examples=examples,

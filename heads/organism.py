@@ -173,7 +173,7 @@ def _eval(args) -> int:
         dataset_identity = {"name": f"organism:{config.split}", "seed": config.seed,
                             "n_per_function": config.n_per_function, "rendering": config.rendering}
         with RunRecord(run_dir, "organism eval", config.to_dict(), argv=args.argv, seed=config.seed,
-                       model=model_identity, dataset=dataset_identity) as record:
+                       threads=args.threads_choice, model=model_identity, dataset=dataset_identity) as record:
             records, table, generated, examples = evaluate_organism(loaded, config)
             report = target_report(table)
             setting_rows = setting_measures(loaded, examples[RELATIONAL_FN] + examples[DECISION_FN], config.batch_size)

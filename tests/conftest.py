@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -9,6 +11,10 @@ from vlmheads.models import wrap_model
 from vlmheads.testing import TINY_BUILDERS
 
 FAMILIES = tuple(TINY_BUILDERS)
+
+# every command run in the suite (in this process or a child) uses torch's default thread count, as the
+# curated runs did: the automatic choice from the load average would differ from run to run
+os.environ.setdefault("VLMHEADS_THREADS", str(torch.get_num_threads()))
 
 
 @pytest.fixture(autouse=True)

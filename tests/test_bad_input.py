@@ -120,6 +120,8 @@ CLI_CASES = [
     ("locate", ["--device", "cuda"], "no CUDA device is usable here"),
     ("locate", ["--device", "banana"], "unknown device"),
     ("locate", ["--dtype", "float8"], "unknown dtype"),
+    ("locate", ["--threads", "0"], "argument --threads: must be at least 1"),
+    ("flow", ["--threads", "two"], "argument --threads: takes a whole number"),
     ("locate", ["--attn-implementation", "magic"], "unknown --attn-implementation 'magic'"),
     ("locate", ["--device-map", "everywhere"], "unknown device map 'everywhere'"),
     ("locate", ["--max-memory", "0=70GiB"], "add --device-map auto"),

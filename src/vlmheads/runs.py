@@ -156,6 +156,7 @@ class ModelOptions:
     device_map: str | None = None
     max_memory: str | None = None  # --max-memory, as given (caps per device for the device map)
     attn_implementation: str | None = None
+    threads: int | None = None  # --threads as given (None: chosen from the free cores; metadata.json says what)
     rendering: dict | None = None  # how the organism's scenes are drawn for this model (None: clean)
 
 

@@ -33,6 +33,7 @@ class LoadedModel:
     processor: Any
     adapter: Adapter
     name: str
+    notes: tuple[str, ...] = ()  # what loading decided for the user (e.g. float32 on a CPU without bf16 kernels)
     geometry: HeadGeometry = field(init=False)
     _traced: Any = field(default=None, init=False, repr=False)
 
@@ -63,7 +64,8 @@ class LoadedModel:
         return {"name": self.name, "family": self.adapter.family, "class": type(self.model).__name__,
                 "adapter": "generic" if self.adapter.derived else "declared",
                 "geometry": asdict(self.geometry), "dtype": str(self.dtype).replace("torch.", ""),
-                "attn_implementation": self.config.get_text_config()._attn_implementation, "devices": self.devices}
+                "attn_implementation": self.config.get_text_config()._attn_implementation, "devices": self.devices,
+                **({"notes": list(self.notes)} if self.notes else {})}
 
     @property
     def devices(self) -> list[str]:
@@ -280,7 +282,9 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
                processor: Any = None) -> LoadedModel:
     """Load a VLM by HF id or local directory (``None`` / ``"organism"`` = the shipped organism).
 
-    ``dtype``: None = the checkpoint's own dtype (bf16 for most real VLMs; float32 for the organism).
+    ``dtype``: None = the checkpoint's own dtype (bf16 for most real VLMs; float32 for the organism),
+    except on a CPU without fast kernels for it (``vlmheads.machine.cpu_dtype``): float32 then, and
+    ``loaded.notes`` says so; ``"auto"`` = the checkpoint's own always.
     ``device_map`` (e.g. ``"auto"``, needs accelerate) spreads the layers over the visible devices (and
     ``max_memory``); ``device`` is then ignored. ``attn_implementation``: None = ``default_attention``.
     Device, dtype and source are checked first, and the architecture is read from the config before
@@ -307,6 +311,19 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
                                  f"local cache ({hub_cache_dir()}): download it where there is network, or pass "
                                  f"a local model directory ({str(err).splitlines()[0]})") from None
         raise ModelLoadError(f"cannot read the config of {name}: {str(err).splitlines()[0]}") from None
+    notes: list[str] = []
+    if dtype is None and device_map is None and dev.type == "cpu":
+        from ..machine import cpu_dtype
+
+        own = getattr(config, "dtype", None) or getattr(config.get_text_config(), "dtype", None)
+        try:
+            own = _resolve_dtype(str(own).replace("torch.", "")) if own is not None else None
+        except ValueError:  # a dtype this suite does not name (e.g. float64): left as the checkpoint says
+            own = None
+        chosen, note = cpu_dtype(own)
+        if chosen is not None:
+            torch_dtype = chosen
+            notes.append(note)
     adapter = find_adapter(config)  # refused and unknown models stop here, before any weights
     cls = getattr(transformers, adapter.architectures[0]) if adapter is not None else model_class(config)
     placement = {} if device_map is None else {"device_map": device_map,
@@ -329,7 +346,7 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
         raise type(err)(f"{name}: {err}") from None
     if processor is None:
         processor = load_processor(source, getattr(config, "model_type", None))
-    return LoadedModel(model=model, processor=processor, adapter=adapter, name=name)
+    return LoadedModel(model=model, processor=processor, adapter=adapter, name=name, notes=tuple(notes))
 
 
 _MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
