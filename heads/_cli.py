@@ -1,10 +1,11 @@
 """What every command shares: the common options, one way to fail, and run directories that are
 never left empty.
 
-    parser = command_parser("python -m heads.locate", __doc__)
-    add_model_options(parser); add_run_options(parser, batch_size=32)
-    ...
-    return run_command(body, argv)   # body(args) -> int
+    def build_parser():   # imports the library: built inside run_command's guard
+        parser = command_parser("python -m heads.locate", __doc__)
+        add_model_options(parser); add_run_options(parser, batch_size=32)
+        ...
+    return run_command(body, build_parser, argv)   # body(args) -> int
 
 Bad input ends in one line on stderr (``error: ...``, naming the problem and the fix) and exit status
 2; Ctrl-C ends in one line (what was kept) and exit status 130; neither prints a traceback. Every
@@ -213,11 +214,16 @@ def _one_line(err: BaseException) -> str:
     return lines[0] if len(lines) == 1 else f"{lines[0]} ({'; '.join(lines[1:4])}{'; ...' if len(lines) > 4 else ''})"
 
 
-def run_command(body: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+def run_command(body: Callable[[argparse.Namespace], int],
+                parser: argparse.ArgumentParser | Callable[[], argparse.ArgumentParser],
                 argv: Sequence[str] | None) -> int:
-    """Parse ``argv`` and run ``body(args)``: bad input -> one line + 2; Ctrl-C -> one line + 130."""
+    """Parse ``argv`` and run ``body(args)``: bad input -> one line + 2; Ctrl-C -> one line + 130.
+    ``parser`` may be the function that builds it: its imports (torch, transformers) then run inside the
+    guard too, so Ctrl-C while the command is still importing is one line, not a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if callable(parser):
+            parser = parser()
         try:
             args = parser.parse_args(argv)
         except SystemExit as exit_:  # --help, or argparse's own exit

@@ -215,7 +215,7 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _cli.run_command(_run, _parser(), argv)
+    return _cli.run_command(_run, _parser, argv)
 
 
 if __name__ == "__main__":

@@ -108,7 +108,7 @@ def _run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _cli.run_command(_run, _parser(), argv)
+    return _cli.run_command(_run, _parser, argv)
 
 
 if __name__ == "__main__":

@@ -208,7 +208,7 @@ def _eval(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _cli.run_command(lambda args: _train(args) if args.action == "train" else _eval(args), _parser(), argv)
+    return _cli.run_command(lambda args: _train(args) if args.action == "train" else _eval(args), _parser, argv)
 
 
 if __name__ == "__main__":

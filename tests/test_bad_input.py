@@ -279,6 +279,37 @@ def test_a_hub_id_the_network_cannot_bring_says_so(tmp_path, capsys, monkeypatch
         "is not in the local cache" in err[0], err
 
 
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line(tmp_path, capsys, monkeypatch):
+    import heads.locate
+
+    def importing():
+        raise KeyboardInterrupt  # as if Ctrl-C came while the parser's imports (torch, transformers) ran
+
+    monkeypatch.setattr(heads.locate, "_parser", importing)
+    assert heads.locate.main(["--out", str(tmp_path / "run")]) == 130
+    lines = _ours(capsys.readouterr().err)
+    assert lines == ["interrupted: stopped before a run directory was made; nothing to keep"]
+
+
+@pytest.mark.e2e
+def test_ctrl_c_at_a_real_commands_start_is_one_line(tmp_path):
+    """SIGINT 0.4 s after `python -m heads.locate` starts: Python is importing torch then (1.5 s here)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "heads.locate", "--out", str(tmp_path / "run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "Traceback" not in err and len(_ours(err)) == 1 and _ours(err)[0].startswith("interrupted:"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_unknown_subset_or_root_of_real_data(tmp_path):
     from vlmheads.data import load
 

@@ -183,6 +183,41 @@ def test_interrupted_run_resumes_to_the_same_scores(tmp_path, capsys, monkeypatc
     assert "already finished" in capsys.readouterr().err
 
 
+def test_resume_recomputes_a_corrupted_stage_and_ends_with_the_uninterrupted_scores(tmp_path, capsys, monkeypatch):
+    """One flipped byte in a saved stage loads fine with torch and used to change the final scores.csv: the
+    checksum catches it, the stage is recomputed with a warning naming it, the scores are the whole run's."""
+    import vlmheads.locate as locate
+
+    argv = ["--function", "spatial", *FAST, "--methods", "ablation"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    real, calls = locate.LOCATE_METHODS["ablation"].run, []
+
+    def ablation_then_ctrl_c(state, function):
+        calls.append(function)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(state, function)
+
+    from dataclasses import replace
+
+    monkeypatch.setitem(locate.LOCATE_METHODS._items, "ablation",
+                        replace(locate.LOCATE_METHODS["ablation"], run=ablation_then_ctrl_c))
+    run = tmp_path / "cut"
+    assert main([*argv, "--out", str(run)]) == 130
+    monkeypatch.undo()
+    stage = sorted((run / "stages").glob("*.pt"))[0]
+    data = bytearray(stage.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the saved score tensors
+    stage.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["--resume", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert f"warning: stage stages/{stage.name} not used: {stage.name} does not match its checksum" in out
+    assert (run / "scores.csv").read_text() == (tmp_path / "whole" / "scores.csv").read_text()
+    assert json.loads((run / "heads.json").read_text())["summary"]["resumed_stages"] == \
+        [f"ablation/{calls[1]}"]  # the one intact stage
+
+
 def test_screen_and_verify_select_the_exact_run_s_heads(tmp_path, organism_run, capsys):
     """--screen attribution on the organism: every head estimated, 12 verified exactly; the selection and the
     verified heads' scores are the all-head exact run's."""

@@ -45,12 +45,51 @@ def test_saved_stage_computes_once_then_loads(tmp_path):
 
     path = tmp_path / "stages" / "a--fit.pt"
     first, loaded = saved_stage(path, compute)
-    assert not loaded and path.is_file() and [p.name for p in path.parent.iterdir()] == ["a--fit.pt"]
+    assert not loaded and path.is_file()
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a--fit.pt", "a--fit.pt.sha256"]
     again, loaded = saved_stage(path, compute)
     assert loaded and calls == [1] and torch.equal(again["w"], first["w"]) and again["note"] == "fitted"
     unsaved, loaded = saved_stage(None, compute)  # no path: computed, nothing saved
     assert not loaded and torch.equal(unsaved["w"], first["w"])
-    assert calls == [1, 1] and len(list(path.parent.iterdir())) == 1
+    assert calls == [1, 1] and len(list(path.parent.iterdir())) == 2
+
+
+@pytest.mark.parametrize("damage,why", [
+    ("flip", "does not match its checksum"),
+    ("cut", "is cut short or grown"),
+    ("no-checksum", "has no checksum"),
+    ("foreign", "was saved by a run with another config"),
+    ("bad-checksum-file", "a--fit.pt.sha256 is unreadable"),
+])
+def test_a_damaged_or_foreign_stage_is_recomputed_never_trusted(tmp_path, damage, why):
+    """A stage whose bytes changed (one flipped byte in a tensor loads fine with torch and gives other
+    numbers), cut short, without its checksum, saved under another config or with a broken checksum
+    file is recomputed, and the log names it."""
+    import torch
+
+    from vlmheads.runs import check_path, saved_stage
+
+    path = tmp_path / "stages" / "a--fit.pt"
+    saved_stage(path, lambda: {"w": torch.zeros(256)}, fingerprint="abc")
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        at = data.rindex(bytes(64)) + 3  # inside the tensor's zero bytes: torch.load still reads it
+        data[at] ^= 0x40
+        path.write_bytes(bytes(data))
+        assert torch.load(path)["w"].abs().sum() > 0  # the silent wrong result this guards against
+    elif damage == "cut":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "no-checksum":
+        check_path(path).unlink()
+    elif damage == "bad-checksum-file":
+        check_path(path).write_text("{")
+    logged = []
+    value, loaded = saved_stage(path, lambda: {"w": torch.ones(256)}, fingerprint="xyz" if damage == "foreign" else "abc",
+                                log=logged.append)
+    assert not loaded and torch.equal(value["w"], torch.ones(256))
+    assert len(logged) == 1 and logged[0].startswith("warning: stage stages/a--fit.pt not used: ") and why in logged[0]
+    again, loaded = saved_stage(path, lambda: None, fingerprint="xyz" if damage == "foreign" else "abc")
+    assert loaded and torch.equal(again["w"], torch.ones(256))  # the recomputed stage is saved, checksummed
 
 
 def test_saved_stage_leaves_nothing_when_the_computation_fails(tmp_path):

@@ -44,7 +44,7 @@ from .methods.directions import layout_directions, steering_directions
 from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import ModelOptions, saved_stage, slug, write_csv, write_json, write_text_atomic
+from .runs import ModelOptions, fingerprint, saved_stage, slug, write_csv, write_json, write_text_atomic
 from .world.scenes import Rendering
 
 
@@ -205,7 +205,8 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
     def stage_path(stage: str) -> Path | None:
         return None if stages_dir is None else stages_dir / f"{slug(name)}--{stage}.pt"
 
-    fit, loaded_fit = saved_stage(stage_path("fit"), lambda: _fit(loaded, config, list(val), name, log))
+    checked = {"fingerprint": fingerprint(config.to_dict()), "log": log}  # stages of another config: recomputed
+    fit, loaded_fit = saved_stage(stage_path("fit"), lambda: _fit(loaded, config, list(val), name, log), **checked)
     fitted = fit["fitted"]
     if "probe_accuracy" in fit:
         result.probe_accuracy[name] = fit["probe_accuracy"]
@@ -219,7 +220,8 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
             bar.update()
             continue
         done, was_loaded = saved_stage(stage_path(method_name),
-                                       lambda: _score_method(loaded, config, name, method_name, val_b, test_b, fitted))
+                                       lambda: _score_method(loaded, config, name, method_name, val_b, test_b, fitted),
+                                       **checked)
         result.chosen[(name, method_name)] = done["chosen"]
         result.applied.setdefault(name, {})[method_name] = done["applied"]
         result.rows += done["rows"]

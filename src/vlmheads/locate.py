@@ -42,7 +42,7 @@ from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specific
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import ModelOptions, save_torch_atomic
+from .runs import ModelOptions, fingerprint, load_torch_checked, save_torch_atomic
 from .scores import HeadScores
 
 CAUSAL = ("ablation", "noising", "denoising")
@@ -129,8 +129,9 @@ class LocateState:
     """What the methods of one run share: the model, its batches and pairs, and the result being filled.
 
     Every stage (one method for one function) is saved to ``stages_dir`` as it finishes (temporary file,
-    then rename); a stage already saved there is loaded instead of run, which is how ``--resume`` continues
-    an interrupted run with the same scores it would have had."""
+    then rename, with its checksum and the config's fingerprint beside it); a stage already saved there is
+    loaded instead of run when it checks out, and recomputed (with a warning naming it) when it does not,
+    which is how ``--resume`` continues an interrupted run with the same scores it would have had."""
 
     loaded: LoadedModel
     config: LocateConfig
@@ -143,6 +144,7 @@ class LocateState:
     cache: dict = field(default_factory=dict)  # what several stages of one method share (probe features)
     screening: bool = False  # ablation by screen + verify
     resumed: list = field(default_factory=list)  # stages loaded from stages_dir
+    fingerprint: str | None = None  # the config's (runs.fingerprint): stages saved under another are not used
     _writes: dict | None = None
 
     @property
@@ -177,17 +179,19 @@ class LocateState:
         """Run one stage, or load it if a previous run saved it; True if loaded."""
         path = None if self.stages_dir is None else self.stages_dir / f"{name}--{function}.pt"
         if path is not None and path.is_file():
-            saved = torch.load(path, weights_only=False)
-            self.result.scores.update(saved["scores"])
-            for key, fn, value in saved["summary"]:
-                self.note(key, fn, value)
-            self.resumed.append(f"{name}/{function}")
-            return True
+            saved, why = load_torch_checked(path, self.fingerprint)
+            if why is None:
+                self.result.scores.update(saved["scores"])
+                for key, fn, value in saved["summary"]:
+                    self.note(key, fn, value)
+                self.resumed.append(f"{name}/{function}")
+                return True
+            self.log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
         self._writes = {"scores": {}, "summary": []}
         try:
             run()
             if path is not None:
-                save_torch_atomic(path, self._writes)
+                save_torch_atomic(path, self._writes, self.fingerprint)
         finally:
             self._writes = None
         return False
@@ -270,7 +274,8 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     batches = {f: option_batches(loaded, ex, config.batch_size) for f, ex in sorted(by_function.items())}
     needs_pairs = any(LOCATE_METHODS[m].needs_pairs for m in config.methods)
     pairs = _pairs(loaded, config, by_function, result) if needs_pairs else {}
-    state = LocateState(loaded, config, batches, pairs, result, log, stages_dir=stages_dir)
+    state = LocateState(loaded, config, batches, pairs, result, log, stages_dir=stages_dir,
+                        fingerprint=fingerprint(config.to_dict()))
     state.screening = _screening(config, total_heads, result, log)
     if len(state.functions) < 2 and "probe" in config.methods:
         result.skipped["probe"] = "probing needs sub-questions of at least two functions"

@@ -96,9 +96,32 @@ def write_text_atomic(path: Path, text: str) -> None:
         raise
 
 
-def save_torch_atomic(path: Path, value: Any) -> None:
-    """``torch.save`` to a temporary file beside ``path`` (its folder made if missing), then renamed over
-    ``path``: a crash or Ctrl-C never leaves half a checkpoint or stage under the final name."""
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_path(path: Path) -> Path:
+    """The checksum record beside a saved file: ``NAME.sha256`` (JSON: sha256, bytes, fingerprint)."""
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
+def fingerprint(config: dict) -> str:
+    """A short digest of a run's config: a stage saved under another config is not this run's."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def save_torch_atomic(path: Path, value: Any, fingerprint: str | None = None) -> None:
+    """``torch.save`` to a temporary file beside ``path`` (its folder made if missing), its checksum (and
+    the run's config ``fingerprint``) written beside it, then renamed over ``path``: a crash or Ctrl-C never
+    leaves half a checkpoint or stage under the final name, and a file that is there has its checksum."""
     import torch
 
     path = Path(path)
@@ -106,23 +129,56 @@ def save_torch_atomic(path: Path, value: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         torch.save(value, tmp)
+        write_json(check_path(path), {"sha256": _sha256(tmp), "bytes": tmp.stat().st_size,
+                                      "fingerprint": fingerprint})
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def saved_stage(path: Path | None, compute: Callable[[], Any]) -> tuple[Any, bool]:
-    """``(value, loaded)``: the value a previous run saved at ``path`` (``loaded`` True), else ``compute()``,
-    saved there as it finishes (``save_torch_atomic``). ``path`` None computes without saving. How
-    ``--resume`` keeps finished work."""
+def load_torch_checked(path: Path, fingerprint: str | None = None) -> tuple[Any, str | None]:
+    """``(value, None)`` for a file ``save_torch_atomic`` wrote whose bytes still match their checksum
+    (and whose fingerprint is ``fingerprint``, when given); else ``(None, why)``: no checksum, cut short,
+    bytes changed, made under another config, or unreadable. Nothing unverified is returned."""
     import torch
 
+    path = Path(path)
+    try:
+        check = json.loads(check_path(path).read_text())
+        want, size = check["sha256"], int(check["bytes"])
+    except FileNotFoundError:
+        return None, f"{path.name} has no checksum ({check_path(path).name}), so it cannot be trusted"
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return None, f"{check_path(path).name} is unreadable ({type(err).__name__})"
+    actual = path.stat().st_size
+    if actual != size:
+        return None, f"{path.name} is cut short or grown ({actual} bytes, {size} when saved)"
+    if _sha256(path) != want:
+        return None, f"{path.name} does not match its checksum (its bytes changed since it was saved)"
+    if fingerprint is not None and check.get("fingerprint") != fingerprint:
+        return None, f"{path.name} was saved by a run with another config"
+    try:
+        return torch.load(path, weights_only=False), None
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
+        return None, f"{path.name} cannot be read ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
+
+
+def saved_stage(path: Path | None, compute: Callable[[], Any], fingerprint: str | None = None,
+                log: Callable[[str], None] | None = None) -> tuple[Any, bool]:
+    """``(value, loaded)``: the value a previous run saved at ``path`` (``loaded`` True) when it checks out
+    (``load_torch_checked``), else ``compute()``, saved there as it finishes (``save_torch_atomic``); a saved
+    stage that does not check out is recomputed, and ``log`` says which and why. ``path`` None computes
+    without saving. How ``--resume`` keeps finished work, and never trusts a damaged or foreign stage."""
     if path is not None and path.is_file():
-        return torch.load(path, weights_only=False), True
+        value, why = load_torch_checked(path, fingerprint)
+        if why is None:
+            return value, True
+        if log is not None:
+            log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
     value = compute()
     if path is not None:
-        save_torch_atomic(path, value)
+        save_torch_atomic(path, value, fingerprint)
     return value, False
 
 

@@ -77,7 +77,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .build import MICRO_ARCH, OrganismArch, build_model, build_processor
-from ..runs import save_torch_atomic
+from ..runs import load_torch_checked, save_torch_atomic
 from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN, sample_question
 from ..world.scenes import (CELL, CLEAN, COLOURS, PRIOR_STRENGTH, RELATIONS, SHAPES, Rendering, Scene, object_masks,
                             render, sample_scene)
@@ -376,7 +376,10 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
     if resume:
         if state_path is None or not state_path.is_file():
             raise FileNotFoundError(f"no checkpoint to resume from at {state_path}")
-        state = torch.load(state_path, weights_only=False)
+        state, why = load_torch_checked(state_path)
+        if why is not None:
+            raise ValueError(f"cannot resume from {state_path}: {why}; a damaged checkpoint is never trusted: "
+                             f"start a fresh run")
         model.load_state_dict(state["model"])
         patch_probe.load_state_dict(state["probe"])
         optim.load_state_dict(state["optimizer"])
