@@ -153,12 +153,14 @@ def load(args):
 
 @contextmanager
 def run_directory(command: str, name: str, out: str | None):
-    """A fresh run directory; removed again if the block leaves it empty (nothing finished to keep)."""
-    from vlmheads.runs import new_run_dir
+    """A fresh run directory, locked for this process (``runs.RunLock``: a second run given the same --out
+    is refused with who holds it); removed again if the block leaves it empty (nothing finished to keep)."""
+    from vlmheads.runs import RunLock, new_run_dir
 
     run_dir = new_run_dir(command, name, out=out)
     try:
-        yield run_dir
+        with RunLock(run_dir, f"heads {command}"):
+            yield run_dir
     finally:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -189,13 +191,20 @@ def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]
         raise UsageError(f"--resume {run_dir}: a {meta.get('command')!r} run, not {what}")
     if meta.get("status") == "finished":
         raise UsageError(f"--resume {run_dir}: the run has already finished; nothing to resume")
+    from vlmheads.runs import RunLock
+
+    RunLock(run_dir, "").check()  # still being written by another process: refused before any model loads
     return saved, meta
 
 
 @contextmanager
-def existing_directory(run_dir: Path):
-    """An existing run directory, continued in place (``--resume``)."""
-    yield Path(run_dir)
+def existing_directory(run_dir: Path, command: str = "resume"):
+    """An existing run directory, continued in place (``--resume``), locked for this process: a second
+    ``--resume`` of a run still in progress is refused with who holds it; a killed run's lock is taken over."""
+    from vlmheads.runs import RunLock
+
+    with RunLock(Path(run_dir), f"heads {command} --resume"):
+        yield Path(run_dir)
 
 
 def _bad_input_types() -> tuple[type, ...]:

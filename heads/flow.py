@@ -84,7 +84,8 @@ def _run(args) -> int:
                 record.time(stage, seconds)
             record.meta["notes"] = result.notes
             record.meta["rollout_agreement"] = {k: v for k, v in result.rollout.items() if k.startswith("spearman")}
-            write_outputs(result, run_dir, title=f"{loaded.name}: where the {config.function} answer comes from")
+            with record.writing_outputs():
+                write_outputs(result, run_dir, title=f"{loaded.name}: where the {config.function} answer comes from")
     print("\n".join(report_lines(result)))
     print(f"\nwrote {run_dir}/knockout.csv" + (", probes.csv" if result.probes else "")
           + (", rollout.csv" if result.rollout else "") + ", flow.html")

@@ -174,7 +174,8 @@ def _resume(args, run_dir: Path) -> int:
     loaded = _cli.load(args)
     extra = {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
              "previous_argv": previous.get("argv")}
-    return _execute(args, config, data, loaded, _cli.existing_directory(run_dir), previous.get("locate_run"),
+    return _execute(args, config, data, loaded, _cli.existing_directory(run_dir, "intervene"),
+                    previous.get("locate_run"),
                     resumed=extra)
 
 
@@ -205,7 +206,8 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
             record.meta["dataset"]["identity"] = result.datasets
             if result.resumed:
                 record.meta["resumed_stages"] = result.resumed
-            write_outputs(result, run_dir)
+            with record.writing_outputs(f"continue with: python -m heads.intervene --resume {run_dir}"):
+                write_outputs(result, run_dir)
         shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
     print("\n" + "\n".join(table_lines(result, ("all", "prior=consistent", "prior=violating"))))
     for what, why in result.skipped.items():

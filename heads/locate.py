@@ -82,7 +82,7 @@ def _run(args) -> int:
     if config.top_k is not None and config.top_k > g.n_total:
         raise _cli.UsageError(f"--top-k {config.top_k} is larger than the number of heads: {loaded.name} has "
                               f"{g.n_total} ({g.n_layers} layers x {g.n_heads}); choose 1..{g.n_total}")
-    directory = _cli.existing_directory(resume) if resume else \
+    directory = _cli.existing_directory(resume, "locate") if resume else \
         _cli.run_directory("locate", f"{config.function}-{loaded.name.split('/')[-1]}", args.out)
     with directory as run_dir:
         args.run_dir = run_dir
@@ -100,7 +100,8 @@ def _run(args) -> int:
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["selected"] = [list(h) for h in result.selected]
-            write_outputs(result, run_dir)
+            with record.writing_outputs(f"continue with: python -m heads.locate --resume {run_dir}"):
+                write_outputs(result, run_dir)
         shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
     print("\n".join(report_lines(result)))
     print(f"\nwrote {run_dir}/scores.csv, heads.json, headmap.html")

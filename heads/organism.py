@@ -144,7 +144,8 @@ def _resume_training(args) -> int:
     config = TrainConfig(**saved)
     args.run_dir = run_dir
     print(f"resuming {run_dir}")
-    with RunRecord(run_dir, "organism train", config.to_dict(), argv=args.argv, seed=config.seed) as record:
+    with _cli.existing_directory(run_dir, "organism train"), \
+            RunRecord(run_dir, "organism train", config.to_dict(), argv=args.argv, seed=config.seed) as record:
         history = train(config, run_dir / "model", checkpoint_dir=run_dir / "checkpoint", resume=True)
         record.meta["final"] = history["log"][-1] if history["log"] else None
         record.meta["resumed"] = True
@@ -179,17 +180,18 @@ def _eval(args) -> int:
             setting_rows = setting_measures(loaded, examples[RELATIONAL_FN] + examples[DECISION_FN], config.batch_size)
             setting = summarise_setting(setting_rows, n_boot=config.bootstrap)
             targets = setting_targets(table, setting)
-            write_json(run_dir / "setting.json", {"summary": setting, "targets": targets})
             record.meta["targets"] = report
-            write_csv(run_dir / "accuracy.csv", table)
-            write_text_atomic(run_dir / "examples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
             gen_acc = {}
             for r in generated:
                 gen_acc.setdefault(r["function"], []).append(r["correct"])
             summary = {"targets": report, "all_targets_met": all(v["met"] for v in report.values()),
                        "generation_accuracy": {k: round(sum(v) / len(v), 4) for k, v in gen_acc.items()},
                        "generation_samples": generated[:8]}
-            write_json(run_dir / "summary.json", summary)
+            with record.writing_outputs():
+                write_json(run_dir / "setting.json", {"summary": setting, "targets": targets})
+                write_csv(run_dir / "accuracy.csv", table)
+                write_text_atomic(run_dir / "examples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+                write_json(run_dir / "summary.json", summary)
     print(f"\n{'function':<30} {'group':<11} {'n':>5} {'accuracy':>9}  95% CI")
     for row in table:
         print(f"{row['function']:<30} {row['group']:<11} {row['n']:>5} {row['accuracy']:>9.3f}  "

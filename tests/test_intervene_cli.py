@@ -232,3 +232,71 @@ def test_without_a_locate_run_head_methods_are_skipped_in_one_line_or_refused_by
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error: emphasize acts on located heads, but there is no locate run for model"), err
         assert not (tmp_path / "refused").exists()
+
+
+def test_a_full_disk_while_writing_leaves_an_incomplete_run_that_resumes(tmp_path, tiny_dir, capsys, monkeypatch):
+    """The disk fills while the outputs are written: the outputs already written are removed (no file that
+    looks finished), metadata.json says incomplete, the stages are kept, and --resume ends as a whole run."""
+    import errno
+
+    import vlmheads.intervene as intervene
+
+    argv = ["--model", str(tiny_dir), "--method", "none", "--method", "scalingvis", "--dataset", "organism:controlled",
+            "--batch-size", "32"]
+    assert intervene_main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    real = intervene.write_text_atomic
+
+    def disk_full_at_the_chart(path, text):
+        if path.name == "comparison.html":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(intervene, "write_text_atomic", disk_full_at_the_chart)
+    run = tmp_path / "full"
+    capsys.readouterr()
+    assert intervene_main([*argv, "--out", str(run)]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error")]
+    assert len(err) == 1 and err[0].startswith("error: could not write the outputs (OSError: No space left on device)")
+    assert f"then continue with: python -m heads.intervene --resume {run}" in err[0]
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metadata.json", "stages"]  # results.csv removed
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["status"].startswith("incomplete: could not write the outputs")
+    monkeypatch.undo()
+    assert intervene_main(["--resume", str(run)]) == 0
+    for name in ("results.csv", "interventions.json"):
+        assert (run / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    assert json.loads((run / "metadata.json").read_text())["resumed"]["previous_status"].startswith("incomplete")
+
+
+def test_two_runs_cannot_share_one_directory(tmp_path, tiny_dir, capsys):
+    """A live process's lock refuses a second run on the same --out and a second --resume, naming the holder;
+    a killed process's lock is taken over; a finished run leaves no lock."""
+    import socket
+    import subprocess
+    import sys
+
+    argv = ["--model", str(tiny_dir), "--method", "none", "--dataset", "organism:controlled", "--batch-size", "32"]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = {"pid": holder.pid, "host": socket.gethostname(), "command": "heads intervene", "started": "earlier"}
+        busy = tmp_path / "busy"
+        busy.mkdir()
+        (busy / ".lock").write_text(json.dumps(lock))
+        assert intervene_main([*argv, "--out", str(busy)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err == (f"error: {busy} is in use by pid {holder.pid} on {socket.gethostname()} (heads intervene, "
+                       f"started earlier): wait for it to finish or use another --out; if that process is gone, "
+                       f"delete {busy}/.lock")
+        run = tmp_path / "run"
+        assert intervene_main([*argv, "--out", str(run)]) == 0 and not (run / ".lock").exists()
+        meta = json.loads((run / "metadata.json").read_text())
+        meta["status"] = "interrupted"  # as if it had been stopped, and is being resumed by another process now
+        (run / "metadata.json").write_text(json.dumps(meta))
+        (run / ".lock").write_text(json.dumps(lock))
+        assert intervene_main(["--resume", str(run)]) == 2
+        assert f"is in use by pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert intervene_main(["--resume", str(run)]) == 0  # its holder is gone (SIGKILL): the stale lock is taken over
+    assert not (run / ".lock").exists()

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata as _md
 from pathlib import Path
@@ -36,6 +37,7 @@ def check_out(out: str | Path | None) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; pass a directory path (it is created if missing)")
+    RunLock(out, "").check()
     if out.is_dir() and any(out.iterdir()):
         raise FileExistsError(f"--out {out} already holds files; runs are never overwritten: "
                               f"choose a new directory or leave --out unset")
@@ -216,6 +218,78 @@ class ModelOptions:
     rendering: dict | None = None  # how the organism's scenes are drawn for this model (None: clean)
 
 
+class RunInUse(OSError):
+    """Another live process holds the run directory's lock."""
+
+
+class RunIncomplete(OSError):
+    """The outputs could not be written (full disk, read-only folder): nothing that looks finished is left."""
+
+
+class RunLock:
+    """``RUN_DIR/.lock``: one process at a time writes a run directory. It holds the writer's pid, host,
+    command and start; a second process is refused with those, and a lock whose process is gone (a
+    SIGKILL) is taken over. ``with RunLock(run_dir, command):`` acquires and releases it."""
+
+    NAME = ".lock"
+
+    def __init__(self, run_dir: Path, command: str) -> None:
+        self.run_dir, self.command = Path(run_dir), command
+        self.path = self.run_dir / self.NAME
+
+    def holder(self) -> dict | None:
+        """The live holder's record; None when there is no lock or its process is gone."""
+        import socket
+
+        try:
+            info = json.loads(self.path.read_text())
+            pid, host = int(info["pid"]), str(info["host"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"pid": "?", "host": "?", "command": "?", "started": "?", "unreadable": True}
+        if host != socket.gethostname():
+            return info  # another machine's process: it cannot be checked from here, so it is taken as alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return info  # alive, another user's
+        return info
+
+    def check(self) -> None:
+        """Refuse, with who holds it, a run directory another live process is writing."""
+        info = self.holder()
+        if info is not None and info.get("pid") != os.getpid():
+            raise RunInUse(f"{self.run_dir} is in use by pid {info.get('pid')} on {info.get('host')} "
+                           f"({info.get('command')}, started {info.get('started')}): wait for it to finish or use "
+                           f"another --out; if that process is gone, delete {self.path}")
+
+    def __enter__(self) -> "RunLock":
+        import socket
+
+        self.check()
+        self.path.unlink(missing_ok=True)  # no live holder: a stale lock (its process was killed) is taken over
+        record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                             "started": _dt.datetime.now().isoformat(timespec="seconds")})
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:  # another process took it between the check and here
+            self.check()
+            raise
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if json.loads(self.path.read_text()).get("pid") == os.getpid():
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
 class RunRecord:
     """Collects metadata for one run and writes it; use as ``with RunRecord(dir, ...) as rec:``.
 
@@ -240,6 +314,23 @@ class RunRecord:
     def time(self, name: str, seconds: float) -> None:
         self.meta["timings"][name] = round(seconds, 3)
 
+    @contextmanager
+    def writing_outputs(self, then: str = "re-run the command"):
+        """Wrap the writing of a run's outputs: if any of them cannot be written (a full disk, a read-only
+        folder), the ones already written are removed again, so no file that looks finished is left, and
+        ``RunIncomplete`` says so (metadata.json: status "incomplete: ..."; finished stages are kept)."""
+        before = set(self.run_dir.iterdir())
+        try:
+            yield
+        except OSError as err:
+            for path in set(self.run_dir.iterdir()) - before:
+                if path.is_file() and path.name not in ("config.json", "metadata.json"):
+                    path.unlink(missing_ok=True)
+            self.incomplete = f"could not write the outputs ({type(err).__name__}: {err.strerror or err})"
+            raise RunIncomplete(f"{self.incomplete} in {self.run_dir}; the run is marked incomplete in metadata.json "
+                                f"and left no output that looks finished: free space or fix the folder, then "
+                                f"{then}") from None
+
     def __enter__(self) -> "RunRecord":
         return self
 
@@ -250,6 +341,15 @@ class RunRecord:
             self.meta["status"] = "finished"
         elif issubclass(exc_type, KeyboardInterrupt):
             self.meta["status"] = "interrupted"
+        elif getattr(self, "incomplete", None):
+            self.meta["status"] = f"incomplete: {self.incomplete}"
         else:
             self.meta["status"] = f"failed: {exc_type.__name__}: {exc}"
-        write_json(self.run_dir / "metadata.json", self.meta)
+        try:
+            write_json(self.run_dir / "metadata.json", self.meta)
+        except OSError as err:
+            if exc is None:
+                raise RunIncomplete(f"could not write {self.run_dir}/metadata.json ({err.strerror or err}); it still "
+                                    f"says status 'running', so the run does not count as finished") from None
+            # the disk that failed the run fails this too: metadata.json keeps status "running", never "finished"
+
