@@ -23,6 +23,8 @@ def _parser():
     p.add_argument("--window", type=_cli.positive(), default=None,
                    help="decoder layers per knockout window (default: a quarter of the layers)")
     p.add_argument("--no-probes", action="store_true", help="knockout only")
+    p.add_argument("--no-rollout", action="store_true",
+                   help="skip attention rollout and per-patch knockout (a pass per image patch: 576 for LLaVA-1.5)")
     p.add_argument("--heads-from", default=None, metavar="RUN",
                    help="locate run whose selected heads are drawn on the images (default: the newest locate run "
                         "for this model and function, if any)")
@@ -58,7 +60,8 @@ def _run(args) -> int:
     heads, heads_from, geometry = _located_heads(args, canonical_function(args.function))
     config = FlowConfig(function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root,
                         n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
-                        window=args.window, probes=not args.no_probes, heads=heads, heads_from=heads_from,
+                        window=args.window, probes=not args.no_probes, rollout=not args.no_rollout, heads=heads,
+                        heads_from=heads_from,
                         batch_size=args.batch_size, seed=args.seed, rendering=_cli.model_rendering(args.model),
                         device=args.device, dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
                         attn_implementation=args.attn_implementation, threads=args.threads)

@@ -31,6 +31,9 @@ def _parser():
                    help="heads of the head methods: top-k (the locate run's selection, default) or top-K")
     p.add_argument("--emphasize", default=None, metavar="top-K", help="emphasise these located heads (top-k or top-K)")
     p.add_argument("--ablate", default=None, metavar="top-K", help="ablate these located heads (top-k or top-K)")
+    p.add_argument("--n", type=_cli.positive(), default=None,
+                   help="at most N examples of each split (default: the protocol's splits, 80 + 320 of 400 for the "
+                        "organism); for smoke runs of big models")
     p.add_argument("--sweep", action="store_true",
                    help="tune alpha / threshold / gamma (and k) on the validation split (default: published defaults)")
     _cli.add_run_options(p, batch_size=64)
@@ -138,7 +141,7 @@ def _run(args) -> int:
     config = InterveneConfig(model=args.model, datasets=tuple(args.dataset or InterveneConfig.datasets),
                              data_root=args.data_root, methods=methods, heads=heads,
                              heads_from=str(run) if run else None, k=len(heads) if run else None,
-                             k_by_method=k_by_method, sweep=args.sweep, ranking=order,
+                             k_by_method=k_by_method, sweep=args.sweep, ranking=order, n=args.n,
                              rendering=_cli.model_rendering(args.model),
                              batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
                              device_map=args.device_map, max_memory=args.max_memory,

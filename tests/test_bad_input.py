@@ -163,6 +163,7 @@ CLI_CASES = [
     ("intervene", ["--heads-from", "{run}", "--device", "cuda"], "no CUDA device is usable here"),
     ("intervene", ["--heads-from", "{run}", "--dtype", "int3"], "unknown dtype"),
     ("intervene", ["--heads-from", "{run}", "--batch-size", "-1"], "argument --batch-size: must be at least 1"),
+    ("intervene", ["--method", "none", "--n", "0"], "argument --n: must be at least 1"),
     ("intervene", ["--heads-from", "{run}", "--out", "{root}/full"], "never overwritten"),
     ("intervene", ["--heads-from", "{run}", "--dataset", "organism:nope"], "unknown organism dataset"),
     ("intervene", ["--heads-from", "{run}", "--model", "{truncated}"], "cannot read the weights"),

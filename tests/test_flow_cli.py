@@ -74,3 +74,19 @@ def test_flow_runs_on_tiny_families(tmp_path, family):
     if family in ("llava_next", "internvl"):
         assert "object->answer" in meta["notes"] and "square grid" in meta["notes"]["object->answer"]
     assert (out / "flow.html").stat().st_size > 1_000_000
+
+
+def test_no_rollout_skips_the_pass_per_image_patch(tmp_path, monkeypatch):
+    """At true widths the rollout's per-patch knockout is a pass per image token: --no-rollout skips it."""
+    import vlmheads.flow.run as flow_run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the rollout ran")
+
+    monkeypatch.setattr(flow_run, "rollout_vs_knockout", must_not_run)
+    out = tmp_path / "run"
+    assert main(["--n", "8", "--window", "4", "--edges", "image->answer", "--no-probes", "--no-rollout",
+                 "--out", str(out)]) == 0
+    assert not (out / "rollout.csv").exists() and (out / "knockout.csv").is_file() and (out / "flow.html").is_file()
+    meta, config = (json.loads((out / name).read_text()) for name in ("metadata.json", "config.json"))
+    assert meta["notes"]["rollout"] == "skipped: --no-rollout" and config["rollout"] is False

@@ -300,3 +300,14 @@ def test_two_runs_cannot_share_one_directory(tmp_path, tiny_dir, capsys):
         holder.wait()
     assert intervene_main(["--resume", str(run)]) == 0  # its holder is gone (SIGKILL): the stale lock is taken over
     assert not (run / ".lock").exists()
+
+
+def test_n_caps_each_split_for_smoke_runs(tmp_path, tiny_dir):
+    out = tmp_path / "iv"
+    assert intervene_main(["--model", str(tiny_dir), "--method", "none", "--n", "5", "--batch-size", "8",
+                           "--out", str(out)]) == 0
+    rows = [r for r in csv.DictReader((out / "results.csv").open()) if r["group"] == "all"]
+    assert [(r["dataset"], r["n"]) for r in rows] == [("organism:controlled", "5"), ("organism:vsr", "5")]
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["dataset"]["identity"]["organism:vsr"]["val"]["n_examples"] == 5
+    assert json.loads((out / "config.json").read_text())["n"] == 5

@@ -110,6 +110,7 @@ class InterveneConfig(ModelOptions):
     ranking: tuple[tuple[int, int], ...] = ()  # every head, best first (from the locate run): k per method, tuning
     k_grid: tuple[int, ...] = (1, 2, 3, 5, 8)
     batch_size: int = 64
+    n: int | None = None  # at most this many examples of each split (None: the protocol's whole splits)
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -118,7 +119,7 @@ class InterveneConfig(ModelOptions):
             INTERVENE_METHODS[m]
         if not self.datasets:
             raise ValueError("no datasets")
-        for name, value in (("--batch-size", self.batch_size), ("bootstrap", self.bootstrap)):
+        for name, value in (("--batch-size", self.batch_size), ("bootstrap", self.bootstrap), ("--n", self.n or 1)):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         for method, k in self.k_by_method:
@@ -165,6 +166,8 @@ def load_datasets(config: InterveneConfig) -> dict:
     one, so a bad dataset or root fails before any weights are read)."""
     kwargs = {"root": config.data_root} if config.data_root else {}
     kwargs["rendering"] = Rendering.from_dict(config.rendering)
+    if config.n is not None:  # a smoke run: the first n of each split
+        kwargs["limit"] = config.n
     return {name: (load(name, split="val", seed=config.seed, **kwargs), load(name, split="test", seed=config.seed,
                                                                           **kwargs)) for name in config.datasets}
 

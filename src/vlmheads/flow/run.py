@@ -35,6 +35,7 @@ class FlowConfig(ModelOptions):
     edges: tuple[str, ...] = EDGES
     window: int | None = None  # layers per window (default: a quarter of the layers, at least 1)
     probes: bool = True
+    rollout: bool = True  # attention rollout/flow against per-patch knockout (one pass per image patch)
     heads: tuple[tuple[int, int], ...] = ()  # located heads to draw on the images (from a locate run)
     heads_from: str | None = None
     batch_size: int = 32
@@ -126,15 +127,21 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
         log("located heads drawn on the images: " + ", ".join(f"L{l}H{h}" for l, h in config.heads)
             + (f" (from {config.heads_from})" if config.heads_from else ""))
     try:
-        agreement = rollout_vs_knockout(loaded, batches)
-        rollout = {"rollout_mean": agreement["rollout"].mean(0).tolist(),
-                   "knockout_mean": agreement["knockout"].mean(0).tolist(),
-                   "flow_mean": agreement["flow"].mean(0).tolist() if agreement["flow"] is not None else None,
-                   **{k: v for k, v in agreement.items() if k.startswith("spearman")}}
+        if config.rollout:
+            agreement = rollout_vs_knockout(loaded, batches)
+            rollout = {"rollout_mean": agreement["rollout"].mean(0).tolist(),
+                       "knockout_mean": agreement["knockout"].mean(0).tolist(),
+                       "flow_mean": agreement["flow"].mean(0).tolist() if agreement["flow"] is not None else None,
+                       **{k: v for k, v in agreement.items() if k.startswith("spearman")}}
         attention = image_attention_maps(loaded, batches, heads=config.heads)
-        s = rollout["spearman_rollout"]
-        log(f"rollout vs knockout per patch: Spearman {s['accuracy']:.2f} [{s['ci_low']:.2f}, {s['ci_high']:.2f}]"
-            + (f"; attention flow {rollout['spearman_flow']['accuracy']:.2f}" if "spearman_flow" in rollout else ""))
+        if config.rollout:
+            s = rollout["spearman_rollout"]
+            log(f"rollout vs knockout per patch: Spearman {s['accuracy']:.2f} [{s['ci_low']:.2f}, "
+                f"{s['ci_high']:.2f}]" + (f"; attention flow {rollout['spearman_flow']['accuracy']:.2f}"
+                                           if "spearman_flow" in rollout else ""))
+        else:
+            notes["rollout"] = "skipped: --no-rollout"
+            log(f"rollout: {notes['rollout']}")
     except (ValueError, RuntimeError) as err:  # e.g. rows whose image tokens differ in number (tiled images)
         notes["rollout"] = f"skipped: {str(err).splitlines()[0]}"
         log(f"rollout: {notes['rollout']}")
