@@ -142,27 +142,31 @@ def test_real_dataset_format_with_text_counterfactuals(tmp_path):
                                            "image_share", "image_entropy"}
 
 
-def test_interrupted_run_resumes_to_the_same_scores(tmp_path, capsys, monkeypatch):
-    """Ctrl-C in the middle keeps every finished stage; --resume loads them, runs the rest, and ends with the
-    scores of an uninterrupted run."""
+def _ctrl_c_at_the_third_stage(monkeypatch, method: str) -> list:
+    """Make ``method``'s third stage raise KeyboardInterrupt (as Ctrl-C would); returns the functions called."""
+    from dataclasses import replace
+
     import vlmheads.locate as locate
 
-    argv = ["--function", "spatial", *FAST, "--methods", "ablation,patching,probe"]
-    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
-    run = tmp_path / "cut"
-    real = locate.LOCATE_METHODS["patching"].run
-    calls = []
+    real, calls = locate.LOCATE_METHODS[method].run, []
 
-    def patching_then_ctrl_c(state, function):
+    def then_ctrl_c(state, function):
         calls.append(function)
         if len(calls) == 3:
             raise KeyboardInterrupt
         real(state, function)
 
-    from dataclasses import replace
+    monkeypatch.setitem(locate.LOCATE_METHODS._items, method, replace(locate.LOCATE_METHODS[method], run=then_ctrl_c))
+    return calls
 
-    monkeypatch.setitem(locate.LOCATE_METHODS._items, "patching",
-                        replace(locate.LOCATE_METHODS["patching"], run=patching_then_ctrl_c))
+
+def test_interrupted_run_resumes_to_the_same_scores(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the middle keeps every finished stage; --resume loads them, runs the rest, and ends with the
+    scores of an uninterrupted run."""
+    argv = ["--function", "spatial", *FAST, "--methods", "ablation,patching,probe"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    run = tmp_path / "cut"
+    _ctrl_c_at_the_third_stage(monkeypatch, "patching")
     capsys.readouterr()
     assert main([*argv, "--out", str(run)]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
@@ -186,22 +190,9 @@ def test_interrupted_run_resumes_to_the_same_scores(tmp_path, capsys, monkeypatc
 def test_resume_recomputes_a_corrupted_stage_and_ends_with_the_uninterrupted_scores(tmp_path, capsys, monkeypatch):
     """One flipped byte in a saved stage loads fine with torch and used to change the final scores.csv: the
     checksum catches it, the stage is recomputed with a warning naming it, the scores are the whole run's."""
-    import vlmheads.locate as locate
-
     argv = ["--function", "spatial", *FAST, "--methods", "ablation"]
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
-    real, calls = locate.LOCATE_METHODS["ablation"].run, []
-
-    def ablation_then_ctrl_c(state, function):
-        calls.append(function)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        real(state, function)
-
-    from dataclasses import replace
-
-    monkeypatch.setitem(locate.LOCATE_METHODS._items, "ablation",
-                        replace(locate.LOCATE_METHODS["ablation"], run=ablation_then_ctrl_c))
+    calls = _ctrl_c_at_the_third_stage(monkeypatch, "ablation")
     run = tmp_path / "cut"
     assert main([*argv, "--out", str(run)]) == 130
     monkeypatch.undo()

@@ -169,14 +169,9 @@ def _tokenizer(specials: dict[int, str], vocab_size: int, image_text: str, pad: 
     """A word-level tokenizer of ``vocab_size`` ids: ``specials`` at the checkpoint's ids, the organism's
     words on the first free ids, every other id an unused placeholder."""
     from ..organism.build import chat_template, word_level_tokenizer
-    from ..world.questions import vocabulary
+    from .tiny_processors import placed_vocabulary
 
-    vocab = {tok: i for i, tok in specials.items()}
-    free = (i for i in range(vocab_size) if i not in specials)
-    for word in vocabulary():
-        vocab[word] = next(free)
-    for i in free:
-        vocab[f"<unused{i}>"] = i
+    vocab = placed_vocabulary(specials, vocab_size)
     extra = [t for t in specials.values() if t not in (pad, "<unk>", bos, eos)]
     return word_level_tokenizer(vocab, {"pad_token": pad, "unk_token": "<unk>", "bos_token": bos, "eos_token": eos},
                                 extra, 2048, chat_template(image_text),

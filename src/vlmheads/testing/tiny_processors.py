@@ -50,17 +50,25 @@ _NAMED = {
 }
 
 
-def tiny_tokenizer(family: str):
-    from ..organism.build import chat_template, word_level_tokenizer
+def placed_vocabulary(specials: dict[int, str], size: int) -> dict[str, int]:
+    """A vocabulary of ``size`` ids: ``specials`` at their ids (a checkpoint's own), the organism's words on
+    the first free ids, every other id an unused placeholder."""
     from ..world.questions import vocabulary
 
-    specials = _SPECIALS[family]
     vocab = {tok: i for i, tok in specials.items()}
-    free = (i for i in range(VOCAB) if i not in specials)
+    free = (i for i in range(size) if i not in specials)
     for word in vocabulary():
         vocab[word] = next(free)
     for i in free:
         vocab[f"<unused{i}>"] = i
+    return vocab
+
+
+def tiny_tokenizer(family: str):
+    from ..organism.build import chat_template, word_level_tokenizer
+
+    specials = _SPECIALS[family]
+    vocab = placed_vocabulary(specials, VOCAB)
     names = {v: k for k, v in vocab.items()}
     extra = [t for i, t in sorted(specials.items()) if t not in ("<pad>", "<unk>", "<s>", "</s>")]
     named = {"extra_special_tokens": _NAMED[family]} if family in _NAMED else {}
