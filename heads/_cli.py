@@ -140,7 +140,8 @@ def load(args):
     from vlmheads.models.loading import parse_max_memory
 
     args.threads_choice = choose_threads(getattr(args, "threads", None),
-                                         "cpu" if args.device_map is None and args.device == "cpu" else "accelerator")
+                                         "cpu" if args.device_map is None and args.device == "cpu" else "accelerator",
+                                         reason=getattr(args, "threads_reason", "--threads"))
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
                         max_memory=parse_max_memory(args.max_memory),
                         attn_implementation=args.attn_implementation)
@@ -169,10 +170,15 @@ def run_directory(command: str, name: str, out: str | None):
 MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation", "threads")
 
 
-def adopt_model_options(args, config) -> None:
-    """``--resume``: the model options of the run being continued replace the command line's."""
+def adopt_model_options(args, config, previous: dict | None = None) -> None:
+    """``--resume``: the model options of the run being continued replace the command line's; a thread
+    count that was chosen automatically is the one the run used (``previous`` metadata), since another
+    count can change the last bits of the results."""
     for option in MODEL_OPTIONS:
         setattr(args, option, getattr(config, option, None))
+    used = (previous or {}).get("threads") or {}
+    if args.threads is None and isinstance(used.get("threads"), int):
+        args.threads, args.threads_reason = used["threads"], "the resumed run's"
 
 
 def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]:

@@ -171,7 +171,7 @@ def _resume(args, run_dir: Path) -> int:
     from vlmheads.intervene import load_datasets
 
     config, previous = _resumed_config(run_dir)
-    _cli.adopt_model_options(args, config)
+    _cli.adopt_model_options(args, config, previous)
     _cli.check_model_options(args)
     data = load_datasets(config)
     loaded = _cli.load(args)

@@ -71,7 +71,7 @@ def _run(args) -> int:
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         config, previous = _resumed_config(resume)
-        _cli.adopt_model_options(args, config)
+        _cli.adopt_model_options(args, config, previous)
         args.out = None
     else:
         config, previous = _config(args), None

@@ -97,16 +97,16 @@ def auto_threads(cores: int | None = None, load: float | None = None) -> dict:
 _AUTO: dict | None = None  # the process's first automatic choice: later runs in the same process keep it
 
 
-def choose_threads(requested: int | None, device: str = "cpu") -> dict:
+def choose_threads(requested: int | None, device: str = "cpu", reason: str = "--threads") -> dict:
     """Set torch's intra-op threads for this process and return what was chosen and why (recorded in
-    every run's ``metadata.json``): ``requested`` (``--threads``) wins; else ``$VLMHEADS_THREADS``; else,
-    on CPU, ``auto_threads`` (decided once per process); on an accelerator torch's default is kept (the
-    CPU only feeds the device)."""
+    every run's ``metadata.json``): ``requested`` wins (``--threads``, or what ``reason`` names: a resumed
+    run's own count); else ``$VLMHEADS_THREADS``; else, on CPU, ``auto_threads`` (decided once per
+    process); on an accelerator torch's default is kept (the CPU only feeds the device)."""
     global _AUTO
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--threads must be at least 1, got {requested}")
-        choice = {"threads": requested, "chosen_by": "--threads"}
+        choice = {"threads": requested, "chosen_by": reason}
     elif os.environ.get("VLMHEADS_THREADS", "").strip():
         env = os.environ["VLMHEADS_THREADS"].strip()
         if not env.isdigit() or int(env) < 1:
