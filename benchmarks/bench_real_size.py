@@ -60,7 +60,6 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from vlmheads.data import organism_examples
     from vlmheads.interventions import AdaptVis, adaptvis_logits
     from vlmheads.methods.batches import option_batches
     from vlmheads.methods.effects import ablation_effects
@@ -71,7 +70,7 @@ def main() -> None:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     loaded, note = _model(args.device)
     g = loaded.geometry
-    batches = option_batches(loaded, organism_examples(args.n, seed=0, function="spatial", split="controlled"), args.n)
+    batches = option_batches(loaded, loaded.examples(args.n, seed=0, function="spatial"), args.n)
     print(f"{note}; {args.n} examples, {args.threads} threads, device {args.device}")
 
     t_fwd, _ = _timed(lambda: [loaded.model(**b.inputs, use_cache=False) for b in batches], sync)
@@ -107,7 +106,6 @@ def main() -> None:
 
 def organism_screen(args, sync) -> None:
     """The same comparison on the trained organism (32 heads, known located heads), per function."""
-    from vlmheads.data import organism_examples
     from vlmheads.methods.batches import option_batches
     from vlmheads.methods.effects import ablation_effects
     from vlmheads.methods.screen import screened_ablation
@@ -116,7 +114,7 @@ def organism_screen(args, sync) -> None:
 
     loaded = load_model("organism", device=args.device if not args.device.startswith("cuda") else "cpu")
     for function in ("spatial", "relational", "decision", "object"):
-        batches = option_batches(loaded, organism_examples(32, seed=0, function=function, split="controlled"), 32)
+        batches = option_batches(loaded, loaded.examples(32, seed=0, function=function), 32)
         t_exact, exact = _timed(lambda: ablation_effects(loaded, batches), sync)
         for verify in (8, 16):
             t_screen, (_, verified, _) = _timed(lambda: screened_ablation(loaded, batches, verify), sync)
