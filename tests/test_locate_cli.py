@@ -127,8 +127,8 @@ def test_real_dataset_format_with_text_counterfactuals(tmp_path):
     from vlmheads.data.cogvsr import write_organism_cogvsr
     from vlmheads.world.scenes import Rendering
 
-    path = write_organism_cogvsr(tmp_path / "data", n=12, seed=2,
-                                 rendering=Rendering.from_dict(model_rendering("organism")))  # as the model sees them
+    path = write_organism_cogvsr(tmp_path / "data", n=12, seed=2,  # as the model these runs use sees them
+                                 rendering=Rendering.from_dict(model_rendering(COMPETENT[1])))
     out = tmp_path / "run"
     assert main(["--dataset", f"cogvsr:{path}", "--out", str(out), *FAST]) == 0
     heads = json.loads((out / "heads.json").read_text())

@@ -98,7 +98,21 @@ def test_real_roots_come_from_argument_or_environment(tmp_path, monkeypatch):
 def test_images_on_disk_feed_the_model(organism, tmp_path):
     from vlmheads.evaluation.options import score_options
 
-    path = write_organism_cogvsr(tmp_path, n=4, seed=1)
+    path = write_organism_cogvsr(tmp_path, n=4, seed=1, rendering=organism.rendering)
     data = load(f"cogvsr:{path}", function="relational")
     scores = score_options(organism, list(data))
     assert len(scores) == 4  # paths are opened when the batch is encoded
+
+
+def test_written_images_keep_their_rendering_and_a_model_of_another_warns(organism, prior_organism, tmp_path):
+    from vlmheads.data import as_pil
+    from vlmheads.evaluation.options import score_options
+    from vlmheads.world.scenes import RenderingMismatch, rendering_of
+
+    path = write_organism_cogvsr(tmp_path, n=4, seed=1)  # drawn for the default organism
+    data = list(load(f"cogvsr:{path}", function="relational"))
+    assert rendering_of(as_pil(data[0].image)) == prior_organism.rendering.key
+    score_options(prior_organism, data)  # its own scenes: silent (warnings are errors in this suite)
+    organism.__dict__.pop("_rendering_warned", None)  # the fixture is shared: forget earlier warnings
+    with pytest.warns(RenderingMismatch, match="organism-competent sees organism scenes drawn as"):
+        score_options(organism, data)

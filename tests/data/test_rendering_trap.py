@@ -34,6 +34,7 @@ def test_the_default_organism_scored_the_obvious_way_reads_its_scenes(prior_orga
 
 def test_scoring_on_scenes_drawn_for_another_model_warns_once(organism):
     """organism-competent sees clean scenes; the default organism's scenes reach it with a warning, once."""
+    organism.__dict__.pop("_rendering_warned", None)  # the fixture is shared: forget earlier warnings
     foreign = organism_examples(4, seed=1, function="relational", split="controlled")
     with pytest.warns(RenderingMismatch, match="organism-competent sees organism scenes drawn as") as caught:
         score_options(organism, foreign)

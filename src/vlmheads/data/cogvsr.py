@@ -116,12 +116,18 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
 def write_organism_cogvsr(out_dir: str | Path, n: int, seed: int = 0, split: str = "controlled",
                           rendering=None) -> Path:
     """Decompose ``n`` organism scenes into the schema; writes ``decomposed.jsonl`` + ``images/``.
-    ``rendering``: how the images are drawn (a ``Rendering``; default clean 64 px), e.g. the model's own
-    (``LoadedModel.rendering``)."""
-    from ..world.questions import decompose, relation_question
-    from ..world.scenes import CLEAN, RELATIONS, render, sample_scene
+    ``rendering``: how the images are drawn (a ``Rendering``; default: as the default organism sees them,
+    like ``organism_examples``), e.g. the model's own (``LoadedModel.rendering``) or ``CLEAN``. Each PNG
+    keeps its rendering in a text chunk, so a model scored on the files warns as on rendered examples."""
+    from PIL.PngImagePlugin import PngInfo
 
-    rendering = CLEAN if rendering is None else rendering
+    from ..world.questions import decompose, relation_question
+    from ..world.scenes import RELATIONS, RENDERING_TAG, render, sample_scene
+    from .organism import default_organism_rendering
+
+    rendering = default_organism_rendering() if rendering is None else rendering
+    tag = PngInfo()
+    tag.add_text(RENDERING_TAG, rendering.key)
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     out_dir = Path(out_dir)
@@ -131,7 +137,7 @@ def write_organism_cogvsr(out_dir: str | Path, n: int, seed: int = 0, split: str
         rng = random.Random(f"cogvsr/{split}/{seed}/{i}")
         scene = sample_scene(rng, split=split, relation=RELATIONS[i % len(RELATIONS)] if split == "controlled" else None)
         image = f"images/scene-{i:06d}.png"
-        render(scene, rendering).save(out_dir / image)
+        render(scene, rendering).save(out_dir / image, pnginfo=tag)
         main = relation_question(scene)
         lines.append(json.dumps({
             "id": f"organism-{split}-{seed}-{i:06d}", "image": image, "question": main.text, "answer": main.answer,

@@ -136,12 +136,13 @@ class LoadedModel:
             raise ValueError(f"{len(texts)} texts but {len(images)} images")
         if not texts:
             raise ValueError("cannot encode an empty batch")
-        self._check_rendering(images)
+        pils = [as_pil(i) for i in images]  # paths are opened here, when the batch is encoded
+        self._check_rendering(pils)
         tok = self.tokenizer
         old_side, tok.padding_side = tok.padding_side, "left"
         try:
             # one image per prompt, as a nested list (the form every processor takes; Gemma3 needs it)
-            enc = processor(text=list(texts), images=[[as_pil(i)] for i in images], return_tensors="pt", padding=True)
+            enc = processor(text=list(texts), images=[[p] for p in pils], return_tensors="pt", padding=True)
         finally:
             tok.padding_side = old_side
         out = {}
