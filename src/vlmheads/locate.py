@@ -379,8 +379,12 @@ def _ablation(state: LocateState, f: str) -> None:
     state.put("ablation", f, r.effects)
     state.note("base_metric", f, round(float(r.base.mean()), 4))
     state.note("restart_path", None, r.path)
-    state.log(f"ablation ({cfg.ablation}) {f}: base {cfg.metric} {float(r.base.mean()):.3f}, "
-              f"max head effect {float(r.effects.mean(0).max()):.3f}")
+    if r.path != "fast" and r.path_note:
+        state.note("restart_path_note", None, r.path_note)
+        state.log(f"ablation sweep path: {r.path}, slower than fast ({r.path_note})")
+    mean = r.effects.mean(0)  # [L, H]; NaN for heads a screen did not verify
+    state.log(f"ablation ({cfg.ablation}) {f}: base {cfg.metric} {float(r.base.mean()):.3f}, max "
+              f"{'verified ' if state.screening else ''}head effect {float(mean[~mean.isnan()].max()):.3f}")
 
 
 def _patching(state: LocateState, f: str) -> None:

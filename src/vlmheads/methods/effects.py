@@ -37,6 +37,7 @@ class SweepResult:
     effects: torch.Tensor  # [n_examples, n_layers, n_heads]
     base: torch.Tensor  # [n_examples] metric without edits
     path: str  # the slowest path any batch ran: "fast" (restart at o_proj), "layers" (whole-layer calls) or "full"
+    path_note: str | None = None  # why that path and not "fast" (LayerSweep.path_note)
 
 
 def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Replacement,
@@ -56,7 +57,7 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
     effects, bases, paths = [], [], []
     for b_index, batch in enumerate(batches):
         sweep = LayerSweep(loaded, batch.inputs)
-        paths.append(sweep.path)
+        paths.append((sweep.path, sweep.path_note))
         base = metric(sweep.logits, batch.option_ids, batch.answer, metric_name)  # [B]
         out = torch.full((batch.size, g.n_layers, g.n_heads), float("nan")) if heads is not None else \
             torch.zeros(batch.size, g.n_layers, g.n_heads)
@@ -89,7 +90,8 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
         bases.append(base.cpu())
         if progress:
             progress(f"batch {b_index + 1}/{len(batches)}")
-    return SweepResult(torch.cat(effects), torch.cat(bases), max(paths, key=PATHS.index))
+    path, note = max(paths, key=lambda p: PATHS.index(p[0]))
+    return SweepResult(torch.cat(effects), torch.cat(bases), path, note)
 
 
 class PassBudget:
