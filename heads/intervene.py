@@ -213,8 +213,11 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
                 write_outputs(result, run_dir)
         shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
     print("\n" + "\n".join(table_lines(result, ("all", "prior=consistent", "prior=violating"))))
+    by_reason: dict[str, list[str]] = {}
     for what, why in result.skipped.items():
-        print(f"skipped {what}: {why}")
+        by_reason.setdefault(why, []).append(what)
+    for why, what in by_reason.items():
+        print(f"skipped {', '.join(what)}: {why}")
     print(f"\nwrote {run_dir}/results.csv, interventions.json, comparison.html")
     return 0
 

@@ -268,37 +268,54 @@ def test_a_full_disk_while_writing_leaves_an_incomplete_run_that_resumes(tmp_pat
     assert json.loads((run / "metadata.json").read_text())["resumed"]["previous_status"].startswith("incomplete")
 
 
-def test_two_runs_cannot_share_one_directory(tmp_path, tiny_dir, capsys):
-    """A live process's lock refuses a second run on the same --out and a second --resume, naming the holder;
-    a killed process's lock is taken over; a finished run leaves no lock."""
-    import socket
+def _hold_lock(run_dir, command="heads intervene"):
+    """Another process that holds ``run_dir``'s lock until it is killed; returns it once it holds it."""
     import subprocess
     import sys
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", f"from vlmheads.runs import RunLock; import time\n"
+                               f"with RunLock({str(run_dir)!r}, {command!r}): time.sleep(120)"])
+    for _ in range(200):
+        if (run_dir / ".lock").is_file() and (run_dir / ".lock").read_text():
+            return holder
+        time.sleep(0.05)
+    holder.kill()
+    raise AssertionError("the holder never took the lock")
+
+
+def test_two_runs_cannot_share_one_directory(tmp_path, tiny_dir, capsys):
+    """A live process's lock refuses a second run on the same --out and a second --resume, naming the holder;
+    the lock ends with its process (SIGKILL too), so the run resumes after; a finished run leaves no lock."""
+    import socket
 
     argv = ["--model", str(tiny_dir), "--method", "none", "--dataset", "organism:controlled", "--batch-size", "32"]
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    holder = _hold_lock(busy)
     try:
-        lock = {"pid": holder.pid, "host": socket.gethostname(), "command": "heads intervene", "started": "earlier"}
-        busy = tmp_path / "busy"
-        busy.mkdir()
-        (busy / ".lock").write_text(json.dumps(lock))
         assert intervene_main([*argv, "--out", str(busy)]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
+        started = json.loads((busy / ".lock").read_text())["started"]
         assert err == (f"error: {busy} is in use by pid {holder.pid} on {socket.gethostname()} (heads intervene, "
-                       f"started earlier): wait for it to finish or use another --out; if that process is gone, "
-                       f"delete {busy}/.lock")
-        run = tmp_path / "run"
-        assert intervene_main([*argv, "--out", str(run)]) == 0 and not (run / ".lock").exists()
-        meta = json.loads((run / "metadata.json").read_text())
-        meta["status"] = "interrupted"  # as if it had been stopped, and is being resumed by another process now
-        (run / "metadata.json").write_text(json.dumps(meta))
-        (run / ".lock").write_text(json.dumps(lock))
-        assert intervene_main(["--resume", str(run)]) == 2
-        assert f"is in use by pid {holder.pid}" in capsys.readouterr().err
+                       f"started {started}): wait for it to finish or use another --out")
     finally:
         holder.kill()
         holder.wait()
-    assert intervene_main(["--resume", str(run)]) == 0  # its holder is gone (SIGKILL): the stale lock is taken over
+    run = tmp_path / "run"
+    assert intervene_main([*argv, "--out", str(run)]) == 0 and not (run / ".lock").exists()
+    meta = json.loads((run / "metadata.json").read_text())
+    meta["status"] = "interrupted"  # as if it had been stopped, and is being resumed by another process now
+    (run / "metadata.json").write_text(json.dumps(meta))
+    holder = _hold_lock(run, "heads intervene --resume")
+    try:
+        assert intervene_main(["--resume", str(run)]) == 2
+        assert f"is in use by pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()  # SIGKILL: its lock file stays behind, the lock itself is gone with the process
+        holder.wait()
+    assert (run / ".lock").exists()
+    assert intervene_main(["--resume", str(run)]) == 0
     assert not (run / ".lock").exists()
 
 

@@ -20,6 +20,11 @@ from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: run directories are not locked there
+    fcntl = None
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_RESULTS = REPO_ROOT / "results"
 _PACKAGES = ("vlmheads", "torch", "transformers", "nnsight", "tokenizers", "accelerate", "numpy", "pandas", "plotly",
@@ -227,67 +232,85 @@ class RunIncomplete(OSError):
 
 
 class RunLock:
-    """``RUN_DIR/.lock``: one process at a time writes a run directory. It holds the writer's pid, host,
-    command and start; a second process is refused with those, and a lock whose process is gone (a
-    SIGKILL) is taken over. ``with RunLock(run_dir, command):`` acquires and releases it."""
+    """``RUN_DIR/.lock``: one process at a time writes a run directory. The lock is the operating system's
+    (``flock`` on the file), so it ends with its process however that ends (a SIGKILL too) and is never
+    stale; the file holds the writer's pid, host, command and start, so a second process is refused with
+    those. ``with RunLock(run_dir, command):`` acquires and releases it (POSIX; elsewhere it locks nothing)."""
 
     NAME = ".lock"
 
     def __init__(self, run_dir: Path, command: str) -> None:
         self.run_dir, self.command = Path(run_dir), command
         self.path = self.run_dir / self.NAME
+        self._fd: int | None = None
 
     def holder(self) -> dict | None:
-        """The live holder's record; None when there is no lock or its process is gone."""
-        import socket
-
+        """The record of the process that holds the lock now (this one included); None if nobody does."""
+        if fcntl is None or not self.path.is_file():
+            return None
+        if self._fd is not None:
+            return self._record()
         try:
-            info = json.loads(self.path.read_text())
-            pid, host = int(info["pid"]), str(info["host"])
+            fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return {"pid": "?", "host": "?", "command": "?", "started": "?", "unreadable": True}
-        if host != socket.gethostname():
-            return info  # another machine's process: it cannot be checked from here, so it is taken as alive
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            return info  # alive, another user's
-        return info
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return self._record() or {"pid": "?", "host": "?", "command": "?", "started": "?"}
+        finally:
+            os.close(fd)  # a lock this probe took goes with the descriptor
+        return None
+
+    def _record(self) -> dict:
+        try:
+            return json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
 
     def check(self) -> None:
-        """Refuse, with who holds it, a run directory another live process is writing."""
+        """Refuse, with who holds it, a run directory another process is writing."""
         info = self.holder()
-        if info is not None and info.get("pid") != os.getpid():
+        if info is not None and self._fd is None:
             raise RunInUse(f"{self.run_dir} is in use by pid {info.get('pid')} on {info.get('host')} "
                            f"({info.get('command')}, started {info.get('started')}): wait for it to finish or use "
-                           f"another --out; if that process is gone, delete {self.path}")
+                           f"another --out")
 
     def __enter__(self) -> "RunLock":
         import socket
 
-        self.check()
-        self.path.unlink(missing_ok=True)  # no live holder: a stale lock (its process was killed) is taken over
+        if fcntl is None:
+            return self
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                self.check()
+                raise RunInUse(f"{self.run_dir} is in use by another process") from None
+            try:  # the file may have been removed (its holder finished) between open and flock: take it anew
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
         record = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                              "started": _dt.datetime.now().isoformat(timespec="seconds")})
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:  # another process took it between the check and here
-            self.check()
-            raise
-        with os.fdopen(fd, "w") as f:
-            f.write(record)
+        os.ftruncate(fd, 0)
+        os.write(fd, record.encode())
+        self._fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._fd is None:
+            return
         try:
-            if json.loads(self.path.read_text()).get("pid") == os.getpid():
-                self.path.unlink()
-        except (OSError, ValueError):
-            pass
+            self.path.unlink(missing_ok=True)  # removed while still held: a waiter sees another inode and retries
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
 
 class RunRecord:
