@@ -114,23 +114,11 @@ def check_out(out: str | None) -> None:
 def model_rendering(model: str | None) -> dict | None:
     """The organism rendering a local model declares in its config.json (``vlmheads_rendering``), read
     before the model loads; None (clean scenes) for models that declare none and for hub ids."""
-    import json
-
     from vlmheads.models.loading import check_model_source
+    from vlmheads.world.scenes import declared_rendering
 
     source = check_model_source(model)
-    config = Path(source) / "config.json" if isinstance(source, Path) else None
-    if config is None or not config.is_file():
-        return None
-    try:
-        declared = json.loads(config.read_text()).get("vlmheads_rendering")
-    except (OSError, ValueError):
-        return None  # an unreadable config fails later, with the file named, when the model loads
-    if declared:
-        from vlmheads.world.scenes import Rendering
-
-        Rendering.from_dict(declared)  # refused with the reason if malformed
-    return declared or None
+    return declared_rendering(Path(source) / "config.json") if isinstance(source, Path) else None
 
 
 def load(args):
@@ -175,7 +163,7 @@ def adopt_model_options(args, config, previous: dict | None = None) -> None:
     count that was chosen automatically is the one the run used (``previous`` metadata), since another
     count can change the last bits of the results."""
     for option in MODEL_OPTIONS:
-        setattr(args, option, getattr(config, option, None))
+        setattr(args, option, getattr(config, option))
     used = (previous or {}).get("threads") or {}
     if args.threads is None and isinstance(used.get("threads"), int):
         args.threads, args.threads_reason = used["threads"], "the resumed run's"

@@ -42,7 +42,7 @@ from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specific
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import ModelOptions, fingerprint, load_torch_checked, save_torch_atomic
+from .runs import ModelOptions, fingerprint, saved_stage
 from .scores import HeadScores
 
 CAUSAL = ("ablation", "noising", "denoising")
@@ -176,25 +176,25 @@ class LocateState:
             self._writes["scores"][(method, function)] = value
 
     def stage(self, name: str, function: str, run: Callable[[], None]) -> bool:
-        """Run one stage, or load it if a previous run saved it; True if loaded."""
+        """Run one stage, or load it if a previous run saved it and it checks out (``runs.saved_stage``);
+        True if loaded."""
         path = None if self.stages_dir is None else self.stages_dir / f"{name}--{function}.pt"
-        if path is not None and path.is_file():
-            saved, why = load_torch_checked(path, self.fingerprint)
-            if why is None:
-                self.result.scores.update(saved["scores"])
-                for key, fn, value in saved["summary"]:
-                    self.note(key, fn, value)
-                self.resumed.append(f"{name}/{function}")
-                return True
-            self.log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
-        self._writes = {"scores": {}, "summary": []}
-        try:
-            run()
-            if path is not None:
-                save_torch_atomic(path, self._writes, self.fingerprint)
-        finally:
-            self._writes = None
-        return False
+
+        def compute() -> dict:
+            self._writes = {"scores": {}, "summary": []}
+            try:
+                run()
+                return self._writes
+            finally:
+                self._writes = None
+
+        saved, loaded = saved_stage(path, compute, self.fingerprint, self.log)
+        if loaded:
+            self.result.scores.update(saved["scores"])
+            for key, fn, value in saved["summary"]:
+                self.note(key, fn, value)
+            self.resumed.append(f"{name}/{function}")
+        return loaded
 
 
 def examples_by_function(config: LocateConfig) -> dict[str, list]:

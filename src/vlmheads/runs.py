@@ -324,6 +324,7 @@ class RunRecord:
                  seed: int | None = None, **identity: Any) -> None:
         self.run_dir = Path(run_dir)
         self.started = time.time()
+        self.incomplete: str | None = None  # why the outputs could not be written (writing_outputs)
         self.meta: dict[str, Any] = {
             "command": command, "run_id": self.run_dir.name, "argv": list(sys.argv[:1]) + list(argv or []),
             "seed": seed, "git": git_state(), "versions": package_versions(),
@@ -364,7 +365,7 @@ class RunRecord:
             self.meta["status"] = "finished"
         elif issubclass(exc_type, KeyboardInterrupt):
             self.meta["status"] = "interrupted"
-        elif getattr(self, "incomplete", None):
+        elif self.incomplete:
             self.meta["status"] = f"incomplete: {self.incomplete}"
         else:
             self.meta["status"] = f"failed: {exc_type.__name__}: {exc}"

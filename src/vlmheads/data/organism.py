@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import random
 from functools import lru_cache
 from pathlib import Path
 
 from ..world.questions import ORGANISM_FUNCTIONS, sample_question
-from ..world.scenes import RELATIONS, SPLITS, Rendering, render, sample_scene
+from ..world.scenes import RELATIONS, SPLITS, Rendering, declared_rendering, render, sample_scene
 from .example import Example
 from .functions import canonical_function
 
@@ -20,11 +19,7 @@ _DEFAULT_ORGANISM_CONFIG = Path(__file__).resolve().parents[1] / "organism" / "w
 def default_organism_rendering() -> Rendering:
     """How the shipped default organism (``--model organism``) sees its scenes: the rendering its
     ``config.json`` declares (``vlmheads_rendering``; weakened, on a wider canvas), clean if none."""
-    try:
-        declared = json.loads(_DEFAULT_ORGANISM_CONFIG.read_text()).get("vlmheads_rendering")
-    except (OSError, ValueError):
-        declared = None
-    return Rendering.from_dict(declared)
+    return Rendering.from_dict(declared_rendering(_DEFAULT_ORGANISM_CONFIG))
 
 
 def _rendering(rendering: Rendering | None) -> Rendering:

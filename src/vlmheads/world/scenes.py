@@ -290,6 +290,18 @@ class RenderingMismatch(UserWarning):
     its accuracy there says little (the default organism falls to chance on clean scenes)."""
 
 
+def declared_rendering(config_json) -> dict | None:
+    """The rendering a saved model's ``config.json`` declares (``vlmheads_rendering``), checked; None when
+    it declares none or the file cannot be read (loading the model names that file later)."""
+    try:
+        declared = json.loads(open(config_json, encoding="utf-8").read()).get("vlmheads_rendering")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if declared:
+        Rendering.from_dict(declared)  # refused with the reason if malformed
+    return declared or None
+
+
 def rendering_of(image) -> str | None:
     """The ``Rendering.key`` an organism scene was drawn with (``render`` tags its images), else None."""
     info = getattr(image, "info", None)
