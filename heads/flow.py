@@ -3,6 +3,9 @@
 Attention knockout by edge class (image->answer, image->question, question->answer, object->answer,
 background->answer) in sliding windows of decoder layers, and linear probes for the relation through
 every layer of the vision encoder and the decoder. Writes knockout.csv and probes.csv.
+
+Each knockout cell, the probes, each batch's rollout and the attention maps are saved in RUN/stages as
+they finish; ``--resume RUN`` continues an interrupted run from there with its own config.
 """
 
 from __future__ import annotations
@@ -29,7 +32,23 @@ def _parser():
                    help="locate run whose selected heads are drawn on the images (default: the newest locate run "
                         "for this model and function, if any)")
     _cli.add_run_options(p, batch_size=32)
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
+                        "finished stages are loaded, not re-run")
     return p
+
+
+def _resumed_config(run_dir):
+    """The config of an interrupted flow run, and its previous metadata; refused with the reason otherwise."""
+    from vlmheads.flow.run import FlowConfig
+
+    saved, meta = _cli.interrupted_run(run_dir, "flow", "a flow run")
+    try:
+        config = FlowConfig(**{k: (tuple(tuple(h) for h in v) if k == "heads" else tuple(v) if k == "edges" else v)
+                               for k, v in saved.items()})
+    except TypeError as err:
+        raise _cli.UsageError(f"--resume {run_dir}: config.json does not fit this version ({err})") from None
+    return config, meta
 
 
 def _located_heads(args, function: str):
@@ -53,18 +72,29 @@ def _located_heads(args, function: str):
 
 
 def _run(args) -> int:
+    import shutil
+    from pathlib import Path
+
     from vlmheads.data import canonical_function
     from vlmheads.flow.run import FlowConfig, flow_examples, report_lines, run_flow, write_outputs
     from vlmheads.runs import RunRecord
 
-    heads, heads_from, geometry = _located_heads(args, canonical_function(args.function))
-    config = FlowConfig(function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root,
-                        n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
-                        window=args.window, probes=not args.no_probes, rollout=not args.no_rollout, heads=heads,
-                        heads_from=heads_from,
-                        batch_size=args.batch_size, seed=args.seed, rendering=_cli.model_rendering(args.model),
-                        device=args.device, dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
-                        attn_implementation=args.attn_implementation, threads=args.threads)
+    resume = Path(args.resume) if args.resume else None
+    if resume is not None:
+        config, previous = _resumed_config(resume)
+        _cli.adopt_model_options(args, config, previous)
+        args.out, geometry = None, None
+        heads_from = config.heads_from
+    else:
+        previous = None
+        heads, heads_from, geometry = _located_heads(args, canonical_function(args.function))
+        config = FlowConfig(function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root,
+                            n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
+                            window=args.window, probes=not args.no_probes, rollout=not args.no_rollout, heads=heads,
+                            heads_from=heads_from, batch_size=args.batch_size, seed=args.seed,
+                            rendering=_cli.model_rendering(args.model), device=args.device, dtype=args.dtype,
+                            device_map=args.device_map, max_memory=args.max_memory,
+                            attn_implementation=args.attn_implementation, threads=args.threads)
     _cli.check_model_options(args)
     examples = flow_examples(config)
     loaded = _cli.load(args)
@@ -75,20 +105,29 @@ def _run(args) -> int:
         raise _cli.UsageError(f"the locate run {heads_from} was made on a model with {geometry.get('n_layers')} x "
                               f"{geometry.get('n_heads')} heads, but {loaded.name} has {g.n_layers} x {g.n_heads}: "
                               f"locate heads on this model first")
-    with _cli.run_directory("flow", f"{config.function}-{loaded.name.split('/')[-1]}", args.out) as run_dir:
+    directory = _cli.existing_directory(resume, "flow") if resume else \
+        _cli.run_directory("flow", f"{config.function}-{loaded.name.split('/')[-1]}", args.out)
+    with directory as run_dir:
         args.run_dir = run_dir
-        print(f"run directory: {run_dir}")
+        args.resume_hint = f"python -m heads.flow --resume {run_dir}"
+        print(f"run directory: {run_dir}" + (" (resumed)" if resume else ""))
+        extra = {"resumed": {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
+                             "previous_argv": previous.get("argv")}} if previous else {}
         with RunRecord(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed,
                        threads=args.threads_choice, model=loaded.identity(),
                        dataset={"name": config.dataset, "root": config.data_root, "n": len(examples),
-                                "function": config.function}) as record:
-            result = run_flow(loaded, config, examples, log=lambda s: print(s, flush=True), progress=True)
+                                "function": config.function}, **extra) as record:
+            result = run_flow(loaded, config, examples, log=lambda s: print(s, flush=True), progress=True,
+                              stages_dir=run_dir / "stages")
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["notes"] = result.notes
             record.meta["rollout_agreement"] = {k: v for k, v in result.rollout.items() if k.startswith("spearman")}
-            with record.writing_outputs():
+            if result.resumed:
+                record.meta["resumed_stages"] = result.resumed
+            with record.writing_outputs(f"continue with: python -m heads.flow --resume {run_dir}"):
                 write_outputs(result, run_dir, title=f"{loaded.name}: where the {config.function} answer comes from")
+        shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
     print("\n".join(report_lines(result)))
     print(f"\nwrote {run_dir}/knockout.csv" + (", probes.csv" if result.probes else "")
           + (", rollout.csv" if result.rollout else "") + ", flow.html")

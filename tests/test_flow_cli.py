@@ -83,10 +83,45 @@ def test_no_rollout_skips_the_pass_per_image_patch(tmp_path, monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("the rollout ran")
 
-    monkeypatch.setattr(flow_run, "rollout_vs_knockout", must_not_run)
+    monkeypatch.setattr(flow_run, "rollout_batch", must_not_run)
     out = tmp_path / "run"
     assert main(["--n", "8", "--window", "4", "--edges", "image->answer", "--no-probes", "--no-rollout",
                  "--out", str(out)]) == 0
     assert not (out / "rollout.csv").exists() and (out / "knockout.csv").is_file() and (out / "flow.html").is_file()
     meta, config = (json.loads((out / name).read_text()) for name in ("metadata.json", "config.json"))
     assert meta["notes"]["rollout"] == "skipped: --no-rollout" and config["rollout"] is False
+
+
+def test_interrupted_flow_resumes_to_the_same_outputs(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the rollout keeps every finished knockout cell, the probes and the first batch's rollout;
+    --resume loads them, runs the rest, and ends with the files of an uninterrupted run."""
+    import vlmheads.flow.run as flow_run
+
+    argv = ["--n", "16", "--batch-size", "8", "--window", "4", "--edges", "image->answer,question->answer"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    real, calls = flow_run.rollout_batch, []
+
+    def then_ctrl_c(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flow_run, "rollout_batch", then_ctrl_c)
+    run = tmp_path / "cut"
+    capsys.readouterr()
+    assert main([*argv, "--out", str(run)]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    stages = sorted(p.name for p in (run / "stages").glob("*.pt"))
+    assert stages == ["knockout-image-to-answer-L0-3.pt", "knockout-question-to-answer-L0-3.pt", "probes.pt",
+                      "rollout-batch0.pt"], stages
+    assert last.startswith("interrupted: 4 finished stage(s) kept") and f"heads.flow --resume {run}" in last
+    monkeypatch.undo()
+    assert main(["--resume", str(run)]) == 0
+    for name in ("knockout.csv", "probes.csv", "rollout.csv"):
+        assert (run / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    meta = json.loads((run / "metadata.json").read_text())
+    assert meta["status"] == "finished" and meta["resumed_stages"] == [s.removesuffix(".pt") for s in stages]
+    assert meta["rollout_agreement"] == json.loads((tmp_path / "whole" / "metadata.json").read_text())["rollout_agreement"]
+    assert not (run / "stages").exists()
+    assert main(["--resume", str(run)]) == 2  # finished: nothing to resume

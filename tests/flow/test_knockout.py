@@ -105,3 +105,37 @@ def test_object_tokens_follow_the_models_rendering(prior_organism):
         tokens = image[row].nonzero()[:, 0]  # [81] raster order over the 9x9 patches
         for k, (_, r, c) in enumerate(example.meta["layout"][:2]):
             assert positions[row, k] == tokens[(2 * r + 1) * 9 + (2 * c + 1)]
+
+
+@pytest.mark.parametrize("family", list(TINY_BUILDERS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_per_patch_knockout_on_a_shared_prefix_matches_a_pass_per_patch(family, dtype, monkeypatch):
+    """Rollout's per-patch knockout runs the prompt minus its last token once into a KV cache and the last
+    token once per few patches; that equals cutting the patch in a whole prompt pass per patch (to
+    float32 rounding; bf16: within its rounding of the logits' scale), on every family, without falling
+    back to the pass-per-patch path."""
+    from vlmheads.flow import rollout as rollout_module
+    from vlmheads.methods.batches import OptionBatch
+    from vlmheads.methods.sweep import check_tolerance
+
+    model, inputs, processor = TINY_BUILDERS[family](gqa=True)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():  # not Llama4's complex rotary table
+            tensor.data = tensor.data.to(dtype)
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
+    loaded = wrap_model(model, processor)
+    image = loaded.image_token_mask(inputs)
+    if len(set(image.sum(1).tolist())) > 1:
+        pytest.skip("rows with different numbers of image tokens (rollout skips them)")
+    n = inputs["input_ids"].shape[0]
+    batch = OptionBatch(inputs=inputs, option_ids=torch.tensor([[3, 5]] * n), answer=torch.tensor([0, 1] * n)[:n],
+                        examples=())
+    full = rollout_module._patch_knockout_full(loaded, batch)
+    monkeypatch.setattr(rollout_module, "_patch_knockout_full", lambda *a: pytest.fail("fell back to full passes"))
+    shared = rollout_module.patch_knockout(loaded, batch, rows=4)  # 2 patches a pass; odd counts end uneven
+    assert shared.shape == full.shape == (n, int(image[0].sum()))
+    with torch.no_grad():
+        scale = loaded.last_logits(inputs)
+    atol, _ = check_tolerance(dtype, scale)
+    torch.testing.assert_close(shared, full, atol=2 * atol if dtype != torch.float32 else 1e-5, rtol=0)
+    assert float(full.abs().max()) > 0  # the cuts do something

@@ -279,6 +279,41 @@ def test_scaling_on_an_sdpa_model_keeps_sdpa_where_nothing_is_scaled(batch):
     assert attention.FALLBACK.get() == "eager"  # the context variable is reset too
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scaling_on_an_sdpa_model_computes_eager_scores_for_the_last_row_only(dtype, monkeypatch):
+    """ScalingVis scales only the last query's row, so on an SDPA model the other rows stay SDPA in the
+    scaled layers too: the eager product is ``[B, H, 1, K]``, never ``[B, H, Q, K]``; the logits match the
+    eager-everywhere path's to the rounding that separates SDPA from eager (in float32 and bf16)."""
+    from vlmheads import load_model
+
+    sdpa = load_model("organism-competent", attn_implementation="sdpa", dtype=dtype)
+    eager = load_model("organism-competent", dtype=dtype)
+    inputs = sdpa.encode_examples(sdpa.examples(4, seed=4, function="relational"))
+    rows, real = [], torch.matmul
+
+    def spy(a, b, *args, **kwargs):
+        out = real(a, b, *args, **kwargs)
+        if out.dim() == 4 and out.shape[-1] == inputs["input_ids"].shape[1]:
+            rows.append(out.shape[-2])  # query rows of an eager score or probability product
+        return out
+
+    monkeypatch.setattr(attention.torch, "matmul", spy)
+    got = _logits(sdpa, inputs, [ScalingVis(2.0, heads=[(2, 1)])])
+    monkeypatch.undo()
+    assert rows == [1], rows  # one scaled layer: one eager product, of the last row alone
+    monkeypatch.setattr(attention, "_own_is_not_eager", lambda: False)  # every row eager, as before
+    whole = _logits(sdpa, inputs, [ScalingVis(2.0, heads=[(2, 1)])])
+    monkeypatch.undo()
+    expected = _logits(eager, inputs, [ScalingVis(2.0, heads=[(2, 1)])])
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    # the split changes SDPA's rows by nothing and the last row by eager-vs-SDPA rounding only
+    gap = (got[:, -1].float() - whole[:, -1].float()).abs().max()
+    rounding = (_logits(sdpa, inputs)[:, -1].float() - _logits(eager, inputs)[:, -1].float()).abs().max()
+    assert gap <= 2 * rounding + 1e-5, (float(gap), float(rounding))
+    assert not torch.equal(got[:, -1], _logits(sdpa, inputs)[:, -1])
+
+
 def test_an_attention_switch_that_changes_nothing_is_an_error(organism, batch, monkeypatch):
     """A model whose text decoder does not take the registered attention (e.g. no separate text_config)
     would run ScalingVis as a silent no-op: the block ends in an error naming the reason instead."""

@@ -27,6 +27,7 @@ from ..models.loading import LoadedModel
 from .knockout import knockout
 
 MAX_FLOW_TOKENS = 96
+FLOW_EXAMPLES = 16  # attention flow (networkx, slow) on this many examples
 
 
 def layer_attention(loaded: LoadedModel, batch: OptionBatch) -> list[torch.Tensor]:
@@ -74,28 +75,72 @@ def attention_flow(atts: Sequence[torch.Tensor], targets: torch.Tensor) -> torch
     return out
 
 
-def patch_knockout(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor:
+def patch_knockout(loaded: LoadedModel, batch: OptionBatch, rows: int = 64) -> torch.Tensor:
     """``[B, n_image]``: logit-difference drop when the answer position may not attend to one image token,
-    in every layer (one pass per image token)."""
+    in every layer.
+
+    Cutting the answer position's edges changes no other position, so the prompt minus its last token
+    runs once into a KV cache and only the last token runs again, once per image token, many image
+    tokens per pass: the cache is repeated ``c = rows // B`` times and row ``b * c + j`` cuts patch
+    ``j`` of the chunk for example ``b``. The plain logits come from the same one-token pass with
+    nothing cut, so the drop compares like with like. Models whose cache cannot be split this way fall
+    back to one full pass per image token (``_patch_knockout_full``)."""
+    import copy
+
+    from transformers import DynamicCache
+
+    from ..models.positions import repeat_step, split_last_token
+    from ..methods.batches import metric
+
+    model = loaded.model
     image = loaded.image_token_mask(batch.inputs)
     n_image = int(image[0].sum())
     positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
-    drops = []
-    for p in range(n_image):
-        blocked = torch.zeros(*image.shape, image.shape[1], dtype=torch.bool)
-        blocked[torch.arange(image.shape[0]), -1, positions[:, p]] = True
-        drops.append(_drop(loaded, batch, blocked))
-    return torch.stack(drops, 1)
+    B, S = image.shape
+    layers = range(loaded.geometry.n_layers)
+    prefix, step = split_last_token(model, batch.inputs)
+    with torch.no_grad():
+        cache = DynamicCache(config=model.config)
+        model(**prefix, past_key_values=cache, use_cache=True)
+        try:
+            plain = model(**copy.deepcopy(step), past_key_values=copy.deepcopy(cache)).logits[:, -1]  # [B, V]
+        except (ValueError, RuntimeError, TypeError, IndexError):  # a cache this pass cannot split
+            return _patch_knockout_full(loaded, batch)
+        base = metric(plain, batch.option_ids, batch.answer)  # [B]
+        drops = torch.zeros(B, n_image)
+        per_pass = max(1, rows // B)
+        for start in range(0, n_image, per_pass):
+            chunk = list(range(start, min(n_image, start + per_pass)))
+            c = len(chunk)
+            repeated = copy.deepcopy(cache)
+            repeated.batch_repeat_interleave(c)  # rows b * c + j
+            blocked = torch.zeros(B, c, 1, S, dtype=torch.bool, device=image.device)
+            for j, p in enumerate(chunk):
+                blocked[torch.arange(B), j, 0, positions[:, p]] = True
+            with knockout(loaded, layers, blocked.view(B * c, 1, S)):  # [B * c, 1, S]
+                cut = model(**repeat_step(step, c), past_key_values=repeated).logits[:, -1]  # [B * c, V]
+            after = metric(cut, batch.option_ids.repeat_interleave(c, 0), batch.answer.repeat_interleave(c, 0))
+            drops[:, chunk] = (base.repeat_interleave(c, 0) - after).view(B, c).float().cpu()
+    return drops
 
 
-def _drop(loaded: LoadedModel, batch: OptionBatch, blocked: torch.Tensor) -> torch.Tensor:
+def _patch_knockout_full(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor:
+    """``patch_knockout`` by whole prompt passes: one plain pass, then one pass per image token."""
     from ..methods.batches import metric
 
+    image = loaded.image_token_mask(batch.inputs)
+    n_image = int(image[0].sum())
+    positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
     with torch.no_grad():
-        plain = loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
-        with knockout(loaded, range(loaded.geometry.n_layers), blocked):
-            cut = loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
-    return (metric(plain, batch.option_ids, batch.answer) - metric(cut, batch.option_ids, batch.answer)).cpu()
+        base = metric(loaded.last_logits(batch.inputs), batch.option_ids, batch.answer)
+        drops = []
+        for p in range(n_image):
+            blocked = torch.zeros(*image.shape, image.shape[1], dtype=torch.bool, device=image.device)  # [B, S, S]
+            blocked[torch.arange(image.shape[0]), -1, positions[:, p]] = True
+            with knockout(loaded, range(loaded.geometry.n_layers), blocked):
+                cut = loaded.last_logits(batch.inputs)
+            drops.append((base - metric(cut, batch.option_ids, batch.answer)).float().cpu())
+    return torch.stack(drops, 1)
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -105,21 +150,26 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum()) / denom if denom > 0 else 0.0
 
 
-def rollout_vs_knockout(loaded: LoadedModel, batches: Sequence[OptionBatch], flow_examples: int = 16) -> dict:
-    """Per-patch importance by rollout and flow, per-patch knockout drops, and their agreement."""
-    rolled, flowed, knocked, n_flow = [], [], [], 0
-    for batch in batches:
-        atts = layer_attention(loaded, batch)
-        image = loaded.image_token_mask(batch.inputs)
-        positions = torch.stack([row.nonzero()[:, 0] for row in image]).cpu()  # [B, n_image]
-        rolled.append(rollout(atts).gather(1, positions))
-        knocked.append(patch_knockout(loaded, batch))
-        take = max(0, min(flow_examples - n_flow, positions.shape[0]))
-        if take and image.shape[1] <= MAX_FLOW_TOKENS:
-            flowed.append(attention_flow([a[:take] for a in atts], positions[:take]))
-            n_flow += take
-    rolled, knocked = torch.cat(rolled), torch.cat(knocked)  # [N, n_image]
-    flowed = torch.cat(flowed) if flowed else None
+def rollout_batch(loaded: LoadedModel, batch: OptionBatch, flow_examples: int = FLOW_EXAMPLES) -> dict:
+    """One batch's per-patch importance: rollout ``[B, n_image]``, per-patch knockout drops ``[B, n_image]``
+    and, for up to ``flow_examples`` of its examples on short prompts, attention flow (else None)."""
+    atts = layer_attention(loaded, batch)
+    image = loaded.image_token_mask(batch.inputs)
+    positions = torch.stack([row.nonzero()[:, 0] for row in image]).cpu()  # [B, n_image]
+    take = max(0, min(flow_examples, positions.shape[0]))
+    flowed = attention_flow([a[:take] for a in atts], positions[:take]) \
+        if take and image.shape[1] <= MAX_FLOW_TOKENS else None
+    return {"rollout": rollout(atts).gather(1, positions), "knockout": patch_knockout(loaded, batch),
+            "flow": flowed}
+
+
+def agreement_of(parts: Sequence[dict], flow_examples: int = FLOW_EXAMPLES) -> dict:
+    """The batches' ``rollout_batch`` parts joined (flow: the first ``flow_examples`` examples that have
+    it), with Spearman's agreement of rollout (and flow) with the knockout drops, per example."""
+    rolled = torch.cat([p["rollout"] for p in parts])  # [N, n_image]
+    knocked = torch.cat([p["knockout"] for p in parts])
+    flowed = [p["flow"] for p in parts if p["flow"] is not None]
+    flowed = torch.cat(flowed)[:flow_examples] if flowed else None
     agree_rollout = torch.tensor([_spearman(r, k) for r, k in zip(rolled, knocked)])
     out = {"rollout": rolled, "knockout": knocked, "flow": flowed,
            "spearman_rollout": accuracy_summary(agree_rollout)}
@@ -127,3 +177,8 @@ def rollout_vs_knockout(loaded: LoadedModel, batches: Sequence[OptionBatch], flo
         out["spearman_flow"] = accuracy_summary(
             torch.tensor([_spearman(f, k) for f, k in zip(flowed, knocked[:len(flowed)])]))
     return out
+
+
+def rollout_vs_knockout(loaded: LoadedModel, batches: Sequence[OptionBatch], flow_examples: int = FLOW_EXAMPLES) -> dict:
+    """Per-patch importance by rollout and flow, per-patch knockout drops, and their agreement."""
+    return agreement_of([rollout_batch(loaded, b, flow_examples) for b in batches], flow_examples)

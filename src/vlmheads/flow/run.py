@@ -22,7 +22,7 @@ from ..models.loading import LoadedModel
 from ..runs import ModelOptions, write_csv
 from .knockout import EDGES, knockout_effects, windows
 from .probes import relation_probes
-from .rollout import rollout_vs_knockout
+from .rollout import FLOW_EXAMPLES, agreement_of, rollout_batch
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,42 @@ class FlowResult:
     timings: dict
     rollout: dict = field(default_factory=dict)  # per-patch means and the agreement summaries
     attention: dict = field(default_factory=dict)  # answer attention over the image grid, per layer
+    resumed: list = field(default_factory=list)  # stages loaded from a previous run's stages_dir
+
+
+class _Stages:
+    """The flow run's stages in ``stages_dir`` (``runs.saved_stage``: checksummed, under the config's
+    fingerprint): one per knockout cell (edge, window), the probes, each batch's rollout and per-patch
+    knockout, and the attention maps. A stage saved there is loaded, not recomputed (``--resume``)."""
+
+    def __init__(self, stages_dir, config: FlowConfig, log: Callable[[str], None]):
+        from ..runs import fingerprint
+
+        self.dir, self.log, self.resumed = stages_dir, log, []
+        self.fingerprint = fingerprint(config.to_dict())
+
+    def __call__(self, name: str, compute: Callable[[], object]):
+        from ..runs import saved_stage
+
+        path = None if self.dir is None else self.dir / f"{name}.pt"
+        value, was_loaded = saved_stage(path, compute, self.fingerprint, self.log)
+        if was_loaded:
+            self.resumed.append(name)
+        return value
 
 
 def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Callable[[str], None] = print,
-             progress: bool = False) -> FlowResult:
+             progress: bool = False, stages_dir=None) -> FlowResult:
+    """Knockout by edge class and window, the probes, rollout against per-patch knockout and the attention
+    maps; each saved as a stage in ``stages_dir`` as it finishes (and loaded from there when a previous run
+    of the same config saved it: ``heads.flow --resume``)."""
     from tqdm.auto import tqdm
 
     g = loaded.geometry
     size = config.window or max(1, g.n_layers // 4)
     spans = windows(g.n_layers, size) + ([(0, g.n_layers)] if size < g.n_layers else [])
     batches = option_batches(loaded, examples, config.batch_size)
+    stage = _Stages(stages_dir, config, log)
     notes, rows, timings = {}, [], {}
     plain: dict = {}  # each batch's uncut logits, computed once for every cut
     t = time.time()
@@ -92,8 +118,9 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
         for edge in config.edges:
             for start, end in spans:
                 bar.set_postfix_str(f"{edge} L{start}-{end - 1}")
-                drops = knockout_effects(loaded, batches, edge, range(start, end), ("logit_diff", "accuracy"),
-                                         plain=plain)
+                drops = stage(f"knockout-{edge.replace('->', '-to-')}-L{start}-{end - 1}",
+                              lambda: knockout_effects(loaded, batches, edge, range(start, end),
+                                                       ("logit_diff", "accuracy"), plain=plain))
                 bar.update()
                 if drops is None:
                     notes[edge] = ("skipped: no object positions (the dataset has no scene layouts, or the "
@@ -116,7 +143,7 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
     probes = []
     if config.probes:
         t = time.time()
-        probes, note = relation_probes(loaded, batches, seed=config.seed)
+        probes, note = stage("probes", lambda: relation_probes(loaded, batches, seed=config.seed))
         if note:
             notes["probes"] = note
             log(f"probes: {note}")
@@ -128,12 +155,18 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
             + (f" (from {config.heads_from})" if config.heads_from else ""))
     try:
         if config.rollout:
-            agreement = rollout_vs_knockout(loaded, batches)
+            parts = []
+            for index, batch in enumerate(tqdm(batches, desc="rollout vs per-patch knockout", unit="batch",
+                                               disable=not progress, dynamic_ncols=True)):
+                flowed = sum(len(p["flow"]) for p in parts if p["flow"] is not None)  # flow: the first examples only
+                parts.append(stage(f"rollout-batch{index}",
+                                   lambda: rollout_batch(loaded, batch, flow_examples=FLOW_EXAMPLES - flowed)))
+            agreement = agreement_of(parts)
             rollout = {"rollout_mean": agreement["rollout"].mean(0).tolist(),
                        "knockout_mean": agreement["knockout"].mean(0).tolist(),
                        "flow_mean": agreement["flow"].mean(0).tolist() if agreement["flow"] is not None else None,
                        **{k: v for k, v in agreement.items() if k.startswith("spearman")}}
-        attention = image_attention_maps(loaded, batches, heads=config.heads)
+        attention = stage("attention", lambda: image_attention_maps(loaded, batches, heads=config.heads))
         if config.rollout:
             s = rollout["spearman_rollout"]
             log(f"rollout vs knockout per patch: Spearman {s['accuracy']:.2f} [{s['ci_low']:.2f}, "
@@ -146,7 +179,9 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
         notes["rollout"] = f"skipped: {str(err).splitlines()[0]}"
         log(f"rollout: {notes['rollout']}")
     timings["rollout"] = time.time() - t
-    return FlowResult(rows, probes, notes, timings, rollout, attention)
+    if stage.resumed:
+        log(f"resumed: {len(stage.resumed)} stage(s) loaded from {stages_dir}")
+    return FlowResult(rows, probes, notes, timings, rollout, attention, stage.resumed)
 
 
 def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 3) -> dict:

@@ -12,6 +12,11 @@ silently dropped). Only the text decoder switches to it (``set_attn_implementati
                                                     last query is the prompt's last position (K equals
                                                     the prompt length): prefill, not decoding steps
     scores + mask -> softmax (float32) -> @ v
+
+Only the last query row is scaled, so on a model whose own attention is not eager (SDPA, flash) the
+other rows run the model's own function and only that row is computed eagerly: ``[B, H, 1, K]`` scores,
+not ``[B, H, Q, K]``. Knockout cuts edges of whole prompt passes (``blocked [B, S, S]``) or of the last
+token run on a cached prefix (``blocked [B, 1, S]``).
 """
 
 from __future__ import annotations
@@ -40,10 +45,11 @@ _SPEC: contextvars.ContextVar[ScaleSpec | None] = contextvars.ContextVar("vlmhea
 @dataclass
 class BlockSpec:
     """Attention edges to cut (knockout): in ``layers``, query q may not attend to key k where
-    ``blocked[b, q, k]``; prompt passes only (queries and keys both the whole prompt)."""
+    ``blocked[b, q, k]``; in the calls whose queries and keys have the mask's shape: a prompt pass
+    (``[B, S, S]``) or the prompt's last token on a cached prefix (``[B, 1, S]``)."""
 
     layers: frozenset
-    blocked: torch.Tensor  # [B, prompt_len, prompt_len] bool
+    blocked: torch.Tensor  # [B, Q, K] bool: [B, S, S], or [B, 1, S] for the last token alone
 
 
 _BLOCK: contextvars.ContextVar[BlockSpec | None] = contextvars.ContextVar("vlmheads_block", default=None)
@@ -89,6 +95,10 @@ def _fallback_of(module):
     return _eager_of(module)
 
 
+def _own_is_not_eager() -> bool:
+    return FALLBACK.get() not in (None, "eager", NAME)
+
+
 def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     if n_rep == 1:
         return x
@@ -102,11 +112,20 @@ def scaled_attention(module, query, key, value, attention_mask, scaling=None, dr
     layer = getattr(module, "layer_idx", None)
     active = spec is not None and layer in spec.layers and key.shape[-2] == spec.prompt_len
     block = _BLOCK.get()
-    cut = block is not None and layer in block.layers and key.shape[-2] == query.shape[-2] == block.blocked.shape[-1]
+    cut = (block is not None and layer in block.layers and query.shape[-2] == block.blocked.shape[-2]
+           and key.shape[-2] == block.blocked.shape[-1])
     if not active and not cut:
         fallback = _fallback_of(module)
         if fallback is not None:
             return fallback(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    if active and not cut and query.shape[-2] > 1 and attention_mask is not None and _own_is_not_eager():
+        # only the last query row is scaled: the other rows keep the model's own (fused) attention
+        rest, _ = _fallback_of(module)(module, query[:, :, :-1], key, value, attention_mask[:, :, :-1],
+                                       scaling=scaling, dropout=dropout, **kwargs)  # [B, Q-1, H, D]
+        last, _ = scaled_attention(module, query[:, :, -1:], key, value, attention_mask[:, :, -1:],
+                                   scaling=scaling, dropout=dropout, **kwargs)  # [B, 1, H, D]
+        CALLS[0] -= 1  # one call of this function, counted once
+        return torch.cat([rest, last], dim=1), None
     n_rep = query.shape[1] // key.shape[1]
     key_states, value_states = _repeat_kv(key, n_rep), _repeat_kv(value, n_rep)
     weights = torch.matmul(query, key_states.transpose(2, 3)) * (scaling if scaling is not None

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ..models.loading import LoadedModel
-from ..models.positions import prompt_position_ids
+from ..models.positions import split_last_token
 from . import attention
 from .installation import Installation, no_op_check, scale_spec, text_attention
 from .values import AdaptVis, Intervention, ScalingVis
@@ -79,15 +79,7 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
         return logits, confidence, alpha
     from transformers import DynamicCache
 
-    n = inputs["input_ids"].shape[1] - 1
-    prefix = _first_tokens(inputs, n)
-    positions = prompt_position_ids(model, inputs)  # [3, B, S] for M-RoPE models, else None
-    if positions is not None:
-        prefix["position_ids"] = positions[..., :n]
-    step = {"input_ids": inputs["input_ids"][:, -1:], "attention_mask": inputs["attention_mask"], "use_cache": True,
-            "cache_position": torch.tensor([n], device=inputs["input_ids"].device)}
-    if positions is not None:
-        step["position_ids"] = positions[..., n:]
+    prefix, step = split_last_token(model, inputs)
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
         model(**prefix, past_key_values=cache, use_cache=True)
@@ -106,12 +98,3 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
             logits = model(**step, past_key_values=cache).logits[:, -1].float()
         no_op_check(loaded, "AdaptVis", 1, attention.CALLS[0] - before)
     return logits, confidence, alpha
-
-
-def _first_tokens(inputs: Mapping[str, torch.Tensor], n: int) -> dict:
-    """The prompt's first ``n`` tokens: every per-token input sliced, the image inputs kept whole."""
-    out = dict(inputs)
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids"):
-        if key in inputs:
-            out[key] = inputs[key][:, :n]
-    return out

@@ -6,7 +6,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -160,6 +160,29 @@ class LoadedModel:
     def image_token_mask(self, inputs) -> torch.Tensor:
         """Bool ``[batch, pos]``, True at image placeholder tokens."""
         return self.adapter.image_token_mask(inputs, self.config)
+
+    @property
+    def keeps_last_logits(self) -> bool:
+        """Whether the model's forward takes ``logits_to_keep`` (every HF family here does; a wrapped model
+        of another kind may not), so that a pass reading only the last position computes only its logits."""
+        import inspect
+
+        if "_keeps_last" not in self.__dict__:
+            self.__dict__["_keeps_last"] = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        return self.__dict__["_keeps_last"]
+
+    def forward(self, inputs: Mapping[str, torch.Tensor], last_only: bool = True, **kwargs):
+        """One prompt pass without a cache; ``last_only``: the vocabulary head runs on the last position only
+        (``logits_to_keep=1``; its logits are those of the full head to the last bit in bf16 and to ~1e-7 in
+        float32, where another matrix size takes another kernel), so ``.logits`` is ``[B, 1, V]``."""
+        if last_only and self.keeps_last_logits:
+            kwargs.setdefault("logits_to_keep", 1)
+        return self.model(**inputs, use_cache=False, **kwargs)
+
+    def last_logits(self, inputs: Mapping[str, torch.Tensor], **kwargs) -> torch.Tensor:
+        """``[B, V]``: the vocabulary logits at the last prompt position (what answers an option question);
+        the head is computed at that position only."""
+        return self.forward(inputs, **kwargs).logits[:, -1]
 
     @property
     def traced(self):
