@@ -141,7 +141,7 @@ def _logits(loaded: LoadedModel, batch, method: InterveneMethod, ivs: list[Inter
         (iv,) = ivs
         return adaptvis_logits(loaded, batch.inputs, iv)[0]
     with torch.no_grad(), apply(loaded, ivs, inputs=batch.inputs):
-        return loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
+        return loaded.last_logits(batch.inputs)
 
 
 def _correct(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[Intervention]) -> torch.Tensor:

@@ -89,7 +89,7 @@ def read(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], layers: Iterab
         return fn
 
     with torch.no_grad(), hooks(loaded, {layer: keep(layer) for layer in layers}):
-        logits = loaded.model(**inputs, use_cache=False).logits[:, -1]
+        logits = loaded.last_logits(inputs)
     return seen, logits
 
 

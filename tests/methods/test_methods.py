@@ -230,6 +230,59 @@ def test_out_of_memory_halves_the_pass_and_gives_the_same_effects(organism, monk
         ablation_effects(organism, batches, rows_per_pass=4)
 
 
+@pytest.mark.parametrize("mode", ["zero", "mean"])
+def test_the_screen_runs_in_sub_batches_halved_on_out_of_memory(organism, mode, monkeypatch):
+    """The attribution screen's forward + backward runs in sub-batches (rows kept with the batch's padding):
+    each row's estimate is what the whole batch gives it; a sub-batch that runs out of memory is halved
+    and retried, down to one row, then the error names the fix."""
+    from vlmheads.methods import screen
+
+    batches = _batches(organism, n=8)
+    means = head_means(organism, batches) if mode == "mean" else None
+    whole = screen.ablation_attribution(organism, batches, mode, means=means, rows=8)
+    sizes, real = [], screen._estimate
+
+    def small_memory(loaded, batch, rows, *args):
+        sizes.append(len(rows))
+        if len(rows) > 3:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 9 GB (simulated)")
+        return real(loaded, batch, rows, *args)
+
+    monkeypatch.setattr(screen, "_estimate", small_memory)
+    tight = screen.ablation_attribution(organism, batches, mode, means=means, rows=8)
+    torch.testing.assert_close(tight, whole, atol=1e-5, rtol=1e-5)
+    done = [n for n in sizes if n <= 3]  # the sub-batches that ran: every example once
+    assert sizes[0] == batches[0].size > 3 and sizes[1] == sizes[0] // 2 and sum(done) == sum(b.size for b in batches)
+    monkeypatch.setattr(screen, "_estimate", lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
+    with pytest.raises(torch.OutOfMemoryError, match="one row per pass does not fit"):
+        screen.ablation_attribution(organism, batches, mode, means=means, rows=2)
+    monkeypatch.setattr(screen, "_estimate", lambda *a: (_ for _ in ()).throw(RuntimeError("a real bug")))
+    with pytest.raises(RuntimeError, match="a real bug"):  # not memory: raised as it is
+        screen.ablation_attribution(organism, batches, mode, means=means, rows=2)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "internvl", "llava_next"])
+def test_the_screen_gives_each_row_its_whole_batch_estimate_in_bf16(family):
+    """Sub-batches of a bf16 batch (Qwen's flattened patches and InternVL's tiles cut by rows) give the
+    whole batch's estimates, and the default sub-batch comes from the free memory."""
+    from vlmheads.methods import screen
+    from vlmheads.methods.batches import OptionBatch
+
+    model, inputs, processor = TINY_BUILDERS[family](gqa=True)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(torch.bfloat16)
+    inputs = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
+    loaded = wrap_model(model, processor)
+    batch = OptionBatch(inputs=inputs, option_ids=torch.tensor([[3, 5], [3, 5]]), answer=torch.tensor([0, 1]),
+                        examples=())
+    assert screen.backward_rows(loaded, inputs["input_ids"].shape[1]) >= 2  # a tiny model: the batch fits
+    whole = screen.ablation_attribution(loaded, [batch], rows=2)
+    rows = screen.ablation_attribution(loaded, [batch], rows=1)
+    assert whole.shape == (2, loaded.geometry.n_layers, loaded.geometry.n_heads) and float(whole.abs().max()) > 0
+    torch.testing.assert_close(rows, whole, atol=0.02 * float(whole.abs().max()), rtol=0)
+
+
 def test_patching_streams_its_sources(organism):
     """Noising patching computes one batch's corrupted head outputs at a time and still equals the
     one-trace-per-head loop."""

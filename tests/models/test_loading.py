@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from vlmheads.models import UnsupportedModelError, load_model, organism_path
+from vlmheads.models import UnsupportedModelError, load_model, organism_path, wrap_model
+from vlmheads.testing import TINY_BUILDERS
 from vlmheads.testing.tiny import tiny_llava
 
 
@@ -118,3 +119,23 @@ def test_max_memory_reaches_the_device_map():
 
     assert next(load(options("cpu=2GiB")).model.parameters()).device.type == "cpu"
     assert load(options("cpu=100KB")).model.hf_device_map == {"": "disk"}
+
+
+@pytest.mark.parametrize("family", list(TINY_BUILDERS))
+def test_last_logits_compute_the_head_at_the_last_position_only(family):
+    """Passes that read only the answer position run the vocabulary head there alone (``logits_to_keep=1``):
+    ``[B, 1, V]`` logits, equal to the full head's last row (bit for bit in bf16, to 1e-6 in float32)."""
+    model, inputs, processor = TINY_BUILDERS[family](gqa=True)
+    loaded = wrap_model(model, processor)
+    assert loaded.keeps_last_logits
+    with torch.no_grad():
+        full = model(**inputs, use_cache=False).logits
+        out = loaded.forward(inputs)
+    assert out.logits.shape == (full.shape[0], 1, full.shape[-1])
+    torch.testing.assert_close(loaded.last_logits(inputs), full[:, -1], atol=1e-6, rtol=0)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point():
+            tensor.data = tensor.data.to(torch.bfloat16)
+    half = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in inputs.items()}
+    with torch.no_grad():
+        assert torch.equal(loaded.last_logits(half), model(**half, use_cache=False).logits[:, -1])

@@ -53,7 +53,7 @@ def continuation_ids(tokenizer, prompt: str, option: str) -> list[int]:
 def _single_token_batch(loaded: LoadedModel, batch: Sequence[Example], option_ids) -> list[list[float]]:
     enc = loaded.encode_examples(batch)
     with torch.no_grad():
-        last = loaded.model(**enc).logits[:, -1].float().log_softmax(-1)  # [B, vocab]
+        last = loaded.last_logits(enc).float().log_softmax(-1)  # [B, vocab]
     return [[float(row[ids[0]]) for ids in opts] for row, opts in zip(last, option_ids)]
 
 

@@ -125,9 +125,9 @@ def knockout_effects(loaded: LoadedModel, batches: Sequence[OptionBatch], edge: 
         blocked = edge_mask(edge, loaded.image_token_mask(inputs), inputs["attention_mask"], objects)
         with torch.no_grad():
             if index not in plain:
-                plain[index] = loaded.model(**inputs, use_cache=False).logits[:, -1]
+                plain[index] = loaded.last_logits(inputs)
             with knockout(loaded, layers, blocked):
-                cut = loaded.model(**inputs, use_cache=False).logits[:, -1]
+                cut = loaded.last_logits(inputs)
         for m in metrics:
             out[m].append((metric(plain[index], batch.option_ids, batch.answer, m)
                            - metric(cut, batch.option_ids, batch.answer, m)).cpu())

@@ -33,7 +33,7 @@ FLOW_EXAMPLES = 16  # attention flow (networkx, slow) on this many examples
 def layer_attention(loaded: LoadedModel, batch: OptionBatch) -> list[torch.Tensor]:
     """Per decoder layer, the heads' mean attention ``[B, S, S]`` (eager for these passes)."""
     with torch.no_grad(), text_attention(loaded, "eager"):
-        out = loaded.model(**batch.inputs, output_attentions=True, use_cache=False)
+        out = loaded.forward(batch.inputs, output_attentions=True)
     return [a.float().mean(1).cpu() for a in out.attentions]
 
 
@@ -101,7 +101,7 @@ def patch_knockout(loaded: LoadedModel, batch: OptionBatch, rows: int = 64) -> t
     prefix, step = split_last_token(model, batch.inputs)
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
-        model(**prefix, past_key_values=cache, use_cache=True)
+        model(**prefix, past_key_values=cache, use_cache=True, **loaded.last_only)  # only its cache is read
         try:
             plain = model(**copy.deepcopy(step), past_key_values=copy.deepcopy(cache)).logits[:, -1]  # [B, V]
         except (ValueError, RuntimeError, TypeError, IndexError):  # a cache this pass cannot split

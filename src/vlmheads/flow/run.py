@@ -200,7 +200,7 @@ def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 
     maps, right, share, seq_share, per_head, examples = [], [], [], [], [], []
     for batch in batches:
         with torch.no_grad(), text_attention(loaded, "eager"):
-            out = loaded.model(**batch.inputs, output_attentions=True, use_cache=False)
+            out = loaded.forward(batch.inputs, output_attentions=True)
         image = loaded.image_token_mask(batch.inputs).cpu()
         positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
         last = [a[:, :, -1].float().cpu() for a in out.attentions]  # L x [B, H, S]

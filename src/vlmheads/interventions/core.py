@@ -70,19 +70,19 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
     model = loaded.model
     if not shared_prefix:
         with torch.no_grad():
-            first = model(**inputs, use_cache=False).logits[:, -1].float()
+            first = loaded.last_logits(inputs).float()
         confidence = first.softmax(-1).max(-1).values
         alpha = adaptvis_alpha(confidence, iv)
         with torch.no_grad(), apply(loaded, [ScalingVis(1.0, iv.heads)], inputs=inputs), \
                 attention.scaling(scale_spec(loaded, inputs, alpha, iv.heads)):
-            logits = model(**inputs, use_cache=False).logits[:, -1].float()
+            logits = loaded.last_logits(inputs).float()
         return logits, confidence, alpha
     from transformers import DynamicCache
 
     prefix, step = split_last_token(model, inputs)
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
-        model(**prefix, past_key_values=cache, use_cache=True)
+        model(**prefix, past_key_values=cache, use_cache=True, **loaded.last_only)  # only its cache is read
         first = model(**step, past_key_values=cache).logits[:, -1].float()
         confidence = first.softmax(-1).max(-1).values
         alpha = adaptvis_alpha(confidence, iv)
@@ -91,7 +91,7 @@ def adaptvis_logits(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], iv:
         except (ValueError, RuntimeError, NotImplementedError, AttributeError, IndexError):
             # caches that cannot be cropped (sliding-window layers past their window): run the prefix again
             cache = DynamicCache(config=model.config)
-            model(**prefix, past_key_values=cache, use_cache=True)
+            model(**prefix, past_key_values=cache, use_cache=True, **loaded.last_only)  # only its cache is read
         spec = scale_spec(loaded, inputs, alpha, iv.heads)
         before = attention.CALLS[0]
         with text_attention(loaded, attention.register()), attention.scaling(spec):

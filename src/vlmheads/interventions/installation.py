@@ -114,7 +114,7 @@ class Installation:
         try:
             with torch.no_grad(), attention.scaling(None):
                 plain = {k: v for k, v in inputs.items() if k not in ("past_key_values", "use_cache")}
-                first = self.loaded.model(**plain, use_cache=False).logits[:, -1].float()
+                first = self.loaded.last_logits(plain).float()
         finally:
             self.busy = False
         return first.softmax(-1).max(-1).values

@@ -23,7 +23,7 @@ def answer_attention(loaded: LoadedModel, inputs) -> tuple[torch.Tensor, torch.T
     """One pass with eager attention: the last position's logits ``[B, vocab]`` and its attention
     probabilities ``[B, n_layers, n_heads, S]``."""
     with torch.no_grad(), text_attention(loaded, "eager"):
-        out = loaded.model(**inputs, output_attentions=True, use_cache=False)
+        out = loaded.forward(inputs, output_attentions=True)
     if not out.attentions or out.attentions[0] is None:
         raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
     return out.logits[:, -1].float(), torch.stack([a[:, :, -1].float() for a in out.attentions], 1)

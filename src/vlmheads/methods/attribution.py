@@ -45,7 +45,7 @@ def _z_pass(loaded: LoadedModel, inputs, grad: bool) -> tuple[list[torch.Tensor]
     logits = None
     try:
         with torch.set_grad_enabled(grad), site.hooks(loaded, {layer: record for layer in range(g.n_layers)}):
-            logits = loaded.model(**inputs, use_cache=False).logits[:, -1]
+            logits = loaded.last_logits(inputs)
     except _Enough:
         pass
     finally:

@@ -81,3 +81,32 @@ def metric(logits: torch.Tensor, option_ids: torch.Tensor, answer: torch.Tensor,
     if name == "accuracy":
         return (opt.argmax(1) == answer).float()
     raise ValueError(f"unknown metric {name!r}; use one of {METRICS}")
+
+
+def take_rows(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], rows: Sequence[int]) -> dict:
+    """The encoded inputs of ``rows`` of a batch, its padding kept (so each row computes what it does in
+    the whole batch): batch-major tensors ``[B, ...]`` are indexed; a tensor that holds every image's
+    patches or tiles in one (Qwen's flattened patches ``[sum patches, D]`` beside ``image_grid_thw``,
+    InternVL's and Llama4's tiles ``[sum tiles, 3, H, W]``) is cut at each row's share, which is
+    proportional to the row's image tokens in every family here."""
+    B = inputs["input_ids"].shape[0]
+    rows = [int(r) for r in rows]
+    counts = loaded.image_token_mask(inputs).sum(1).tolist()  # [B] image tokens per row
+    out = {}
+    for key, value in inputs.items():
+        if not torch.is_tensor(value) or value.dim() == 0:
+            out[key] = value
+            continue
+        flattened = value.shape[0] != B or (key == "pixel_values" and "image_grid_thw" in inputs)
+        if not flattened:
+            out[key] = value[rows]
+            continue
+        total, tokens = value.shape[0], sum(counts)
+        if tokens == 0 or any(total * c % tokens for c in counts):
+            raise ValueError(f"cannot split {key} {tuple(value.shape)} into the batch's rows by their image tokens "
+                             f"{counts}; run the batch whole (a smaller --batch-size)")
+        bounds = [0]
+        for c in counts:
+            bounds.append(bounds[-1] + total * c // tokens)
+        out[key] = torch.cat([value[bounds[r]:bounds[r + 1]] for r in rows])
+    return out

@@ -26,7 +26,7 @@ def correct_under(loaded: LoadedModel, batches: Sequence[OptionBatch], heads: Se
     out = []
     for batch in batches:
         with torch.no_grad(), apply(loaded, [ablate] if heads else [], means=means):
-            logits = loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
+            logits = loaded.last_logits(batch.inputs)
         out.append(metric(logits, batch.option_ids, batch.answer, "accuracy").cpu())
     return torch.cat(out)
 

@@ -34,12 +34,12 @@ def subset_drops(loaded: LoadedModel, batches: Sequence[OptionBatch], masks: tor
     n = 0
     for batch in batches:
         with torch.no_grad():
-            base = metric(loaded.model(**batch.inputs, use_cache=False).logits[:, -1], batch.option_ids,
+            base = metric(loaded.last_logits(batch.inputs), batch.option_ids,
                           batch.answer, metric_name)  # [B]
             for s, mask in enumerate(masks):
                 heads = [tuple(h) for h in mask.nonzero().tolist()]
                 with apply(loaded, [Ablate(heads, mode)] if heads else [], means=means):
-                    logits = loaded.model(**batch.inputs, use_cache=False).logits[:, -1]
+                    logits = loaded.last_logits(batch.inputs)
                 drops[s] += float((base - metric(logits, batch.option_ids, batch.answer, metric_name)).sum())
         n += batch.size
     return drops / n

@@ -24,30 +24,89 @@ import torch
 from .. import site
 from ..models.loading import LoadedModel
 from .attribution import _frozen, _z_pass
-from .batches import OptionBatch, metric
-from .effects import SweepResult, ablation_effects
+from .batches import OptionBatch, metric, take_rows
+from .effects import PassBudget, SweepResult, ablation_effects
 from .selection import Head, ranked
 
 
 def ablation_attribution(loaded: LoadedModel, batches: Sequence[OptionBatch], mode: str = "zero",
-                         metric_name: str = "logit_diff", means: torch.Tensor | None = None) -> torch.Tensor:
-    """Estimated ablation effects ``[n_examples, n_layers, n_heads]`` of every head (one forward + one backward)."""
+                         metric_name: str = "logit_diff", means: torch.Tensor | None = None,
+                         rows: int | None = None) -> torch.Tensor:
+    """Estimated ablation effects ``[n_examples, n_layers, n_heads]`` of every head (one forward + one backward).
+
+    The backward pass keeps every layer's activations, so each batch runs in sub-batches of ``rows``
+    rows (default: what half the free memory holds, ``backward_rows``), halved and retried whenever a
+    sub-batch runs out of memory. Rows are independent under zero and mean ablation, so sub-batches
+    give each row what the whole batch gives it (``take_rows`` keeps the batch's padding). Resample
+    ablation takes each row's replacement from its neighbour in the batch: its batches run whole."""
     site.check_ablation(mode)
     out = []
     with _frozen(loaded):
         for batch in batches:
-            z, logits = _z_pass(loaded, batch.inputs, grad=True)  # L x [B, S, H, D]
-            grads = torch.autograd.grad(metric(logits, batch.option_ids, batch.answer, metric_name).sum(), z)
-            with torch.no_grad():
-                per_layer = []
-                for layer, (zl, gl) in enumerate(zip(z, grads)):
-                    zl = zl.detach()
-                    ablated = torch.stack([torch.as_tensor(site.ablation_value(mode, zl[:, :, h], layer, h, means),
-                                                           dtype=zl.dtype).expand_as(zl[:, :, h])
-                                           for h in range(zl.shape[2])], 2)  # [B, S, H, D]
-                    per_layer.append(-(gl * (ablated - zl)).sum((1, 3)))  # [B, H]
-                out.append(torch.stack(per_layer, 1).float().cpu())  # [B, L, H]
+            B, S = batch.inputs["input_ids"].shape
+            budget = PassBudget(B if mode == "resample" else min(B, rows or backward_rows(loaded, S)))
+            start, parts = 0, []
+            while start < B:
+                take = list(range(start, min(B, start + budget.rows)))
+                try:
+                    parts.append(_estimate(loaded, batch, take, mode, metric_name, means))
+                except (torch.OutOfMemoryError, RuntimeError) as err:
+                    if not _out_of_memory(err) or mode == "resample":
+                        raise
+                    budget.halve(loaded)
+                    continue
+                start += len(take)
+            out.append(torch.cat(parts))  # [B, L, H]
     return torch.cat(out)
+
+
+def _estimate(loaded: LoadedModel, batch: OptionBatch, rows: list[int], mode: str, metric_name: str,
+              means: torch.Tensor | None) -> torch.Tensor:
+    """``[len(rows), L, H]``: the attribution estimate of ``rows`` of ``batch``."""
+    whole = len(rows) == batch.size
+    inputs = batch.inputs if whole else take_rows(loaded, batch.inputs, rows)
+    index = torch.tensor(rows, device=batch.answer.device)
+    option_ids, answer = (batch.option_ids, batch.answer) if whole else (batch.option_ids[index], batch.answer[index])
+    z, logits = _z_pass(loaded, inputs, grad=True)  # L x [b, S, H, D]
+    grads = torch.autograd.grad(metric(logits, option_ids, answer, metric_name).sum(), z)
+    with torch.no_grad():
+        per_layer = []
+        for layer, (zl, gl) in enumerate(zip(z, grads)):
+            zl = zl.detach()
+            ablated = torch.stack([torch.as_tensor(site.ablation_value(mode, zl[:, :, h], layer, h, means),
+                                                   dtype=zl.dtype).expand_as(zl[:, :, h])
+                                   for h in range(zl.shape[2])], 2)  # [b, S, H, D]
+            per_layer.append(-(gl * (ablated - zl)).sum((1, 3)))  # [b, H]
+    return torch.stack(per_layer, 1).float().cpu()  # [b, L, H]
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError that says so)."""
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def free_memory(loaded: LoadedModel) -> int:
+    """Bytes free where the model computes: CUDA's free memory, else the machine's available memory."""
+    if loaded.device.type == "cuda":
+        return int(torch.cuda.mem_get_info(loaded.device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 8 << 30
+
+
+def backward_rows(loaded: LoadedModel, seq_len: int, share: float = 0.5) -> int:
+    """Rows per forward + backward pass that ``share`` of the free memory holds, by a per-row estimate of
+    what autograd keeps for every decoder layer (the residual stream, attention and MLP activations, and
+    eager attention's ``[heads, seq, seq]`` scores and probabilities in float32)."""
+    text = loaded.config.get_text_config()
+    size = torch.finfo(loaded.dtype).bits // 8
+    per_layer = seq_len * (8 * text.hidden_size + 4 * getattr(text, "intermediate_size", 4 * text.hidden_size)) * size \
+        + 2 * loaded.geometry.n_heads * seq_len * seq_len * 4
+    return int(max(1, share * free_memory(loaded) // (loaded.geometry.n_layers * per_layer)))
 
 
 def screen_score(estimate: torch.Tensor) -> torch.Tensor:

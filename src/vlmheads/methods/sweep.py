@@ -126,7 +126,7 @@ class LayerSweep:
             handles.append(layer.register_forward_hook(record_output))
         try:
             with torch.no_grad(), site.hooks(loaded, {i: record_z for i in range(len(self.layers))}):
-                out = self.model(**inputs, use_cache=False)
+                out = loaded.forward(inputs)  # the vocabulary head at the answer position only
         finally:
             for h in handles:
                 h.remove()
@@ -311,7 +311,7 @@ class LayerSweep:
         inputs = {k: torch.cat([v] * copies) if torch.is_tensor(v) and v.dim() >= 1 and copies > 1 else v
                   for k, v in self.inputs.items()}
         with torch.no_grad(), (site.hook(self.loaded, layer, edit) if edit else _null()):
-            return self.model(**inputs, use_cache=False).logits[:, -1].float()
+            return self.loaded.last_logits(inputs).float()
 
 
 @contextmanager

@@ -171,12 +171,17 @@ class LoadedModel:
             self.__dict__["_keeps_last"] = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         return self.__dict__["_keeps_last"]
 
+    @property
+    def last_only(self) -> dict:
+        """The forward kwargs that compute the vocabulary head at the last position only (when taken)."""
+        return {"logits_to_keep": 1} if self.keeps_last_logits else {}
+
     def forward(self, inputs: Mapping[str, torch.Tensor], last_only: bool = True, **kwargs):
         """One prompt pass without a cache; ``last_only``: the vocabulary head runs on the last position only
         (``logits_to_keep=1``; its logits are those of the full head to the last bit in bf16 and to ~1e-7 in
         float32, where another matrix size takes another kernel), so ``.logits`` is ``[B, 1, V]``."""
-        if last_only and self.keeps_last_logits:
-            kwargs.setdefault("logits_to_keep", 1)
+        if last_only:
+            kwargs = {**self.last_only, **kwargs}
         return self.model(**inputs, use_cache=False, **kwargs)
 
     def last_logits(self, inputs: Mapping[str, torch.Tensor], **kwargs) -> torch.Tensor:
