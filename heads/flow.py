@@ -20,7 +20,7 @@ def _parser():
     from vlmheads.flow import EDGES
 
     p = _cli.command_parser("python -m heads.flow", __doc__)
-    _cli.add_data_options(p, function="relational", n=128, n_min=8)
+    _cli.add_data_options(p, function="relational", n=128, n_min=1)
     _cli.add_model_options(p)
     p.add_argument("--edges", default=",".join(EDGES), help=f"comma list from {','.join(EDGES)}")
     p.add_argument("--window", type=_cli.positive(), default=None,

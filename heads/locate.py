@@ -14,7 +14,7 @@ def _parser():
     from vlmheads.site import ABLATIONS
 
     p = _cli.command_parser("python -m heads.locate", __doc__)
-    _cli.add_data_options(p, function="spatial", n=64, n_min=4)
+    _cli.add_data_options(p, function="spatial", n=64, n_min=1)
     _cli.add_model_options(p)
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy, which is opt-in)")

@@ -125,3 +125,11 @@ def test_interrupted_flow_resumes_to_the_same_outputs(tmp_path, capsys, monkeypa
     assert meta["rollout_agreement"] == json.loads((tmp_path / "whole" / "metadata.json").read_text())["rollout_agreement"]
     assert not (run / "stages").exists()
     assert main(["--resume", str(run)]) == 2  # finished: nothing to resume
+
+
+def test_a_smoke_run_of_one_example_finishes(tmp_path):
+    """--n 1: knockout, rollout and the page on one example (the probes need more and say so)."""
+    out = tmp_path / "smoke"
+    assert main(["--n", "1", "--edges", "image->answer", "--out", str(out)]) == 0
+    assert (out / "knockout.csv").is_file() and (out / "rollout.csv").is_file() and (out / "flow.html").is_file()
+    assert "probes" in json.loads((out / "metadata.json").read_text())["notes"]

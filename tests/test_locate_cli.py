@@ -214,7 +214,9 @@ def test_screen_and_verify_select_the_exact_run_s_heads(tmp_path, organism_run, 
     verified heads' scores are the all-head exact run's."""
     out = tmp_path / "screened"
     assert main(["--function", "spatial", "--screen", "attribution", "--verify", "12", "--out", str(out), *FAST]) == 0
-    assert "exact ablation of the top 12 (--screen attribution" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "exact ablation of the top 12 (--screen attribution" in printed
+    assert "of the 12 verified heads carry 80% of their ablation effect (the other 20 were screened out" in printed
     screened, exact = (json.loads((d / "heads.json").read_text()) for d in (out, organism_run))
     assert screened["heads"] and [h["layer"] for h in screened["heads"]] == [h["layer"] for h in exact["heads"]]
     assert [h["head"] for h in screened["heads"]] == [h["head"] for h in exact["heads"]]
@@ -231,6 +233,7 @@ def test_screen_and_verify_select_the_exact_run_s_heads(tmp_path, organism_run, 
                   and [int(k[2]), int(k[3])] not in verified]
     assert len(unverified) == 20 and all(r["score"] == "nan" for r in unverified)
     assert {k[0] for k in rows} >= {"ablation_screen"}
+    assert screened["summary"]["sparsity_80_of_measured_heads"]["ablation|spatial_perception"] == 12
 
 
 def test_redundancy_is_an_opt_in_method(tmp_path):
@@ -244,3 +247,15 @@ def test_redundancy_is_an_opt_in_method(tmp_path):
     assert len(rows) == 4 * 32 and all(float(r["ci_low"]) <= float(r["score"]) <= float(r["ci_high"]) for r in rows)
     best = min(rows, key=lambda r: int(r["rank"]))
     assert (int(best["layer"]), int(best["head"])) in {(0, 4), (2, 1), (2, 3)}  # the exact ablation's heads
+
+
+def test_a_smoke_run_of_one_example_per_function_finishes(tmp_path, capsys):
+    """--n 1 (a smoke run on a new model): every stage that can say something with one example runs; the
+    probe, which needs two per function, is skipped with its reason instead of failing the run."""
+    out = tmp_path / "smoke"
+    assert main(["--function", "spatial", "--n", "1", "--random-draws", "1", "--out", str(out)]) == 0
+    assert "skipped: probe: probing needs at least two examples of each function (--n 2 or more)" in \
+        capsys.readouterr().out
+    located = json.loads((out / "heads.json").read_text())
+    assert located["skipped"]["probe"].startswith("probing needs at least two") and (out / "scores.csv").is_file()
+    assert main(["--function", "spatial", "--n", "0", "--out", str(tmp_path / "none")]) == 2

@@ -38,7 +38,7 @@ from .methods.effects import ABLATIONS, ablation_effects, head_means, pair_batch
 from .methods.probing import probe_scores
 from .methods.redundancy import redundancy_scores
 from .methods.screen import screened_ablation
-from .methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specificity, top_k
+from .methods.selection import bootstrap_ci, elbow_k, measured, ranked, sparsity, specificity, top_k
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
 from .registry import Registry
@@ -104,7 +104,7 @@ class LocateConfig(ModelOptions):
         if selectable[self.select_by] not in self.methods:
             raise ValueError(f"--select-by {self.select_by} needs the {selectable[self.select_by]} method: add it to "
                              f"--methods (now {','.join(self.methods)})")
-        for name, value, low in (("--n", self.n, 4), ("--random-draws", self.random_draws, 1),
+        for name, value, low in (("--n", self.n, 1), ("--random-draws", self.random_draws, 1),
                                  ("--batch-size", self.batch_size, 1), ("--bootstrap", self.bootstrap, 10)):
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")
@@ -279,6 +279,8 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     state.screening = _screening(config, total_heads, result, log)
     if len(state.functions) < 2 and "probe" in config.methods:
         result.skipped["probe"] = "probing needs sub-questions of at least two functions"
+    elif "probe" in config.methods and min(len(ex) for ex in by_function.values()) < 2:
+        result.skipped["probe"] = "probing needs at least two examples of each function (--n 2 or more)"
     chooser = next(m for m in config.methods if config.select_by in LOCATE_METHODS[m].selectable)
     if chooser in result.skipped or (LOCATE_METHODS[chooser].needs_pairs and config.function not in pairs):
         reason = result.skipped.get(chooser, f"no counterfactual pairs for {config.function}")
@@ -345,6 +347,10 @@ def _select_and_check(state: LocateState, bar) -> None:
     result.selected = top_k(score, k)
     result.summary["sparsity_80"] = {f"{m}|{f}": round(sparsity(v["score"]), 4) for (m, f), v in result.scores.items()
                                      if m in CAUSAL + ("attribution",)}
+    partial = {f"{m}|{f}": measured(v["score"]) for (m, f), v in result.scores.items()
+               if m in CAUSAL + ("attribution",) and measured(v["score"]) < v["score"].numel()}
+    if partial:  # under the screen: the fraction is of the verified heads
+        result.summary["sparsity_80_of_measured_heads"] = partial
     tops = {f: top_k(result.scores[(config.select_by, f)]["score"], k) for f in state.functions
             if (config.select_by, f) in result.scores}
     result.summary["top_heads_by_function"] = {f: [list(h) for h in hs] for f, hs in tops.items()}
@@ -485,7 +491,11 @@ def report_lines(result: HeadScores) -> list[str]:
         lines.append(f"  L{l}H{h:<3} score {float(score['score'][l, h]):8.3f}  "
                      f"[{float(score['ci_low'][l, h]):.3f}, {float(score['ci_high'][l, h]):.3f}]")
     s80 = result.summary.get("sparsity_80", {}).get(f"{cfg.select_by}|{cfg.function}")
-    if s80 is not None:
+    of = result.summary.get("sparsity_80_of_measured_heads", {}).get(f"{cfg.select_by}|{cfg.function}")
+    if s80 is not None and of is not None:
+        lines.append(f"sparsity: {s80:.1%} of the {of} verified heads carry 80% of their {cfg.select_by} effect "
+                     f"(the other {score['score'].numel() - of} were screened out, not measured)")
+    elif s80 is not None:
         lines.append(f"sparsity: {s80:.1%} of heads carry 80% of the {cfg.select_by} effect")
     lines.append(f"\nablation check ({result.check['mode']}; k={result.check['k']}; "
                  f"{len(result.check['random_sets'])} random draws):")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vlmheads.methods.probing import probe_scores
-from vlmheads.methods.selection import bootstrap_ci, elbow_k, ranked, sparsity, specificity, top_k
+from vlmheads.methods.selection import bootstrap_ci, elbow_k, measured, ranked, sparsity, specificity, top_k
 
 
 def test_ranking_topk_and_k_errors():
@@ -23,6 +23,11 @@ def test_elbow_and_sparsity_by_hand():
     assert elbow_k(s, max_k=1) == 1
     assert sparsity(s) == pytest.approx(2 / 6)  # 10 + 9 = 19 >= 0.8 * 20.7
     assert sparsity(torch.tensor([[1.0, 1.0, 1.0, 1.0]])) == pytest.approx(4 / 4)
+    # a screen verified 4 of 8 heads: the fraction is of those 4, the unmeasured ones are not zeros
+    nan = float("nan")
+    screened = torch.tensor([[10.0, nan, 1.0, nan], [nan, 1.0, nan, 0.0]])
+    assert sparsity(screened) == pytest.approx(1 / 4) and measured(screened) == 4
+    assert sparsity(torch.full((2, 2), nan)) != sparsity(torch.full((2, 2), nan))  # nothing measured: NaN
     assert elbow_k(torch.ones(2, 2)) == 1
 
 

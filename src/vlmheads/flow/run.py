@@ -47,7 +47,7 @@ class FlowConfig(ModelOptions):
                 raise ValueError(f"unknown edge class {edge!r}; choose from {', '.join(EDGES)}")
         if not self.edges:
             raise ValueError(f"no edge classes; choose from {', '.join(EDGES)}")
-        for name, value, low in (("--n", self.n, 8), ("--batch-size", self.batch_size, 1),
+        for name, value, low in (("--n", self.n, 1), ("--batch-size", self.batch_size, 1),
                                  ("--window", self.window or 1, 1), ("bootstrap", self.bootstrap, 10)):
             if value < low:
                 raise ValueError(f"{name} must be at least {low}, got {value}")

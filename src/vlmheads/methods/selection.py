@@ -2,7 +2,7 @@
 
     top_k(scores, k)            the k best heads, best first, as (layer, head)
     elbow_k(scores)             k at the elbow of the sorted scores (largest distance to the chord)
-    sparsity(scores, share)     smallest fraction of heads that carries ``share`` of the total effect
+    sparsity(scores, share)     smallest fraction of the measured heads that carries ``share`` of their effect
     specificity(top_sets)       Jaccard overlap of the top heads of each pair of functions
     bootstrap_ci(per_example)   95% interval of the mean per head, resampling examples
     accuracy_summary(correct)   accuracy of 0/1 outcomes with that interval, rounded for reports
@@ -52,13 +52,22 @@ def elbow_k(scores: torch.Tensor, max_k: int | None = None) -> int:
 
 
 def sparsity(scores: torch.Tensor, share: float = 0.8) -> float:
-    """Smallest fraction of heads whose positive scores sum to ``share`` of all positive scores."""
-    pos = scores.flatten().nan_to_num(0.0).clamp(min=0).sort(descending=True).values
+    """Smallest fraction of the measured heads whose positive scores sum to ``share`` of all their positive
+    scores. NaN (a head not measured: outside a screen's verified set) counts neither as a head nor as
+    an effect; ``measured(scores)`` says how many heads the fraction is of."""
+    values = scores.flatten()
+    values = values[~values.isnan()]
+    pos = values.clamp(min=0).sort(descending=True).values
     total = pos.sum()
-    if total <= 0:
+    if values.numel() == 0 or total <= 0:
         return float("nan")
     n = int((pos.cumsum(0) < share * total).sum()) + 1
-    return n / scores.numel()
+    return n / values.numel()
+
+
+def measured(scores: torch.Tensor) -> int:
+    """Heads with a score (not NaN)."""
+    return int((~scores.isnan()).sum())
 
 
 def specificity(top_sets: dict[str, list[Head]]) -> dict[str, float]:
