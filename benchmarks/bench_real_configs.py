@@ -7,7 +7,8 @@ it (``python -m heads.X --model DIR``), with seconds, peak memory and the path t
 On CPU the decoders are cut to ``--layers`` (default 4) at their true width (every layer has the same
 shape, so a layer's cost is the full model's per layer), the vision towers are whole, and each command
 sees a smoke-sized job: locate as screen + verify on 4 relational questions, intervene with none, AdaptVis
-and head-selective AdaptVis on 2 + 2 examples, flow on 8 with one window and no rollout. On a CUDA machine
+and head-selective AdaptVis on 2 + 2 examples, flow on 8 with one window and no rollout, and flow with
+rollout and per-patch knockout (every image token) on 2. On a CUDA machine
 (``--device cuda``, a lent GPU) the decoders are whole (``--layers 0``), the weights bfloat16, locate also
 runs the exact all-head ablation, and the last column projects 64 examples x 4 functions.
 
@@ -121,7 +122,11 @@ def main() -> None:
                   [*m, "--heads-from", str(loc), "--dataset", "organism:controlled", "--function", "relational",
                    "--n", "8", "--window", str(layers or REAL_CONFIGS[name].heads[0]), "--edges",
                    "image->answer,question->answer", "--no-rollout", "--batch-size", "4",
-                   "--out", str(work / f"{name}-flow")], 8)]
+                   "--out", str(work / f"{name}-flow")], 8),
+                 ("flow with rollout", "heads.flow",
+                  [*m, "--heads-from", str(loc), "--dataset", "organism:controlled", "--function", "relational",
+                   "--n", "2", "--window", str(layers or REAL_CONFIGS[name].heads[0]), "--edges", "image->answer",
+                   "--no-probes", "--batch-size", "2", "--out", str(work / f"{name}-flow-rollout")], 2)]
         for label, module, argv, n_examples in jobs:
             out = Path(argv[argv.index("--out") + 1])
             if (out / "metadata.json").exists() and json.loads((out / "metadata.json").read_text())["status"] == \

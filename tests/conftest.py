@@ -52,3 +52,21 @@ def prior_organism():
     from vlmheads.models import load_model
 
     return load_model("organism")
+
+
+@pytest.fixture
+def ctrl_c_at(monkeypatch):
+    """``ctrl_c_at(owner, name, n)``: ``owner.name`` raises KeyboardInterrupt on its ``n``-th call (the calls
+    before run the real function); returns the list of each call's positional arguments."""
+    def install(owner, name: str, n: int) -> list:
+        real, calls = getattr(owner, name), []
+
+        def then_ctrl_c(*args, **kwargs):
+            calls.append(args)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, then_ctrl_c)
+        return calls
+    return install

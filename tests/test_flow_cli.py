@@ -92,22 +92,14 @@ def test_no_rollout_skips_the_pass_per_image_patch(tmp_path, monkeypatch):
     assert meta["notes"]["rollout"] == "skipped: --no-rollout" and config["rollout"] is False
 
 
-def test_interrupted_flow_resumes_to_the_same_outputs(tmp_path, capsys, monkeypatch):
+def test_interrupted_flow_resumes_to_the_same_outputs(tmp_path, capsys, monkeypatch, ctrl_c_at):
     """Ctrl-C in the rollout keeps every finished knockout cell, the probes and the first batch's rollout;
     --resume loads them, runs the rest, and ends with the files of an uninterrupted run."""
     import vlmheads.flow.run as flow_run
 
     argv = ["--n", "16", "--batch-size", "8", "--window", "4", "--edges", "image->answer,question->answer"]
     assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
-    real, calls = flow_run.rollout_batch, []
-
-    def then_ctrl_c(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(flow_run, "rollout_batch", then_ctrl_c)
+    ctrl_c_at(flow_run, "rollout_batch", 2)
     run = tmp_path / "cut"
     capsys.readouterr()
     assert main([*argv, "--out", str(run)]) == 130

@@ -126,7 +126,7 @@ def test_missing_locate_run(tmp_path, capsys):
     assert "not a locate run" in capsys.readouterr().err
 
 
-def test_interrupted_run_resumes_to_the_same_results(tmp_path, locate_run, capsys, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_results(tmp_path, locate_run, capsys, monkeypatch, ctrl_c_at):
     """Ctrl-C in the middle keeps the fitted directions and every finished method; --resume loads them,
     runs the rest, and writes what an uninterrupted run writes."""
     import vlmheads.intervene as intervene
@@ -135,22 +135,14 @@ def test_interrupted_run_resumes_to_the_same_results(tmp_path, locate_run, capsy
             "--method", "visionboost", "--method", "emphasize", "--method", "scalingvis"]
     whole = tmp_path / "whole"
     assert main([*argv, "--out", str(whole)]) == 0
-    real, calls = intervene._score_method, []
-
-    def score_then_ctrl_c(*args, **kwargs):
-        calls.append(args[3])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(intervene, "_score_method", score_then_ctrl_c)
+    calls = ctrl_c_at(intervene, "_score_method", 3)
     run = tmp_path / "cut"
     capsys.readouterr()
     assert main([*argv, "--out", str(run)]) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("interrupted: 3 finished stage(s) kept") and f"--resume {run}" in last  # fit + 2 methods
     assert json.loads((run / "metadata.json").read_text())["status"] == "interrupted"
-    assert not (run / "results.csv").exists() and calls == ["none", "visionboost", "emphasize"]
+    assert not (run / "results.csv").exists() and [c[3] for c in calls] == ["none", "visionboost", "emphasize"]
     monkeypatch.undo()
     assert intervene_main(["--resume", str(run)]) == 0  # the run's own model and options
     for name in ("results.csv", "interventions.json"):

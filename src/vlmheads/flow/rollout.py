@@ -124,8 +124,9 @@ def patch_knockout(loaded: LoadedModel, batch: OptionBatch, rows: int = 64) -> t
     return drops
 
 
-def _patch_knockout_full(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor:
-    """``patch_knockout`` by whole prompt passes: one plain pass, then one pass per image token."""
+def _patch_knockout_full(loaded: LoadedModel, batch: OptionBatch, patches: int | None = None) -> torch.Tensor:
+    """``patch_knockout`` by whole prompt passes: one plain pass, then one pass per image token (the first
+    ``patches`` of them when given: the benchmark times a few)."""
     from ..methods.batches import metric
 
     image = loaded.image_token_mask(batch.inputs)
@@ -134,7 +135,7 @@ def _patch_knockout_full(loaded: LoadedModel, batch: OptionBatch) -> torch.Tenso
     with torch.no_grad():
         base = metric(loaded.last_logits(batch.inputs), batch.option_ids, batch.answer)
         drops = []
-        for p in range(n_image):
+        for p in range(n_image if patches is None else min(patches, n_image)):
             blocked = torch.zeros(*image.shape, image.shape[1], dtype=torch.bool, device=image.device)  # [B, S, S]
             blocked[torch.arange(image.shape[0]), -1, positions[:, p]] = True
             with knockout(loaded, range(loaded.geometry.n_layers), blocked):
