@@ -276,11 +276,36 @@ def test_the_screen_gives_each_row_its_whole_batch_estimate_in_bf16(family):
     loaded = wrap_model(model, processor)
     batch = OptionBatch(inputs=inputs, option_ids=torch.tensor([[3, 5], [3, 5]]), answer=torch.tensor([0, 1]),
                         examples=())
-    assert screen.backward_rows(loaded, inputs["input_ids"].shape[1]) >= 2  # a tiny model: the batch fits
+    from vlmheads.methods.attribution import backward_rows
+
+    assert backward_rows(loaded, inputs["input_ids"].shape[1]) >= 2  # a tiny model: the batch fits
     whole = screen.ablation_attribution(loaded, [batch], rows=2)
     rows = screen.ablation_attribution(loaded, [batch], rows=1)
     assert whole.shape == (2, loaded.geometry.n_layers, loaded.geometry.n_heads) and float(whole.abs().max()) > 0
     torch.testing.assert_close(rows, whole, atol=0.02 * float(whole.abs().max()), rtol=0)
+
+
+def test_attribution_patching_runs_in_sub_batches_halved_on_out_of_memory(organism, monkeypatch):
+    """Attribution patching (clean + corrupted twin) runs in sub-batches too: the same estimates as whole
+    batches, a sub-batch that runs out of memory halved and retried."""
+    from vlmheads.methods import attribution
+
+    pairs = organism.pairs(8, seed=0, function="relational")
+    clean, corrupt = pair_batches(option_batches(organism, [a for a, _ in pairs], 8),
+                                  option_batches(organism, [b for _, b in pairs], 8))
+    whole = attribution_effects(organism, clean, corrupt)
+    sizes, real = [], attribution._noising_estimate
+
+    def small_memory(loaded, c, k, rows, *args):
+        sizes.append(len(rows))
+        if len(rows) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(loaded, c, k, rows, *args)
+
+    monkeypatch.setattr(attribution, "_noising_estimate", small_memory)
+    tight = attribution_effects(organism, clean, corrupt, rows=8)
+    torch.testing.assert_close(tight, whole, atol=1e-5, rtol=1e-5)
+    assert sizes[0] > 3 and sum(n for n in sizes if n <= 3) == sum(b.size for b in clean)
 
 
 def test_patching_streams_its_sources(organism):

@@ -23,9 +23,9 @@ import torch
 
 from .. import site
 from ..models.loading import LoadedModel
-from .attribution import _frozen, _z_pass
+from .attribution import _frozen, _z_pass, by_sub_batches
 from .batches import OptionBatch, metric, take_rows
-from .effects import PassBudget, SweepResult, ablation_effects
+from .effects import SweepResult, ablation_effects
 from .selection import Head, ranked
 
 
@@ -44,20 +44,9 @@ def ablation_attribution(loaded: LoadedModel, batches: Sequence[OptionBatch], mo
     with _frozen(loaded):
         for batch in batches:
             B, S = batch.inputs["input_ids"].shape
-            budget = PassBudget(B if mode == "resample" else min(B, rows or backward_rows(loaded, S)))
-            start, parts = 0, []
-            while start < B:
-                take = list(range(start, min(B, start + budget.rows)))
-                try:
-                    parts.append(_estimate(loaded, batch, take, mode, metric_name, means))
-                except (torch.OutOfMemoryError, RuntimeError) as err:
-                    if not _out_of_memory(err) or mode == "resample":
-                        raise
-                    budget.halve(loaded)
-                    continue
-                start += len(take)
-            out.append(torch.cat(parts))  # [B, L, H]
-    return torch.cat(out)
+            out.append(by_sub_batches(loaded, B, S, lambda take: _estimate(loaded, batch, take, mode, metric_name,
+                                                                            means), rows, whole=mode == "resample"))
+    return torch.cat(out)  # [N, L, H]
 
 
 def _estimate(loaded: LoadedModel, batch: OptionBatch, rows: list[int], mode: str, metric_name: str,
@@ -78,35 +67,6 @@ def _estimate(loaded: LoadedModel, batch: OptionBatch, rows: list[int], mode: st
                                    for h in range(zl.shape[2])], 2)  # [b, S, H, D]
             per_layer.append(-(gl * (ablated - zl)).sum((1, 3)))  # [b, H]
     return torch.stack(per_layer, 1).float().cpu()  # [b, L, H]
-
-
-def _out_of_memory(err: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError that says so)."""
-    text = str(err)
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
-def free_memory(loaded: LoadedModel) -> int:
-    """Bytes free where the model computes: CUDA's free memory, else the machine's available memory."""
-    if loaded.device.type == "cuda":
-        return int(torch.cuda.mem_get_info(loaded.device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 8 << 30
-
-
-def backward_rows(loaded: LoadedModel, seq_len: int, share: float = 0.5) -> int:
-    """Rows per forward + backward pass that ``share`` of the free memory holds, by a per-row estimate of
-    what autograd keeps for every decoder layer (the residual stream, attention and MLP activations, and
-    eager attention's ``[heads, seq, seq]`` scores and probabilities in float32)."""
-    text = loaded.config.get_text_config()
-    size = torch.finfo(loaded.dtype).bits // 8
-    per_layer = seq_len * (8 * text.hidden_size + 4 * getattr(text, "intermediate_size", 4 * text.hidden_size)) * size \
-        + 2 * loaded.geometry.n_heads * seq_len * seq_len * 4
-    return int(max(1, share * free_memory(loaded) // (loaded.geometry.n_layers * per_layer)))
 
 
 def screen_score(estimate: torch.Tensor) -> torch.Tensor:
