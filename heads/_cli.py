@@ -191,6 +191,28 @@ def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]
     return saved, meta
 
 
+def resumed_config(run_dir: Path, command: str, what: str, config_class) -> tuple:
+    """``(config, metadata)`` of an interrupted ``command`` run (``interrupted_run``), the config rebuilt
+    as ``config_class`` from its config.json (JSON's lists back to the tuples a frozen config holds);
+    refused with the reason when it does not fit this version."""
+    saved, meta = interrupted_run(run_dir, command, what)
+    try:
+        config = config_class(**{k: _as_tuples(v) for k, v in saved.items()})
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"--resume {run_dir}: config.json does not fit this version ({err})") from None
+    return config, meta
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def resumed_from(previous: dict) -> dict:
+    """What a resumed run's metadata records of the run it continues."""
+    return {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
+            "previous_argv": previous.get("argv")}
+
+
 @contextmanager
 def existing_directory(run_dir: Path, command: str = "resume"):
     """An existing run directory, continued in place (``--resume``), locked for this process: a second

@@ -38,19 +38,6 @@ def _parser():
     return p
 
 
-def _resumed_config(run_dir):
-    """The config of an interrupted flow run, and its previous metadata; refused with the reason otherwise."""
-    from vlmheads.flow.run import FlowConfig
-
-    saved, meta = _cli.interrupted_run(run_dir, "flow", "a flow run")
-    try:
-        config = FlowConfig(**{k: (tuple(tuple(h) for h in v) if k == "heads" else tuple(v) if k == "edges" else v)
-                               for k, v in saved.items()})
-    except TypeError as err:
-        raise _cli.UsageError(f"--resume {run_dir}: config.json does not fit this version ({err})") from None
-    return config, meta
-
-
 def _located_heads(args, function: str):
     """``(heads, run, geometry)`` from --heads-from, else from the newest locate run for this model and
     function (none: no heads)."""
@@ -81,7 +68,7 @@ def _run(args) -> int:
 
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
-        config, previous = _resumed_config(resume)
+        config, previous = _cli.resumed_config(resume, "flow", "a flow run", FlowConfig)
         _cli.adopt_model_options(args, config, previous)
         args.out, geometry = None, None
         heads_from = config.heads_from
@@ -111,8 +98,7 @@ def _run(args) -> int:
         args.run_dir = run_dir
         args.resume_hint = f"python -m heads.flow --resume {run_dir}"
         print(f"run directory: {run_dir}" + (" (resumed)" if resume else ""))
-        extra = {"resumed": {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
-                             "previous_argv": previous.get("argv")}} if previous else {}
+        extra = {"resumed": _cli.resumed_from(previous)} if previous else {}
         with RunRecord(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed,
                        threads=args.threads_choice, model=loaded.identity(),
                        dataset={"name": config.dataset, "root": config.data_root, "n": len(examples),

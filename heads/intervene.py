@@ -43,21 +43,6 @@ def _parser():
     return p
 
 
-def _resumed_config(run_dir: Path):
-    """The config and previous metadata of an interrupted intervene run; refused with the reason otherwise."""
-    from vlmheads.intervene import InterveneConfig
-
-    saved, meta = _cli.interrupted_run(run_dir, "intervene", "an intervene run")
-    tuples = {"datasets": tuple, "methods": tuple, "k_grid": tuple,
-              "heads": lambda v: tuple(map(tuple, v)), "ranking": lambda v: tuple(map(tuple, v)),
-              "k_by_method": lambda v: tuple(map(tuple, v))}
-    try:
-        config = InterveneConfig(**{k: tuples[k](v) if k in tuples else v for k, v in saved.items()})
-    except (TypeError, ValueError) as err:
-        raise _cli.UsageError(f"--resume {run_dir}: config.json does not fit this version ({err})") from None
-    return config, meta
-
-
 def parse_top(spec: str | None, option: str) -> int | None:
     """``top-k`` -> None (the locate run's selection); ``top-K``/``K`` -> K; else a UsageError."""
     if spec is None:
@@ -170,16 +155,15 @@ def _resume(args, run_dir: Path) -> int:
     """--resume: the run's own config; finished stages are loaded from its stages/ folder."""
     from vlmheads.intervene import load_datasets
 
-    config, previous = _resumed_config(run_dir)
+    from vlmheads.intervene import InterveneConfig
+
+    config, previous = _cli.resumed_config(run_dir, "intervene", "an intervene run", InterveneConfig)
     _cli.adopt_model_options(args, config, previous)
     _cli.check_model_options(args)
     data = load_datasets(config)
     loaded = _cli.load(args)
-    extra = {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
-             "previous_argv": previous.get("argv")}
     return _execute(args, config, data, loaded, _cli.existing_directory(run_dir, "intervene"),
-                    previous.get("locate_run"),
-                    resumed=extra)
+                    previous.get("locate_run"), resumed=_cli.resumed_from(previous))
 
 
 def _execute(args, config, data, loaded, directory, locate_run: dict | None, resumed: dict | None = None,

@@ -50,18 +50,6 @@ def _config(args):
         rendering=_cli.model_rendering(args.model))
 
 
-def _resumed_config(run_dir: Path):
-    """The config of an interrupted run, and its previous metadata; refused with the reason otherwise."""
-    from vlmheads.locate import LocateConfig
-
-    saved, meta = _cli.interrupted_run(run_dir, "locate", "a locate run")
-    try:
-        config = LocateConfig(**{k: tuple(v) if k == "methods" else v for k, v in saved.items()})
-    except TypeError as err:
-        raise _cli.UsageError(f"--resume {run_dir}: config.json does not fit this version ({err})") from None
-    return config, meta
-
-
 def _run(args) -> int:
     import shutil
 
@@ -70,7 +58,9 @@ def _run(args) -> int:
 
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
-        config, previous = _resumed_config(resume)
+        from vlmheads.locate import LocateConfig
+
+        config, previous = _cli.resumed_config(resume, "locate", "a locate run", LocateConfig)
         _cli.adopt_model_options(args, config, previous)
         args.out = None
     else:
@@ -88,8 +78,7 @@ def _run(args) -> int:
         args.run_dir = run_dir
         args.resume_hint = f"python -m heads.locate --resume {run_dir}"
         print(f"run directory: {run_dir}" + (" (resumed)" if resume else ""))
-        extra = {"resumed": {"previous_status": previous.get("status"), "previous_started": previous.get("started"),
-                             "previous_argv": previous.get("argv")}} if previous else {}
+        extra = {"resumed": _cli.resumed_from(previous)} if previous else {}
         # a failed run keeps its directory, with metadata.json saying why
         with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed,
                        threads=args.threads_choice, model=loaded.identity(),

@@ -44,7 +44,7 @@ from .methods.directions import layout_directions, steering_directions
 from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import ModelOptions, fingerprint, saved_stage, slug, write_csv, write_json, write_text_atomic
+from .runs import ModelOptions, StageStore, slug, write_csv, write_json, write_text_atomic
 from .world.scenes import Rendering
 
 
@@ -205,34 +205,28 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
     val_b = option_batches(loaded, list(val), config.batch_size)
     test_b = option_batches(loaded, list(test), config.batch_size)
 
-    def stage_path(stage: str) -> Path | None:
-        return None if stages_dir is None else stages_dir / f"{slug(name)}--{stage}.pt"
-
-    checked = {"fingerprint": fingerprint(config.to_dict()), "log": log}  # stages of another config: recomputed
-    fit, loaded_fit = saved_stage(stage_path("fit"), lambda: _fit(loaded, config, list(val), name, log), **checked)
+    store = StageStore(stages_dir, config.to_dict(), log)  # stages of another config: recomputed
+    fit, _ = store(f"{slug(name)}--fit", lambda: _fit(loaded, config, list(val), name, log), label=f"{name}/fit")
     fitted = fit["fitted"]
     if "probe_accuracy" in fit:
         result.probe_accuracy[name] = fit["probe_accuracy"]
     result.skipped.update({f"{name}|{m}": why for m, why in fit["skipped"].items()})
-    if loaded_fit:
-        result.resumed.append(f"{name}/fit")
     for method_name in config.methods:
         bar.set_postfix_str(f"{name} / {method_name}")
         method = INTERVENE_METHODS[method_name]
         if method.fit and method.fit not in fitted:
             bar.update()
             continue
-        done, was_loaded = saved_stage(stage_path(method_name),
-                                       lambda: _score_method(loaded, config, name, method_name, val_b, test_b, fitted),
-                                       **checked)
+        done, was_loaded = store(f"{slug(name)}--{method_name}",
+                                 lambda: _score_method(loaded, config, name, method_name, val_b, test_b, fitted),
+                                 label=f"{name}/{method_name}")
         result.chosen[(name, method_name)] = done["chosen"]
         result.applied.setdefault(name, {})[method_name] = done["applied"]
         result.rows += done["rows"]
-        if was_loaded:
-            result.resumed.append(f"{name}/{method_name}")
         log(f"{name:<22} {method_name:<16} test {done['accuracy']:.3f}  params {done['chosen']}"
             + ("  (resumed)" if was_loaded else ""))
         bar.update()
+    result.resumed += store.resumed
     result.timings[name] = time.time() - t0
 
 

@@ -42,7 +42,7 @@ from .methods.selection import bootstrap_ci, elbow_k, measured, ranked, sparsity
 from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
 from .registry import Registry
-from .runs import ModelOptions, fingerprint, saved_stage
+from .runs import ModelOptions, StageStore
 from .scores import HeadScores
 
 CAUSAL = ("ablation", "noising", "denoising")
@@ -128,7 +128,7 @@ class LocateConfig(ModelOptions):
 class LocateState:
     """What the methods of one run share: the model, its batches and pairs, and the result being filled.
 
-    Every stage (one method for one function) is saved to ``stages_dir`` as it finishes (temporary file,
+    Every stage (one method for one function) is saved to ``stages`` as it finishes (temporary file,
     then rename, with its checksum and the config's fingerprint beside it); a stage already saved there is
     loaded instead of run when it checks out, and recomputed (with a warning naming it) when it does not,
     which is how ``--resume`` continues an interrupted run with the same scores it would have had."""
@@ -139,12 +139,10 @@ class LocateState:
     pairs: dict  # function -> (clean batches, corrupt batches)
     result: HeadScores
     log: Callable[[str], None]
+    stages: StageStore  # where finished stages are saved (and loaded from on --resume)
     means: torch.Tensor | None = None
-    stages_dir: Path | None = None
     cache: dict = field(default_factory=dict)  # what several stages of one method share (probe features)
     screening: bool = False  # ablation by screen + verify
-    resumed: list = field(default_factory=list)  # stages loaded from stages_dir
-    fingerprint: str | None = None  # the config's (runs.fingerprint): stages saved under another are not used
     _writes: dict | None = None
 
     @property
@@ -178,8 +176,6 @@ class LocateState:
     def stage(self, name: str, function: str, run: Callable[[], None]) -> bool:
         """Run one stage, or load it if a previous run saved it and it checks out (``runs.saved_stage``);
         True if loaded."""
-        path = None if self.stages_dir is None else self.stages_dir / f"{name}--{function}.pt"
-
         def compute() -> dict:
             self._writes = {"scores": {}, "summary": []}
             try:
@@ -188,12 +184,11 @@ class LocateState:
             finally:
                 self._writes = None
 
-        saved, loaded = saved_stage(path, compute, self.fingerprint, self.log)
+        saved, loaded = self.stages(f"{name}--{function}", compute, label=f"{name}/{function}")
         if loaded:
             self.result.scores.update(saved["scores"])
             for key, fn, value in saved["summary"]:
                 self.note(key, fn, value)
-            self.resumed.append(f"{name}/{function}")
         return loaded
 
 
@@ -274,8 +269,8 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     batches = {f: option_batches(loaded, ex, config.batch_size) for f, ex in sorted(by_function.items())}
     needs_pairs = any(LOCATE_METHODS[m].needs_pairs for m in config.methods)
     pairs = _pairs(loaded, config, by_function, result) if needs_pairs else {}
-    state = LocateState(loaded, config, batches, pairs, result, log, stages_dir=stages_dir,
-                        fingerprint=fingerprint(config.to_dict()))
+    state = LocateState(loaded, config, batches, pairs, result, log,
+                        stages=StageStore(stages_dir, config.to_dict(), log))
     state.screening = _screening(config, total_heads, result, log)
     if len(state.functions) < 2 and "probe" in config.methods:
         result.skipped["probe"] = "probing needs sub-questions of at least two functions"
@@ -330,9 +325,10 @@ def _run_stages(state: LocateState, plan: list[tuple[str, str]], bar) -> None:
         if LOCATE_METHODS[name].finish:
             LOCATE_METHODS[name].finish(state)
         state.result.timings[name] = time.time() - t
-    if state.resumed:
-        state.log(f"resumed: {len(state.resumed)} of {len(plan)} stages loaded from {state.stages_dir}")
-        state.result.summary["resumed_stages"] = list(state.resumed)
+    resumed = state.stages.resumed
+    if resumed:
+        state.log(f"resumed: {len(resumed)} of {len(plan)} stages loaded from {state.stages.dir}")
+        state.result.summary["resumed_stages"] = list(resumed)
 
 
 def _select_and_check(state: LocateState, bar) -> None:

@@ -189,6 +189,24 @@ def saved_stage(path: Path | None, compute: Callable[[], Any], fingerprint: str 
     return value, False
 
 
+class StageStore:
+    """One run's stages in ``stages_dir`` (None: computed, never saved), under its config's fingerprint:
+    ``store(name, compute, label)`` is ``saved_stage(stages_dir / f"{name}.pt", compute, fingerprint, log)``,
+    and ``resumed`` lists the labels (default: the names) of the stages a previous run had saved. What
+    locate, intervene and flow keep their finished work in."""
+
+    def __init__(self, stages_dir: Path | None, config: dict, log: Callable[[str], None] | None = None):
+        self.dir, self.log, self.resumed = stages_dir, log, []
+        self.fingerprint = fingerprint(config)
+
+    def __call__(self, name: str, compute: Callable[[], Any], label: str | None = None) -> tuple[Any, bool]:
+        path = None if self.dir is None else Path(self.dir) / f"{name}.pt"
+        value, loaded = saved_stage(path, compute, self.fingerprint, self.log)
+        if loaded:
+            self.resumed.append(label or name)
+        return value, loaded
+
+
 def write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
 

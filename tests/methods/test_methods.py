@@ -276,7 +276,7 @@ def test_the_screen_gives_each_row_its_whole_batch_estimate_in_bf16(family):
     loaded = wrap_model(model, processor)
     batch = OptionBatch(inputs=inputs, option_ids=torch.tensor([[3, 5], [3, 5]]), answer=torch.tensor([0, 1]),
                         examples=())
-    from vlmheads.methods.attribution import backward_rows
+    from vlmheads.methods.effects import backward_rows
 
     assert backward_rows(loaded, inputs["input_ids"].shape[1]) >= 2  # a tiny model: the batch fits
     whole = screen.ablation_attribution(loaded, [batch], rows=2)

@@ -30,6 +30,12 @@ MAX_FLOW_TOKENS = 96
 FLOW_EXAMPLES = 16  # attention flow (networkx, slow) on this many examples
 
 
+def image_positions(loaded: LoadedModel, inputs) -> torch.Tensor:
+    """``[B, n_image]``: each row's image-token positions (rows with different numbers of image tokens,
+    such as tiled images, cannot stack: a RuntimeError that flow reports as its reason to skip)."""
+    return torch.stack([row.nonzero()[:, 0] for row in loaded.image_token_mask(inputs)])
+
+
 def layer_attention(loaded: LoadedModel, batch: OptionBatch) -> list[torch.Tensor]:
     """Per decoder layer, the heads' mean attention ``[B, S, S]`` (eager for these passes)."""
     with torch.no_grad(), text_attention(loaded, "eager"):
@@ -93,17 +99,15 @@ def patch_knockout(loaded: LoadedModel, batch: OptionBatch, rows: int = 64) -> t
     from ..methods.batches import metric
 
     model = loaded.model
-    image = loaded.image_token_mask(batch.inputs)
-    n_image = int(image[0].sum())
-    positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
-    B, S = image.shape
+    positions = image_positions(loaded, batch.inputs)  # [B, n_image]
+    (B, n_image), S = positions.shape, batch.inputs["input_ids"].shape[1]
     layers = range(loaded.geometry.n_layers)
     prefix, step = split_last_token(model, batch.inputs)
     with torch.no_grad():
         cache = DynamicCache(config=model.config)
         model(**prefix, past_key_values=cache, use_cache=True, **loaded.last_only)  # only its cache is read
         try:
-            plain = model(**copy.deepcopy(step), past_key_values=copy.deepcopy(cache)).logits[:, -1]  # [B, V]
+            plain = model(**step, past_key_values=copy.deepcopy(cache)).logits[:, -1]  # [B, V]
         except (ValueError, RuntimeError, TypeError, IndexError):  # a cache this pass cannot split
             return _patch_knockout_full(loaded, batch)
         base = metric(plain, batch.option_ids, batch.answer)  # [B]
@@ -114,7 +118,7 @@ def patch_knockout(loaded: LoadedModel, batch: OptionBatch, rows: int = 64) -> t
             c = len(chunk)
             repeated = copy.deepcopy(cache)
             repeated.batch_repeat_interleave(c)  # rows b * c + j
-            blocked = torch.zeros(B, c, 1, S, dtype=torch.bool, device=image.device)
+            blocked = torch.zeros(B, c, 1, S, dtype=torch.bool, device=positions.device)
             for j, p in enumerate(chunk):
                 blocked[torch.arange(B), j, 0, positions[:, p]] = True
             with knockout(loaded, layers, blocked.view(B * c, 1, S)):  # [B * c, 1, S]
@@ -129,15 +133,14 @@ def _patch_knockout_full(loaded: LoadedModel, batch: OptionBatch, patches: int |
     ``patches`` of them when given: the benchmark times a few)."""
     from ..methods.batches import metric
 
-    image = loaded.image_token_mask(batch.inputs)
-    n_image = int(image[0].sum())
-    positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
+    positions = image_positions(loaded, batch.inputs)  # [B, n_image]
+    (B, n_image), S = positions.shape, batch.inputs["input_ids"].shape[1]
     with torch.no_grad():
         base = metric(loaded.last_logits(batch.inputs), batch.option_ids, batch.answer)
         drops = []
         for p in range(n_image if patches is None else min(patches, n_image)):
-            blocked = torch.zeros(*image.shape, image.shape[1], dtype=torch.bool, device=image.device)  # [B, S, S]
-            blocked[torch.arange(image.shape[0]), -1, positions[:, p]] = True
+            blocked = torch.zeros(B, S, S, dtype=torch.bool, device=positions.device)
+            blocked[torch.arange(B), -1, positions[:, p]] = True
             with knockout(loaded, range(loaded.geometry.n_layers), blocked):
                 cut = loaded.last_logits(batch.inputs)
             drops.append((base - metric(cut, batch.option_ids, batch.answer)).float().cpu())
@@ -155,11 +158,10 @@ def rollout_batch(loaded: LoadedModel, batch: OptionBatch, flow_examples: int = 
     """One batch's per-patch importance: rollout ``[B, n_image]``, per-patch knockout drops ``[B, n_image]``
     and, for up to ``flow_examples`` of its examples on short prompts, attention flow (else None)."""
     atts = layer_attention(loaded, batch)
-    image = loaded.image_token_mask(batch.inputs)
-    positions = torch.stack([row.nonzero()[:, 0] for row in image]).cpu()  # [B, n_image]
+    positions = image_positions(loaded, batch.inputs).cpu()  # [B, n_image]
     take = max(0, min(flow_examples, positions.shape[0]))
     flowed = attention_flow([a[:take] for a in atts], positions[:take]) \
-        if take and image.shape[1] <= MAX_FLOW_TOKENS else None
+        if take and batch.inputs["input_ids"].shape[1] <= MAX_FLOW_TOKENS else None
     return {"rollout": rollout(atts).gather(1, positions), "knockout": patch_knockout(loaded, batch),
             "flow": flowed}
 
@@ -179,7 +181,3 @@ def agreement_of(parts: Sequence[dict], flow_examples: int = FLOW_EXAMPLES) -> d
             torch.tensor([_spearman(f, k) for f, k in zip(flowed, knocked[:len(flowed)])]))
     return out
 
-
-def rollout_vs_knockout(loaded: LoadedModel, batches: Sequence[OptionBatch], flow_examples: int = FLOW_EXAMPLES) -> dict:
-    """Per-patch importance by rollout and flow, per-patch knockout drops, and their agreement."""
-    return agreement_of([rollout_batch(loaded, b, flow_examples) for b in batches], flow_examples)

@@ -19,10 +19,10 @@ from ..world.scenes import Rendering
 from ..methods.batches import option_batches
 from ..methods.selection import accuracy_summary, bootstrap_ci
 from ..models.loading import LoadedModel
-from ..runs import ModelOptions, write_csv
+from ..runs import ModelOptions, StageStore, write_csv
 from .knockout import EDGES, knockout_effects, windows
 from .probes import relation_probes
-from .rollout import FLOW_EXAMPLES, agreement_of, rollout_batch
+from .rollout import FLOW_EXAMPLES, agreement_of, image_positions, rollout_batch
 
 
 @dataclass(frozen=True)
@@ -77,27 +77,6 @@ class FlowResult:
     resumed: list = field(default_factory=list)  # stages loaded from a previous run's stages_dir
 
 
-class _Stages:
-    """The flow run's stages in ``stages_dir`` (``runs.saved_stage``: checksummed, under the config's
-    fingerprint): one per knockout cell (edge, window), the probes, each batch's rollout and per-patch
-    knockout, and the attention maps. A stage saved there is loaded, not recomputed (``--resume``)."""
-
-    def __init__(self, stages_dir, config: FlowConfig, log: Callable[[str], None]):
-        from ..runs import fingerprint
-
-        self.dir, self.log, self.resumed = stages_dir, log, []
-        self.fingerprint = fingerprint(config.to_dict())
-
-    def __call__(self, name: str, compute: Callable[[], object]):
-        from ..runs import saved_stage
-
-        path = None if self.dir is None else self.dir / f"{name}.pt"
-        value, was_loaded = saved_stage(path, compute, self.fingerprint, self.log)
-        if was_loaded:
-            self.resumed.append(name)
-        return value
-
-
 def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Callable[[str], None] = print,
              progress: bool = False, stages_dir=None) -> FlowResult:
     """Knockout by edge class and window, the probes, rollout against per-patch knockout and the attention
@@ -109,7 +88,11 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
     size = config.window or max(1, g.n_layers // 4)
     spans = windows(g.n_layers, size) + ([(0, g.n_layers)] if size < g.n_layers else [])
     batches = option_batches(loaded, examples, config.batch_size)
-    stage = _Stages(stages_dir, config, log)
+    store = StageStore(stages_dir, config.to_dict(), log)
+
+    def stage(name: str, compute):
+        return store(name, compute)[0]
+
     notes, rows, timings = {}, [], {}
     plain: dict = {}  # each batch's uncut logits, computed once for every cut
     t = time.time()
@@ -179,9 +162,9 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
         notes["rollout"] = f"skipped: {str(err).splitlines()[0]}"
         log(f"rollout: {notes['rollout']}")
     timings["rollout"] = time.time() - t
-    if stage.resumed:
-        log(f"resumed: {len(stage.resumed)} stage(s) loaded from {stages_dir}")
-    return FlowResult(rows, probes, notes, timings, rollout, attention, stage.resumed)
+    if store.resumed:
+        log(f"resumed: {len(store.resumed)} stage(s) loaded from {stages_dir}")
+    return FlowResult(rows, probes, notes, timings, rollout, attention, store.resumed)
 
 
 def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 3) -> dict:
@@ -202,7 +185,7 @@ def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 
         with torch.no_grad(), text_attention(loaded, "eager"):
             out = loaded.forward(batch.inputs, output_attentions=True)
         image = loaded.image_token_mask(batch.inputs).cpu()
-        positions = torch.stack([row.nonzero()[:, 0] for row in image])  # [B, n_image]
+        positions = image_positions(loaded, batch.inputs).cpu()  # [B, n_image]
         last = [a[:, :, -1].float().cpu() for a in out.attentions]  # L x [B, H, S]
         maps.append(torch.stack([a.mean(1).gather(1, positions) for a in last], 1))  # [B, L, n_image]
         share.append(torch.stack([(a.mean(1) * image).sum(1) for a in last], 1))  # [B, L]

@@ -12,13 +12,14 @@ without gradients that stops at the last layer's head outputs.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 
 from .. import site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric, take_rows
+from .effects import by_sub_batches
 
 
 class _Enough(Exception):
@@ -52,58 +53,6 @@ def _z_pass(loaded: LoadedModel, inputs, grad: bool) -> tuple[list[torch.Tensor]
         for h in handles:
             h.remove()
     return saved, logits
-
-
-def out_of_memory(err: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError that says so)."""
-    text = str(err)
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
-def free_memory(loaded: LoadedModel) -> int:
-    """Bytes free where the model computes: CUDA's free memory, else the machine's available memory."""
-    if loaded.device.type == "cuda":
-        return int(torch.cuda.mem_get_info(loaded.device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            info = dict(line.split(":", 1) for line in f)
-        return int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return 8 << 30
-
-
-def backward_rows(loaded: LoadedModel, seq_len: int, share: float = 0.5) -> int:
-    """Rows per forward + backward pass that ``share`` of the free memory holds, by a per-row estimate of
-    what autograd keeps for every decoder layer (the residual stream, attention and MLP activations, and
-    eager attention's ``[heads, seq, seq]`` scores and probabilities in float32)."""
-    text = loaded.config.get_text_config()
-    size = torch.finfo(loaded.dtype).bits // 8
-    per_layer = seq_len * (8 * text.hidden_size + 4 * getattr(text, "intermediate_size", 4 * text.hidden_size)) * size \
-        + 2 * loaded.geometry.n_heads * seq_len * seq_len * 4
-    return int(max(1, share * free_memory(loaded) // (loaded.geometry.n_layers * per_layer)))
-
-
-def by_sub_batches(loaded: LoadedModel, batch_size: int, seq_len: int, compute: Callable[[list[int]], torch.Tensor],
-                   rows: int | None = None, whole: bool = False) -> torch.Tensor:
-    """``compute(rows)`` over sub-batches of a batch's rows, joined along dim 0: ``rows`` rows at a time
-    (default: what half the free memory holds for a forward + backward, ``backward_rows``), halved and
-    retried when a sub-batch runs out of memory (down to one row, then the error names the fix); any
-    other error is raised as it is. ``whole``: the batch at once (rows that depend on each other)."""
-    from .effects import PassBudget
-
-    budget = PassBudget(batch_size if whole else min(batch_size, rows or backward_rows(loaded, seq_len)))
-    start, parts = 0, []
-    while start < batch_size:
-        take = list(range(start, min(batch_size, start + budget.rows)))
-        try:
-            parts.append(compute(take))
-        except (torch.OutOfMemoryError, RuntimeError) as err:
-            if not out_of_memory(err) or whole:
-                raise
-            budget.halve(loaded)
-            continue
-        start += len(take)
-    return torch.cat(parts)
 
 
 @contextmanager

@@ -23,9 +23,9 @@ import torch
 
 from .. import site
 from ..models.loading import LoadedModel
-from .attribution import _frozen, _z_pass, by_sub_batches
+from .attribution import _frozen, _z_pass
 from .batches import OptionBatch, metric, take_rows
-from .effects import SweepResult, ablation_effects
+from .effects import SweepResult, ablation_effects, by_sub_batches
 from .selection import Head, ranked
 
 
