@@ -180,6 +180,8 @@ CLI_CASES = [
     ("flow", ["--heads-from", "{root}/corrupt-run"], "not valid JSON"),
     ("flow", ["--heads-from", "{root}/other-geometry-run"], "locate heads on this model first"),
     ("flow", ["--model", "{root}/gpt2"], "is not a vision-language model"),
+    ("flow", ["--resume", "{root}/full"], "not a run directory"),
+    ("flow", ["--resume", "{run}"], "a 'locate' run, not a flow run"),
     # heads.tiny
     ("tiny", ["gemma9", "{root}/new-tiny"], "invalid choice: 'gemma9'"),
     ("tiny", ["llava", "{root}/full"], "already holds files"),
