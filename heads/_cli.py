@@ -64,6 +64,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "CPU without fast kernels for it: float32; auto: the checkpoint's own always)")
     parser.add_argument("--attn-implementation", default=None,
                         help="eager | sdpa | flash_attention_2 (default: eager on CPU, sdpa on accelerators)")
+    parser.add_argument("--allow-random-init", action="store_true",
+                        help="load a model whose weights do not cover it (a weight missing or left over, a layer "
+                             "count that is not the weights', or config.json alone): missing weights are randomly "
+                             "initialised, left-over ones dropped; recorded (default: refused with the file named)")
     parser.add_argument("--threads", type=positive(), default=None,
                         help="torch CPU threads of this process (default: the cores free when it starts, or "
                              "$VLMHEADS_THREADS; recorded in metadata.json)")
@@ -132,7 +136,8 @@ def load(args):
                                          reason=getattr(args, "threads_reason", "--threads"))
     loaded = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
                         max_memory=parse_max_memory(args.max_memory),
-                        attn_implementation=args.attn_implementation)
+                        attn_implementation=args.attn_implementation,
+                        allow_random_init=getattr(args, "allow_random_init", False))
     for note in loaded.notes:
         print(note, flush=True)
     if loaded.processor is None:
@@ -155,7 +160,14 @@ def run_directory(command: str, name: str, out: str | None):
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
-MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation", "threads")
+MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation", "threads",
+                 "allow_random_init")
+
+
+def model_config(args) -> dict:
+    """The model options of a job's config (``runs.ModelOptions`` and ``model``), from the parsed arguments,
+    with the organism rendering the model declares: what every command's config starts from."""
+    return {**{option: getattr(args, option) for option in MODEL_OPTIONS}, "rendering": model_rendering(args.model)}
 
 
 def adopt_model_options(args, config, previous: dict | None = None) -> None:

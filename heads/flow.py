@@ -75,13 +75,11 @@ def _run(args) -> int:
     else:
         previous = None
         heads, heads_from, geometry = _located_heads(args, canonical_function(args.function))
-        config = FlowConfig(function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root,
+        config = FlowConfig(function=args.function, dataset=args.dataset, data_root=args.data_root,
                             n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
                             window=args.window, probes=not args.no_probes, rollout=not args.no_rollout, heads=heads,
                             heads_from=heads_from, batch_size=args.batch_size, seed=args.seed,
-                            rendering=_cli.model_rendering(args.model), device=args.device, dtype=args.dtype,
-                            device_map=args.device_map, max_memory=args.max_memory,
-                            attn_implementation=args.attn_implementation, threads=args.threads)
+                            **_cli.model_config(args))
     _cli.check_model_options(args)
     examples = flow_examples(config)
     loaded = _cli.load(args)

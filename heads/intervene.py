@@ -123,14 +123,11 @@ def _run(args) -> int:
         k_by_method = tuple((m, k if k is not None else len(located.selected)) for m, k in k_own.items())
     else:
         located, order, heads, k_by_method = None, (), (), ()
-    config = InterveneConfig(model=args.model, datasets=tuple(args.dataset or InterveneConfig.datasets),
+    config = InterveneConfig(datasets=tuple(args.dataset or InterveneConfig.datasets),
                              data_root=args.data_root, methods=methods, heads=heads,
                              heads_from=str(run) if run else None, k=len(heads) if run else None,
                              k_by_method=k_by_method, sweep=args.sweep, ranking=order, n=args.n,
-                             rendering=_cli.model_rendering(args.model),
-                             batch_size=args.batch_size, seed=args.seed, device=args.device, dtype=args.dtype,
-                             device_map=args.device_map, max_memory=args.max_memory,
-                             attn_implementation=args.attn_implementation, threads=args.threads)
+                             batch_size=args.batch_size, seed=args.seed, **_cli.model_config(args))
     data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry

@@ -41,13 +41,11 @@ def _config(args):
     from vlmheads.locate import LocateConfig
 
     return LocateConfig(
-        function=args.function, model=args.model, dataset=args.dataset, data_root=args.data_root, n=args.n,
+        function=args.function, dataset=args.dataset, data_root=args.data_root, n=args.n,
         methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), ablation=args.ablation,
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
-        screen=args.screen, verify=args.verify, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        dtype=args.dtype, device_map=args.device_map, max_memory=args.max_memory,
-        attn_implementation=args.attn_implementation, threads=args.threads,
-        rendering=_cli.model_rendering(args.model))
+        screen=args.screen, verify=args.verify, batch_size=args.batch_size, seed=args.seed,
+        **_cli.model_config(args))
 
 
 def _run(args) -> int:

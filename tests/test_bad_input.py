@@ -39,6 +39,7 @@ def world(tmp_path_factory):
     shutil.copytree(organism_path(), truncated)
     weights = truncated / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    _damaged_models(root)
     (root / "no-config").mkdir()
     (root / "a-file.txt").write_text("not a directory")
     (root / "full").mkdir()
@@ -82,6 +83,33 @@ def world(tmp_path_factory):
     return {"root": root, "run": run, "truncated": truncated, "cogvsr": cog, "malformed": malformed}
 
 
+def _damaged_models(root: Path) -> None:
+    """Copies of the organism whose weights do not cover the model: one o_proj weight gone, one weight too
+    many, config.json saying 2 or 6 decoder layers beside weights for 4, and config.json alone."""
+    from safetensors.torch import load_file, save_file
+
+    from vlmheads.models import organism_path
+
+    def copy(name, edit_weights=None, layers=None):
+        target = root / name
+        shutil.copytree(organism_path(), target)
+        if edit_weights is not None:
+            weights = load_file(target / "model.safetensors")
+            edit_weights(weights)
+            save_file(weights, target / "model.safetensors", metadata={"format": "pt"})
+        if layers is not None:
+            config = json.loads((target / "config.json").read_text())
+            config["text_config"]["num_hidden_layers"] = layers
+            (target / "config.json").write_text(json.dumps(config))
+        return target
+
+    copy("missing-weight", lambda w: w.pop("language_model.model.layers.1.self_attn.o_proj.weight"))  # saved names
+    copy("extra-weight", lambda w: w.__setitem__("stray.weight", torch.zeros(3)))
+    copy("two-layer-config", layers=2)
+    copy("six-layer-config", layers=6)
+    (copy("config-only") / "model.safetensors").unlink()
+
+
 def _ours(stderr: str) -> list[str]:
     """stderr without transformers' own weight-loading progress bar."""
     return [line for line in stderr.strip().splitlines() if line.strip() and not line.startswith("Loading weights")]
@@ -117,6 +145,17 @@ CLI_CASES = [
     ("locate", ["--model", "{root}/a-file.txt"], "is a file, not a model directory"),
     ("locate", ["--model", "{truncated}"], "cannot read the weights"),
     ("locate", ["--model", ""], "--model is empty"),
+    # damaged models: refused by name, never run with random weights unasked
+    ("locate", ["--model", "{root}/missing-weight"], "1 weight(s) the model needs are not in model.safetensors "
+               "(model.language_model.layers.1.self_attn.o_proj.weight): they would be randomly initialised"),
+    ("locate", ["--model", "{root}/extra-weight"], "1 weight(s) in model.safetensors fit nowhere in the model "
+               "(stray.weight)"),
+    ("locate", ["--model", "{root}/two-layer-config"], "config.json declares 2 layers in "
+               "model.language_model.layers, but the weights hold 4"),
+    ("intervene", ["--model", "{root}/six-layer-config", "--method", "none"], "config.json declares 6 layers in "
+                  "model.language_model.layers, but the weights hold 4"),
+    ("flow", ["--model", "{root}/config-only"], "has no weight files beside its config.json"),
+    ("organism", ["eval", "--model", "{root}/missing-weight"], "pass --allow-random-init"),
     ("locate", ["--device", "cuda"], "no CUDA device is usable here"),
     ("locate", ["--device", "banana"], "unknown device"),
     ("locate", ["--dtype", "float8"], "unknown dtype"),
@@ -402,3 +441,21 @@ def test_library_call_refuses_with_a_clear_message(world, organism, index):
         call(world, organism)
     assert words in str(info.value), f"{name}: {info.value}"
     assert "\n" not in str(info.value).strip() or name == "missing images", f"{name}: not one line"
+
+
+def test_random_init_runs_only_when_asked_and_is_recorded(world, tmp_path, capsys):
+    """--allow-random-init loads the model with the weight it lacks randomly initialised, says so, and the
+    run's config and metadata record it."""
+    out = tmp_path / "run"
+    assert locate_main(["--model", str(world["root"] / "missing-weight"), "--allow-random-init", "--out", str(out),
+                        *FAST]) == 0
+    assert "note: --allow-random-init:" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["allow_random_init"] is True
+    model = json.loads((out / "metadata.json").read_text())["model"]
+    assert "layers.1.self_attn.o_proj.weight" in model["random_init"]
+    from vlmheads import load_model
+
+    whole = load_model("organism")
+    assert whole.random_init is None and whole.source["weight_files"] == ["model.safetensors"]
+    random = load_model(world["root"] / "config-only", allow_random_init=True)
+    assert random.random_init.startswith("there are no weight files: all")

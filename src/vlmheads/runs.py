@@ -239,6 +239,7 @@ class ModelOptions:
     attn_implementation: str | None = None
     threads: int | None = None  # --threads as given (None: chosen from the free cores; metadata.json says what)
     rendering: dict | None = None  # how the organism's scenes are drawn for this model (None: clean)
+    allow_random_init: bool = False  # --allow-random-init: weights that do not cover the model were accepted
 
 
 class RunInUse(OSError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -34,6 +35,8 @@ class LoadedModel:
     adapter: Adapter
     name: str
     notes: tuple[str, ...] = ()  # what loading decided for the user (e.g. float32 on a CPU without bf16 kernels)
+    source: dict | None = None  # identity.source_identity of the files it loaded from (None: built in memory)
+    random_init: str | None = None  # what its weights did not cover, when loaded with allow_random_init
     geometry: HeadGeometry = field(init=False)
     _traced: Any = field(default=None, init=False, repr=False)
 
@@ -65,6 +68,8 @@ class LoadedModel:
                 "adapter": "generic" if self.adapter.derived else "declared",
                 "geometry": asdict(self.geometry), "dtype": str(self.dtype).replace("torch.", ""),
                 "attn_implementation": self.config.get_text_config()._attn_implementation, "devices": self.devices,
+                **({"files": self.source} if self.source else {}),
+                **({"random_init": self.random_init} if self.random_init else {}),
                 **({"notes": list(self.notes)} if self.notes else {})}
 
     @property
@@ -308,7 +313,7 @@ def default_attention(device: torch.device, device_map) -> str:
 def load_model(name_or_path: str | Path | None = None, *, device: str | torch.device = "cpu",
                dtype: str | torch.dtype | None = None, attn_implementation: str | None = None,
                device_map: str | dict | None = None, max_memory: dict | None = None,
-               processor: Any = None) -> LoadedModel:
+               processor: Any = None, allow_random_init: bool = False) -> LoadedModel:
     """Load a VLM by HF id or local directory (``None`` / ``"organism"`` = the shipped organism).
 
     ``dtype``: None = the checkpoint's own dtype (bf16 for most real VLMs; float32 for the organism),
@@ -318,7 +323,11 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     ``max_memory``); ``device`` is then ignored. ``attn_implementation``: None = ``default_attention``.
     Device, dtype and source are checked first, and the architecture is read from the config before
     any weights, so an unsupported model fails fast, with the list of supported families. Damaged
-    files fail with the file named.
+    files fail with the file named, and so do weights that do not cover the model's modules (a weight
+    missing, one left over, a config whose layer count is not the weights'): transformers would fill the
+    gaps with random values and drop the rest. ``allow_random_init`` loads such a model as transformers
+    builds it (a directory with config.json and no weights at all: randomly initialised throughout), and
+    ``notes`` says what was random or dropped.
     """
     import transformers
 
@@ -357,8 +366,23 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     cls = getattr(transformers, adapter.architectures[0]) if adapter is not None else model_class(config)
     placement = {} if device_map is None else {"device_map": device_map,
                                                 **({"max_memory": max_memory} if max_memory else {})}
+    from .identity import coverage_problem, source_directory, source_identity, weight_files
+
+    directory = source_directory(source)
+    files = [p.name for p in weight_files(directory)] if directory is not None else []
+    if isinstance(source, Path) and not files and not allow_random_init:
+        raise ModelLoadError(f"{name} has no weight files beside its config.json (model.safetensors, its shards or "
+                             f"pytorch_model.bin): save them there, or pass --allow-random-init "
+                             f"(allow_random_init=True) to build the model with random weights (recorded)")
     try:
-        model = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn, **placement)
+        if allow_random_init and directory is not None and not files:  # a config and nothing else: random weights
+            model = cls._from_config(config, dtype=torch_dtype if torch_dtype != "auto" else None,
+                                     attn_implementation=attn)
+            info = {"missing_keys": set(model.state_dict())}
+        else:
+            with _quiet_transformers():  # its load report; what matters is said below, in one line
+                model, info = cls.from_pretrained(source, dtype=torch_dtype, attn_implementation=attn,
+                                                  output_loading_info=True, **placement)
     except ImportError as err:  # e.g. flash_attention_2 without its package
         raise ModelLoadError(f"cannot load {name} with attn_implementation={attn!r}: {str(err).splitlines()[0]}") \
             from None
@@ -366,6 +390,13 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
         first = (str(err).splitlines() or [type(err).__name__])[0]
         raise ModelLoadError(f"cannot read the weights of {name}: {type(err).__name__}: {first}; the files may be "
                              f"truncated or damaged: re-download or re-save the model") from None
+    problem = coverage_problem(info, files, model.state_dict().keys())
+    if problem and not allow_random_init:
+        raise ModelLoadError(f"{name}: its weights do not cover the model: {problem}; the files are damaged or "
+                             f"belong to another config: re-save the model, or pass --allow-random-init "
+                             f"(allow_random_init=True) to run it as transformers builds it (recorded)")
+    if problem:
+        notes.append(f"note: --allow-random-init: {name} runs with weights that do not cover it: {problem}")
     if device_map is None:
         model.to(dev)
     model.eval()
@@ -375,7 +406,22 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
         raise type(err)(f"{name}: {err}") from None
     if processor is None:
         processor = load_processor(source, getattr(config, "model_type", None))
-    return LoadedModel(model=model, processor=processor, adapter=adapter, name=name, notes=tuple(notes))
+    return LoadedModel(model=model, processor=processor, adapter=adapter, name=name, notes=tuple(notes),
+                       source=source_identity(source), random_init=problem)
+
+
+@contextmanager
+def _quiet_transformers():
+    """transformers' warnings off while a model loads (its load report would repeat, as a table, what
+    ``load_model`` says in one line); restored after."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 _MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
