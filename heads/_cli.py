@@ -235,6 +235,38 @@ def existing_directory(run_dir: Path, command: str = "resume"):
         yield Path(run_dir)
 
 
+def add_foreign_heads_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-foreign-heads", action="store_true",
+                        help="use the heads of a locate run made on another model (other config or weights) or for "
+                             "another function, deliberately (a transfer); recorded. Another head geometry is "
+                             "always refused")
+
+
+def heads_fit(located, args, function: str | None) -> dict[str, str]:
+    """Refuse, before the model loads, a locate run whose heads are not ``args.model``'s for ``function``
+    (``HeadScores.foreign_to``: another model's files, another function; another geometry always);
+    ``--allow-foreign-heads`` accepts the first two, each said in a warning line. Returns what was accepted
+    (``{kind: reason}``), for the run's metadata."""
+    from vlmheads.models.identity import declared_geometry, source_identity
+    from vlmheads.models.loading import check_model_source
+
+    source = check_model_source(args.model)
+    reasons = located.foreign_to(args.model, files=source_identity(source), function=function,
+                                 geometry=declared_geometry(source))
+    if "geometry" in reasons:
+        raise UsageError(f"{reasons['geometry']}: locate heads on this model first")
+    if reasons and not getattr(args, "allow_foreign_heads", False):
+        first = next(iter(reasons.values()))
+        raise UsageError(f"{first}: locate heads on this model{' and function' if 'function' in reasons else ''} "
+                         f"first, or pass --allow-foreign-heads to use them deliberately (recorded)")
+    for reason in reasons.values():
+        print(f"warning: --allow-foreign-heads: {reason}", file=sys.stderr)
+    if located.format < 2 and "model" not in reasons:
+        print(f"warning: the locate run {located.run_dir} records no model files (heads.json format "
+              f"{located.format}): only its model's name and head geometry were checked", file=sys.stderr)
+    return reasons
+
+
 def _bad_input_types() -> tuple[type, ...]:
     from vlmheads.data import DataError, MissingImagesError
     from vlmheads.registry import UnknownName

@@ -30,7 +30,8 @@ def _parser():
                    help="skip attention rollout and per-patch knockout (a pass per image patch: 576 for LLaVA-1.5)")
     p.add_argument("--heads-from", default=None, metavar="RUN",
                    help="locate run whose selected heads are drawn on the images (default: the newest locate run "
-                        "for this model and function, if any)")
+                        "for this model and function, if any); a run of another model or function is refused")
+    _cli.add_foreign_heads_option(p)
     _cli.add_run_options(p, batch_size=32)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
@@ -39,8 +40,9 @@ def _parser():
 
 
 def _located_heads(args, function: str):
-    """``(heads, run, geometry)`` from --heads-from, else from the newest locate run for this model and
-    function (none: no heads)."""
+    """``(heads, run, geometry, foreign)`` from --heads-from, else from the newest locate run for this model
+    and function (none: no heads); refused before the model loads when they are not this model's heads for
+    this function (``_cli.heads_fit``; ``foreign``: what --allow-foreign-heads accepted)."""
     from pathlib import Path
 
     from vlmheads.runs import DEFAULT_RESULTS
@@ -49,13 +51,18 @@ def _located_heads(args, function: str):
     if args.heads_from:
         run = Path(args.heads_from)
     else:
+        from vlmheads.models.identity import source_identity
+        from vlmheads.models.loading import check_model_source
+
         runs = find_locate_runs(DEFAULT_RESULTS / "locate", model=args.model, function=function,
-                                warn=lambda s: print(s, file=sys.stderr))
+                                warn=lambda s: print(s, file=sys.stderr),
+                                files=source_identity(check_model_source(args.model)))
         if not runs:
-            return (), None, None
+            return (), None, None, {}
         run = runs[-1]
     located = HeadScores.load(run)
-    return tuple(located.selected), str(run), located.geometry
+    foreign = _cli.heads_fit(located, args, function)
+    return tuple(located.selected), str(run), located.geometry, foreign
 
 
 def _run(args) -> int:
@@ -70,15 +77,16 @@ def _run(args) -> int:
     if resume is not None:
         config, previous = _cli.resumed_config(resume, "flow", "a flow run", FlowConfig)
         _cli.adopt_model_options(args, config, previous)
-        args.out, geometry = None, None
+        args.out, geometry, foreign = None, None, {}
         heads_from = config.heads_from
     else:
         previous = None
-        heads, heads_from, geometry = _located_heads(args, canonical_function(args.function))
+        heads, heads_from, geometry, foreign = _located_heads(args, canonical_function(args.function))
         config = FlowConfig(function=args.function, dataset=args.dataset, data_root=args.data_root,
                             n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
                             window=args.window, probes=not args.no_probes, rollout=not args.no_rollout, heads=heads,
-                            heads_from=heads_from, batch_size=args.batch_size, seed=args.seed,
+                            heads_from=heads_from, allow_foreign_heads=bool(foreign), batch_size=args.batch_size,
+                            seed=args.seed,
                             **_cli.model_config(args))
     _cli.check_model_options(args)
     examples = flow_examples(config)
@@ -100,7 +108,8 @@ def _run(args) -> int:
         with RunRecord(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed,
                        threads=args.threads_choice, model=loaded.identity(),
                        dataset={"name": config.dataset, "root": config.data_root, "n": len(examples),
-                                "function": config.function}, **extra) as record:
+                                "function": config.function},
+                       **({"foreign_heads": foreign} if foreign else {}), **extra) as record:
             result = run_flow(loaded, config, examples, log=lambda s: print(s, flush=True), progress=True,
                               stages_dir=run_dir / "stages")
             for stage, seconds in result.timings.items():

@@ -26,7 +26,10 @@ def _parser():
     p.add_argument("--data-root", default=None)
     p.add_argument("--method", action="append", default=None, help=f"repeatable; from {', '.join(METHODS)} (default: all)")
     p.add_argument("--heads-from", default=None, help="locate run directory (default: newest for this model/function)")
-    p.add_argument("--function", default="spatial", help="function whose heads to use when picking a locate run")
+    p.add_argument("--function", default=None,
+                   help="function whose heads to use (default: the --heads-from run's; spatial when picking the "
+                        "newest locate run); a run for another function is refused")
+    _cli.add_foreign_heads_option(p)
     p.add_argument("--heads", default="top-k", metavar="top-K",
                    help="heads of the head methods: top-k (the locate run's selection, default) or top-K")
     p.add_argument("--emphasize", default=None, metavar="top-K", help="emphasise these located heads (top-k or top-K)")
@@ -68,7 +71,11 @@ def newest_locate_run(model: str, function: str, root: Path | None = None) -> Pa
 
     root = root or DEFAULT_RESULTS / "locate"
     function = canonical_function(function)
-    runs = find_locate_runs(root, model=model, function=function, warn=lambda s: print(s, file=sys.stderr))
+    from vlmheads.models.identity import source_identity
+    from vlmheads.models.loading import check_model_source
+
+    runs = find_locate_runs(root, model=model, function=function, warn=lambda s: print(s, file=sys.stderr),
+                            files=source_identity(check_model_source(model)))
     if not runs:
         raise NoLocateRun(f"no locate run for model {model!r} and function {function!r} under {root}; run "
                                 f"`python -m heads.locate --function {function}` first or pass --heads-from RUN")
@@ -102,7 +109,8 @@ def _run(args) -> int:
     methods = tuple(args.method or METHODS)
     for m in methods:
         INTERVENE_METHODS[m]  # an unknown name is refused before anything else
-    canonical_function(args.function)
+    asked_function = canonical_function(args.function) if args.function is not None else None
+    args.function = args.function or "spatial"
     k_default = parse_top(args.heads, "--heads")
     k_own = {m: parse_top(spec, f"--{m}") for m, spec in (("emphasize", args.emphasize), ("ablate", args.ablate))
              if spec is not None}
@@ -117,8 +125,10 @@ def _run(args) -> int:
             methods, skipped = _head_methods_without_a_run(args, methods, k_own)
             print(f"warning: skipping the head methods {', '.join(skipped)}: {next(iter(skipped.values()))}",
                   file=sys.stderr)
+    foreign: dict = {}
     if run is not None:
         located = HeadScores.load(run)
+        foreign = _cli.heads_fit(located, args, asked_function if args.heads_from else canonical_function(args.function))
         order, heads = tuple(located.ranking()), tuple(located.top(k_default))
         k_by_method = tuple((m, k if k is not None else len(located.selected)) for m, k in k_own.items())
     else:
@@ -127,7 +137,8 @@ def _run(args) -> int:
                              data_root=args.data_root, methods=methods, heads=heads,
                              heads_from=str(run) if run else None, k=len(heads) if run else None,
                              k_by_method=k_by_method, sweep=args.sweep, ranking=order, n=args.n,
-                             batch_size=args.batch_size, seed=args.seed, **_cli.model_config(args))
+                             allow_foreign_heads=bool(foreign), batch_size=args.batch_size, seed=args.seed,
+                             **_cli.model_config(args))
     data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry
@@ -141,7 +152,9 @@ def _run(args) -> int:
                               f"{g.n_heads}: locate heads on this model first")
     k_label = "-".join(f"{m}{k}" for m, k in k_by_method) or f"top{len(heads)}"
     locate_run = {"path": str(run), "function": located.function, "select_by": located.select_by, "k": len(heads),
-                  "heads": [list(h) for h in heads], "k_by_method": dict(k_by_method)}
+                  "heads": [list(h) for h in heads], "k_by_method": dict(k_by_method), "model": located.model,
+                  "model_files": located.model_files, "format": located.format,
+                  **({"foreign": foreign} if foreign else {})}
     print(f"heads (top {len(heads)} by {located.select_by} for {located.function}, from {run}): "
           + ", ".join(f"L{l}H{h}" for l, h in heads) + "".join(f"; {m}: top {k}" for m, k in k_by_method))
     directory = _cli.run_directory("intervene", f"{located.function}-{k_label}", args.out)

@@ -52,6 +52,7 @@ def world(tmp_path_factory):
     lines = (bad_row / "scores.csv").read_text().splitlines()
     lines[5] = "3,x,ablation,spatial_perception,1,0,2,4"
     (bad_row / "scores.csv").write_text("\n".join(lines) + "\n")
+    _damaged_runs(root, run)
     missing_scores = root / "missing-scores-run"
     shutil.copytree(run, missing_scores)
     (missing_scores / "scores.csv").unlink()
@@ -108,6 +109,34 @@ def _damaged_models(root: Path) -> None:
     copy("two-layer-config", layers=2)
     copy("six-layer-config", layers=6)
     (copy("config-only") / "model.safetensors").unlink()
+
+
+def _damaged_runs(root: Path, run: Path) -> None:
+    """Copies of a good locate run, each wrong in one way (heads.json edited, scores.csv re-encoded)."""
+    def copy(name, edit=None):
+        target = root / name
+        shutil.copytree(run, target)
+        if edit is not None:
+            info = json.loads((target / "heads.json").read_text())
+            edit(info)
+            (target / "heads.json").write_text(json.dumps(info, indent=2))
+        return target
+
+    def legacy_other_model(info):  # a run from before heads.json carried model files, made on another model
+        info.update(model="llava-hf/llava-1.5-7b-hf")
+        info.pop("model_files"), info.pop("format")
+
+    copy("other-model-run", legacy_other_model)
+    copy("outside-head-run", lambda info: info["heads"].append({"layer": 9, "head": 0}))
+    copy("future-run", lambda info: info.update(format=99))
+    copy("typed-run", lambda info: info.update(function=17))
+    nan = copy("nan-run")
+    lines = (nan / "scores.csv").read_text().splitlines()
+    (nan / "scores.csv").write_text("\n".join(
+        [lines[0]] + [",".join(c if i != 4 or r.split(",")[2] != "ablation" else "nan" for i, c in
+                               enumerate(r.split(","))) for r in lines[1:]]) + "\n")
+    latin = copy("latin1-run")
+    (latin / "scores.csv").write_bytes((latin / "scores.csv").read_bytes().replace(b"ablation", b"abl\xe9tion", 1))
 
 
 def _ours(stderr: str) -> list[str]:
@@ -205,7 +234,20 @@ CLI_CASES = [
     ("intervene", ["--method", "none", "--n", "0"], "argument --n: must be at least 1"),
     ("intervene", ["--heads-from", "{run}", "--out", "{root}/full"], "never overwritten"),
     ("intervene", ["--heads-from", "{run}", "--dataset", "organism:nope"], "unknown organism dataset"),
-    ("intervene", ["--heads-from", "{run}", "--model", "{truncated}"], "cannot read the weights"),
+    ("intervene", ["--heads-from", "{run}", "--model", "{truncated}", "--allow-foreign-heads"],
+     "cannot read the weights"),
+    # heads from another model, function or geometry, or a damaged record: refused before the model loads
+    ("intervene", ["--heads-from", "{run}", "--model", "{truncated}"], "weights cb8e7fa3b935ceb5), not on"),
+    ("intervene", ["--heads-from", "{run}", "--model", "organism-competent"], "not on organism-competent"),
+    ("intervene", ["--heads-from", "{run}", "--function", "relational"],
+     "holds heads for spatial_perception, not relational_reasoning: locate heads on this model and function first"),
+    ("flow", ["--heads-from", "{run}"], "holds heads for spatial_perception, not relational_reasoning"),
+    ("intervene", ["--heads-from", "{root}/other-model-run"], "was made on a model named llava-hf/llava-1.5-7b-hf"),
+    ("intervene", ["--heads-from", "{root}/outside-head-run"], "selected head L9H0 is outside the run's own 4 x 8"),
+    ("intervene", ["--heads-from", "{root}/nan-run"], "every ablation score for spatial_perception is NaN"),
+    ("flow", ["--heads-from", "{root}/future-run"], "format 99 was written by a newer vlmheads"),
+    ("intervene", ["--heads-from", "{root}/typed-run"], "function must be a string, got 17"),
+    ("intervene", ["--heads-from", "{root}/latin1-run"], "scores.csv: not UTF-8 text"),
     ("locate", ["--model", "{root}/paligemma"], "not supported (prefix-LM attention)"),
     ("intervene", ["--heads-from", "{run}", "--model", "{root}/mllama"], "not supported (cross-attention layers)"),
     # heads.flow
@@ -459,3 +501,51 @@ def test_random_init_runs_only_when_asked_and_is_recorded(world, tmp_path, capsy
     assert whole.random_init is None and whole.source["weight_files"] == ["model.safetensors"]
     random = load_model(world["root"] / "config-only", allow_random_init=True)
     assert random.random_init.startswith("there are no weight files: all")
+
+
+def test_foreign_heads_run_only_when_asked_and_are_recorded(world, tmp_path, capsys):
+    """Heads located on the default organism, used on organism-competent (same config, other weights) with
+    --allow-foreign-heads: one warning line saying whose heads they are; config and metadata record it."""
+    out = tmp_path / "run"
+    assert intervene_main(["--model", "organism-competent", "--heads-from", str(world["run"]), "--allow-foreign-heads",
+                           "--method", "emphasize", "--dataset", "organism:controlled", "--n", "16",
+                           "--batch-size", "16", "--out", str(out)]) == 0
+    warnings = [line for line in _ours(capsys.readouterr().err) if line.startswith("warning: --allow-foreign-heads")]
+    assert len(warnings) == 1 and "was made on organism (config" in warnings[0], warnings
+    assert json.loads((out / "config.json").read_text())["allow_foreign_heads"] is True
+    locate_run = json.loads((out / "metadata.json").read_text())["locate_run"]
+    assert set(locate_run["foreign"]) == {"model"} and locate_run["format"] == 2
+    assert locate_run["model_files"]["weights_digest"] != \
+        json.loads((out / "metadata.json").read_text())["model"]["files"]["weights_digest"]
+
+
+def test_the_newest_run_is_one_made_on_the_models_own_files(world, tmp_path, monkeypatch):
+    """A newer run made on organism-competent (another name, other weights) and one named like the model
+    but recording other files are passed over; a run with the model's files counts whatever its name."""
+    import vlmheads.runs
+    from heads.intervene import newest_locate_run
+    from vlmheads.scores import find_locate_runs
+
+    locate = tmp_path / "results" / "locate"
+    locate.mkdir(parents=True)
+    shutil.copytree(world["run"], locate / "20200101-000000_own")
+    for name, edit in (("20300101-000000_competent", {"model": "organism-competent"}),
+                       ("20400101-000000_same-name-other-files", {"model_files": {"config_sha256": "0" * 16,
+                                                                                   "weights_digest": "1" * 16}})):
+        shutil.copytree(world["run"], locate / name)
+        info = json.loads((locate / name / "heads.json").read_text())
+        if "model" in edit:  # a run made on organism-competent records its files too
+            from vlmheads.models import organism_path
+            from vlmheads.models.identity import source_identity
+
+            edit = {**edit, "model_files": source_identity(organism_path("organism-competent"))}
+        (locate / name / "heads.json").write_text(json.dumps({**info, **edit}))
+    monkeypatch.setattr(vlmheads.runs, "DEFAULT_RESULTS", tmp_path / "results")
+    assert newest_locate_run("organism", "spatial").name == "20200101-000000_own"
+    assert newest_locate_run("organism-competent", "spatial").name == "20300101-000000_competent"
+    from vlmheads.models import organism_path
+    from vlmheads.models.identity import source_identity
+
+    by_path = find_locate_runs(locate, model="elsewhere/weights", function="spatial_perception",
+                               files=source_identity(organism_path()))
+    assert [p.name for p in by_path] == ["20200101-000000_own"]

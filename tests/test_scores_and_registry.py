@@ -38,6 +38,22 @@ def test_save_load_round_trip(tmp_path):
     with pytest.raises(ValueError, match="more heads than the model has"):
         loaded.top(13)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
+    assert loaded.format == 2 and loaded.model_files is None
+
+
+def test_whose_heads_they_are_is_read_before_a_model_loads(tmp_path):
+    files = {"config_sha256": "a" * 16, "weights_digest": "b" * 16}
+    run = _scores()
+    run.model_files = files
+    assert run.foreign_to("m", files=files, function="spatial_perception", geometry=(3, 4)) == {}
+    other = {**files, "weights_digest": "c" * 16}
+    reasons = run.foreign_to("n", files=other, function="relational_reasoning", geometry=(3, 8))
+    assert list(reasons) == ["function", "model", "geometry"]
+    assert "was made on m (config aaaaaaaaaaaaaaaa, weights bbbbbbbbbbbbbbbb), not on n" in reasons["model"]
+    assert run.foreign_to("elsewhere/n", files=files) == {}  # the same files under another name
+    run.model_files = None  # a run that recorded none is compared by name
+    assert "made on a model named m, not n" in run.foreign_to("n", files=files)["model"]
+    assert run.foreign_to("some/dir/m") == {}
 
 
 def test_headmap_is_drawn_from_the_saved_run(tmp_path):

@@ -104,6 +104,7 @@ class InterveneConfig(ModelOptions):
     methods: tuple[str, ...] = METHODS
     heads: tuple[tuple[int, int], ...] = ()  # the head set of head methods without their own k
     heads_from: str | None = None
+    allow_foreign_heads: bool = False  # --allow-foreign-heads: heads located on another model or function
     k: int | None = None
     k_by_method: tuple[tuple[str, int], ...] = ()  # (method, k) from --emphasize top-K / --ablate top-K
     sweep: bool = False  # tune on the validation split; else the published defaults (first grid point)

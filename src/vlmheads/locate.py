@@ -263,7 +263,7 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
                          f"{total_heads} ({g.n_layers} layers x {g.n_heads}); choose 1..{total_heads}")
     torch.manual_seed(config.seed)
     result = HeadScores(model=loaded.name, function=config.function, select_by=config.select_by,
-                        geometry=asdict(g))
+                        geometry=asdict(g), model_files=loaded.source)
     t0 = time.time()
     by_function = examples if examples is not None else examples_by_function(config)
     batches = {f: option_batches(loaded, ex, config.batch_size) for f, ex in sorted(by_function.items())}

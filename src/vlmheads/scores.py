@@ -4,16 +4,20 @@ A locate run directory holds
 
     scores.csv    one row per (method, function, layer, head): score, 95% interval, rank
     heads.json    the selection (function, method, k and its rule, the heads), the evidence (summary,
-                  ablation check, skipped methods) and the model's head geometry
+                  ablation check, skipped methods), the model's head geometry, the identity of its
+                  files (``models.identity.source_identity``) and the format version of the record
 
 ``HeadScores.save(run_dir)`` writes both atomically; ``HeadScores.load(run_dir)`` reads them back
 (every problem names the file, and the line for the CSV), so ``heads.intervene``, the head map and the
 notebooks all read a run the same way, from disk, without the process that made it.
+``HeadScores.foreign_to(...)`` says, before a model loads, why a run's heads do not belong to that model
+or function (another model's files, another function, another geometry).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +29,16 @@ from .runs import write_csv, write_json
 
 SCORE_FIELDS = ("layer", "head", "method", "function", "score", "ci_low", "ci_high", "rank")
 HEADS_FIELDS = ("model", "function", "select_by", "k", "heads", "geometry")
+# heads.json's format: 1 = before it carried one (no model files); 2 = "format" and "model_files"
+FORMAT = 2
 
 
 class LocateRunError(ValueError):
     """A directory that is not a (readable) locate run; the message names the file."""
+
+
+class ForeignRun(LocateRunError):
+    """A locate run whose heads belong to another model, function or geometry than the one asked for."""
 
 
 @dataclass
@@ -46,6 +56,8 @@ class HeadScores:
     check: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)  # method -> reason
     timings: dict = field(default_factory=dict)
+    model_files: dict | None = None  # models.identity.source_identity of the model it ran on (None: not known)
+    format: int = FORMAT  # heads.json's format version, as read (1: a run from before versions)
     run_dir: Path | None = None
     _ranks: dict = field(default_factory=dict, repr=False)  # (method, function) -> [Head] as saved
 
@@ -103,7 +115,8 @@ class HeadScores:
                 "k": len(self.selected), "k_rule": self.k_rule,
                 "heads": [{"layer": l, "head": h, **({"score": round(float(score[l, h]), 6)} if score is not None else {})}
                           for l, h in self.selected],
-                "summary": self.summary, "check": self.check, "skipped": self.skipped, "geometry": self.geometry}
+                "summary": self.summary, "check": self.check, "skipped": self.skipped, "geometry": self.geometry,
+                "model_files": self.model_files, "format": FORMAT}
 
     def save(self, run_dir: Path) -> None:
         run_dir = Path(run_dir)
@@ -121,10 +134,14 @@ class HeadScores:
             raise LocateRunError(f"{run_dir} is not a locate run (no heads.json); pass a directory written by "
                                  f"`python -m heads.locate`")
         try:
-            info = json.loads(heads_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise LocateRunError(f"{heads_path}: not valid JSON ({getattr(err, 'msg', err)}, line "
-                                 f"{getattr(err, 'lineno', '?')}); the run is damaged: re-run heads.locate") from None
+            text = heads_path.read_text(encoding="utf-8")
+            info = json.loads(text)
+        except UnicodeDecodeError as err:
+            raise LocateRunError(f"{heads_path}: not UTF-8 text (byte {err.start}); the run is damaged: re-run "
+                                 f"heads.locate") from None
+        except json.JSONDecodeError as err:
+            raise LocateRunError(f"{heads_path}: not valid JSON ({err.msg}, line {err.lineno}); the run is damaged: "
+                                 f"re-run heads.locate") from None
         if not isinstance(info, dict):
             raise LocateRunError(f"{heads_path}: expected a JSON object")
         missing = [k for k in HEADS_FIELDS if k not in info]
@@ -132,64 +149,134 @@ class HeadScores:
             raise LocateRunError(f"{heads_path}: missing {', '.join(missing)}; the run is damaged: re-run heads.locate")
         if not scores_path.is_file():
             raise LocateRunError(f"{run_dir} has heads.json but no scores.csv; the run is incomplete: re-run heads.locate")
+        version = info.get("format", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise LocateRunError(f"{heads_path}:{_line_of(text, 'format')}: format must be a whole number >= 1, got "
+                                 f"{version!r}")
+        if version > FORMAT:
+            raise LocateRunError(f"{heads_path}: format {version} was written by a newer vlmheads (this one reads up "
+                                 f"to {FORMAT}): upgrade vlmheads to read it")
+        for key, kind in (("model", str), ("function", str), ("select_by", str), ("geometry", dict), ("heads", list),
+                          ("summary", dict), ("check", dict), ("skipped", dict), ("model_files", (dict, type(None)))):
+            if key in info and not isinstance(info[key], kind):
+                want = "an object or null" if key == "model_files" else \
+                    {str: "a string", dict: "an object", list: "a list"}[kind]
+                raise LocateRunError(f"{heads_path}:{_line_of(text, key)}: {key} must be {want}, got "
+                                     f"{info[key]!r}; the run is damaged: re-run heads.locate")
         g = info["geometry"]
-        try:
-            n_layers, n_heads = int(g["n_layers"]), int(g["n_heads"])
-        except (KeyError, TypeError, ValueError):
-            raise LocateRunError(f"{heads_path}: geometry needs n_layers and n_heads, got {g!r}") from None
+        n_layers, n_heads = g.get("n_layers"), g.get("n_heads")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (n_layers, n_heads)):
+            raise LocateRunError(f"{heads_path}:{_line_of(text, 'geometry')}: geometry needs whole n_layers and "
+                                 f"n_heads >= 1, got {g!r}")
         values: dict = {}
         ranks: dict = {}
-        with open(scores_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or set(SCORE_FIELDS) - set(reader.fieldnames):
-                raise LocateRunError(f"{scores_path}:1: header must have {', '.join(SCORE_FIELDS)}")
-            for lineno, row in enumerate(reader, 2):
-                try:
-                    layer, head = int(row["layer"]), int(row["head"])
-                    numbers = [float(row[k]) for k in ("score", "ci_low", "ci_high")]
-                    rank = int(row["rank"])
-                except (TypeError, ValueError):
-                    raise LocateRunError(f"{scores_path}:{lineno}: malformed row {row!r}") from None
-                if not (0 <= layer < n_layers and 0 <= head < n_heads):
-                    raise LocateRunError(f"{scores_path}:{lineno}: head L{layer}H{head} is outside the model's "
-                                         f"{n_layers} x {n_heads} heads")
-                key = (row["method"], row["function"])
-                cell, seen = values.setdefault(key, (torch.zeros(3, n_layers, n_heads),
-                                                     torch.zeros(n_layers, n_heads, dtype=torch.bool)))
-                cell[:, layer, head] = torch.tensor(numbers)  # NaN stays NaN: a head that was not computed
-                seen[layer, head] = True
-                ranks.setdefault(key, {})[rank] = (layer, head)
+        try:
+            score_text = scores_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise LocateRunError(f"{scores_path}: not UTF-8 text (byte {err.start}); the run is damaged: re-run "
+                                 f"heads.locate") from None
+        reader = csv.DictReader(io.StringIO(score_text, newline=""))
+        if reader.fieldnames is None or set(SCORE_FIELDS) - set(reader.fieldnames):
+            raise LocateRunError(f"{scores_path}:1: header must have {', '.join(SCORE_FIELDS)}")
+        for lineno, row in enumerate(reader, 2):
+            try:
+                layer, head = int(row["layer"]), int(row["head"])
+                numbers = [float(row[k]) for k in ("score", "ci_low", "ci_high")]
+                rank = int(row["rank"])
+            except (TypeError, ValueError):
+                raise LocateRunError(f"{scores_path}:{lineno}: malformed row {row!r}") from None
+            if not (0 <= layer < n_layers and 0 <= head < n_heads):
+                raise LocateRunError(f"{scores_path}:{lineno}: head L{layer}H{head} is outside the model's "
+                                     f"{n_layers} x {n_heads} heads")
+            key = (row["method"], row["function"])
+            cell, seen = values.setdefault(key, (torch.zeros(3, n_layers, n_heads),
+                                                 torch.zeros(n_layers, n_heads, dtype=torch.bool)))
+            cell[:, layer, head] = torch.tensor(numbers)  # NaN stays NaN: a head that was not computed
+            seen[layer, head] = True
+            ranks.setdefault(key, {})[rank] = (layer, head)
         scores = {}
         for key, (cell, seen) in values.items():
             if not seen.all():
                 raise LocateRunError(f"{scores_path}: {key[0]}/{key[1]} lacks rows for some heads; the run is damaged")
             scores[key] = {"score": cell[0], "ci_low": cell[1], "ci_high": cell[2]}
-        try:
-            selected = [(int(h["layer"]), int(h["head"])) for h in info["heads"]]
-        except (KeyError, TypeError, ValueError):
-            raise LocateRunError(f"{heads_path}: 'heads' must be a list of {{layer, head}}") from None
-        return cls(model=str(info["model"]), function=str(info["function"]), select_by=str(info["select_by"]),
+        selected = []
+        for h in info["heads"]:
+            pair = (h.get("layer"), h.get("head")) if isinstance(h, dict) else (None, None)
+            if not all(isinstance(i, int) and not isinstance(i, bool) for i in pair):
+                raise LocateRunError(f"{heads_path}:{_line_of(text, 'heads')}: 'heads' must be a list of "
+                                     f"{{layer, head}} whole numbers, got {h!r}")
+            if not (0 <= pair[0] < n_layers and 0 <= pair[1] < n_heads):
+                raise LocateRunError(f"{heads_path}:{_line_of(text, 'heads')}: selected head L{pair[0]}H{pair[1]} is "
+                                     f"outside the run's own {n_layers} x {n_heads} heads; the run is damaged: re-run "
+                                     f"heads.locate")
+            selected.append(pair)
+        chosen = scores.get((str(info["select_by"]), str(info["function"])))
+        if chosen is not None and torch.isnan(chosen["score"]).all():
+            raise LocateRunError(f"{scores_path}: every {info['select_by']} score for {info['function']} is NaN, so "
+                                 f"nothing chose its heads; the run is damaged: re-run heads.locate")
+        return cls(model=info["model"], function=info["function"], select_by=info["select_by"],
                    geometry=dict(g), scores=scores, selected=selected, k_rule=str(info.get("k_rule", "")),
                    summary=info.get("summary", {}), check=info.get("check", {}), skipped=info.get("skipped", {}),
-                   run_dir=run_dir, _ranks={k: [r[i] for i in sorted(r)] for k, r in ranks.items()})
+                   model_files=info.get("model_files"), format=version, run_dir=run_dir,
+                   _ranks={k: [r[i] for i in sorted(r)] for k, r in ranks.items()})
+
+    def foreign_to(self, model: str, files: dict | None = None, function: str | None = None,
+                   geometry: tuple[int, int] | None = None) -> dict[str, str]:
+        """Why this run's heads are not ``model``'s (``files``: its ``models.identity.source_identity``;
+        ``geometry``: its declared ``(n_layers, n_heads)``) for ``function``: ``{"function" | "model" |
+        "geometry": reason}``, empty when they are. Read before the model loads: another model's files (by config and weights digest; by name for
+        runs that recorded none), another function, another head geometry."""
+        from .models.identity import same_model
+
+        where = self.run_dir or "this locate run"
+        reasons = {}
+        if function is not None and function != self.function:
+            reasons["function"] = (f"the locate run {where} holds heads for {self.function}, not {function}")
+        same = same_model(self.model_files, files)
+        if same is False:
+            def label(f):
+                return f"config {f['config_sha256']}, weights {f.get('weights_digest')}"
+            reasons["model"] = (f"the locate run {where} was made on {self.model} ({label(self.model_files)}), not "
+                                f"on {model} ({label(files)})")
+        elif same is None and Path(str(self.model)).name != Path(str(model)).name:
+            reasons["model"] = f"the locate run {where} was made on a model named {self.model}, not {model}"
+        if geometry is not None and tuple(geometry) != (self.geometry.get("n_layers"), self.geometry.get("n_heads")):
+            reasons["geometry"] = (f"the locate run {where} was made on a model with {self.geometry.get('n_layers')} "
+                                   f"x {self.geometry.get('n_heads')} heads, but {model} has {geometry[0]} x "
+                                   f"{geometry[1]}")
+        return reasons
+
+
+def _line_of(text: str, key: str) -> int | str:
+    """The line of a JSON file where ``key`` first appears as a key (``?`` when it does not)."""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if f'"{key}":' in line:
+            return lineno
+    return "?"
 
 
 def find_locate_runs(root: Path, model: str | None = None, function: str | None = None,
-                     warn=None) -> list[Path]:
+                     warn=None, files: dict | None = None) -> list[Path]:
     """Locate run directories under ``root`` (oldest first) for a model and function; unreadable
-    ``heads.json`` files are passed over (``warn`` is told which, with the reason)."""
+    ``heads.json`` files are passed over (``warn`` is told which, with the reason). A run is the model's
+    when its recorded files match ``files`` (``models.identity.source_identity``), and by name when
+    either side records none."""
+    from .models.identity import same_model
+
     runs = []
     for path in sorted(Path(root).glob("*/heads.json")):
         try:
-            info = json.loads(path.read_text())
+            info = json.loads(path.read_text(encoding="utf-8"))
             run_model, run_function = info["model"], info["function"]
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             if warn:
                 warn(f"warning: passing over {path}: unreadable ({type(err).__name__}: {err})")
             continue
         if function is not None and run_function != function:
             continue
-        if model is not None and Path(str(run_model)).name != Path(model).name:
-            continue
+        if model is not None:
+            same = same_model(info.get("model_files"), files)
+            if same is False or same is None and Path(str(run_model)).name != Path(model).name:
+                continue
         runs.append(path.parent)
     return runs

@@ -38,6 +38,7 @@ class FlowConfig(ModelOptions):
     rollout: bool = True  # attention rollout/flow against per-patch knockout (one pass per image patch)
     heads: tuple[tuple[int, int], ...] = ()  # located heads to draw on the images (from a locate run)
     heads_from: str | None = None
+    allow_foreign_heads: bool = False  # --allow-foreign-heads: heads located on another model or function
     batch_size: int = 32
 
     def __post_init__(self) -> None:

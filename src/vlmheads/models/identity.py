@@ -152,3 +152,21 @@ def coverage_problem(info: dict, files: list[str], model_keys: Iterable[str] = (
     if mismatched:
         parts.append(f"{len(mismatched)} weight(s) have another shape than the model's ({_examples(mismatched)})")
     return "; ".join(parts)
+
+
+def declared_geometry(source: str | Path) -> tuple[int, int] | None:
+    """``(n_layers, n_heads)`` of the text decoder as a checked model source's config declares them, read
+    without weights; None when the config does not say (the adapter's check after loading still runs).
+    A family this suite refuses is refused here (``registry.find_adapter``), as loading it would."""
+    import transformers
+
+    from .registry import find_adapter
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(source)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # load_model says why, with the file named
+    find_adapter(config)
+    text = config.get_text_config()
+    layers, heads = getattr(text, "num_hidden_layers", None), getattr(text, "num_attention_heads", None)
+    return (layers, heads) if isinstance(layers, int) and isinstance(heads, int) else None
