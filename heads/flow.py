@@ -30,7 +30,8 @@ def _parser():
                    help="skip attention rollout and per-patch knockout (a pass per image patch: 576 for LLaVA-1.5)")
     p.add_argument("--heads-from", default=None, metavar="RUN",
                    help="locate run whose selected heads are drawn on the images (default: the newest locate run "
-                        "for this model and function, if any); a run of another model or function is refused")
+                        "for this model and function, if any); a run of another model is refused, a run of another "
+                        "function is drawn with a note")
     _cli.add_foreign_heads_option(p)
     _cli.add_run_options(p, batch_size=32)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
@@ -41,8 +42,9 @@ def _parser():
 
 def _located_heads(args, function: str):
     """``(heads, run, geometry, foreign)`` from --heads-from, else from the newest locate run for this model
-    and function (none: no heads); refused before the model loads when they are not this model's heads for
-    this function (``_cli.heads_fit``; ``foreign``: what --allow-foreign-heads accepted)."""
+    and function (none: no heads); refused before the model loads when they are not this model's heads
+    (``_cli.heads_fit``; ``foreign``: what --allow-foreign-heads accepted). The heads are only drawn, so an
+    explicit run of another function (spatial heads on relational questions) is taken, with a note."""
     from pathlib import Path
 
     from vlmheads.runs import DEFAULT_RESULTS
@@ -61,7 +63,9 @@ def _located_heads(args, function: str):
             return (), None, None, {}
         run = runs[-1]
     located = HeadScores.load(run)
-    foreign = _cli.heads_fit(located, args, function)
+    foreign = _cli.heads_fit(located, args, None if args.heads_from else function)
+    if located.function != function:
+        print(f"note: drawing {located.function} heads from {run} on {function} questions", file=sys.stderr)
     return tuple(located.selected), str(run), located.geometry, foreign
 
 

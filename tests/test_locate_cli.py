@@ -209,6 +209,35 @@ def test_resume_recomputes_a_corrupted_stage_and_ends_with_the_uninterrupted_sco
         [f"ablation/{calls[1]}"]  # the one intact stage
 
 
+@pytest.mark.parametrize("change", ["config", "code"])
+def test_resume_after_the_config_or_the_code_changed_recomputes_every_stage(tmp_path, capsys, monkeypatch, change):
+    """config.json edited (random draws 2 -> 3) or the library's source changed since the stages were saved:
+    no old stage is mixed in; each is recomputed with a warning naming why, and the scores are those of a
+    whole run under the config as it now reads."""
+    import vlmheads.runs
+
+    argv = ["--function", "spatial", *FAST, "--methods", "ablation"]
+    whole_argv = [*argv, "--random-draws", "3"] if change == "config" else argv
+    assert main([*whole_argv, "--out", str(tmp_path / "whole")]) == 0
+    _ctrl_c_at_the_third_stage(monkeypatch, "ablation")
+    run = tmp_path / "cut"
+    assert main([*argv, "--out", str(run)]) == 130
+    monkeypatch.undo()
+    if change == "config":
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**config, "random_draws": 3}, indent=2))
+    else:
+        monkeypatch.setitem(vlmheads.runs._CODE, "digest", "0123456789abcdef")
+    capsys.readouterr()
+    assert main(["--resume", str(run)]) == 0
+    why = "was saved by a run with another config" if change == "config" else \
+        "was computed by another version of the code (vlmheads source"
+    warned = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning: stage")]
+    assert len(warned) == 2 and all(why in line for line in warned), warned
+    assert "resumed_stages" not in json.loads((run / "heads.json").read_text())["summary"]
+    assert (run / "scores.csv").read_text() == (tmp_path / "whole" / "scores.csv").read_text()
+
+
 def test_screen_and_verify_select_the_exact_run_s_heads(tmp_path, organism_run, capsys):
     """--screen attribution on the organism: every head estimated, 12 verified exactly; the selection and the
     verified heads' scores are the all-head exact run's."""

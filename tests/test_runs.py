@@ -59,18 +59,19 @@ def test_saved_stage_computes_once_then_loads(tmp_path):
     ("cut", "is cut short or grown"),
     ("no-checksum", "has no checksum"),
     ("foreign", "was saved by a run with another config"),
+    ("other-code", "was computed by another version of the code (vlmheads source c1; this one is c2)"),
     ("bad-checksum-file", "a--fit.pt.sha256 is unreadable"),
 ])
 def test_a_damaged_or_foreign_stage_is_recomputed_never_trusted(tmp_path, damage, why):
     """A stage whose bytes changed (one flipped byte in a tensor loads fine with torch and gives other
-    numbers), cut short, without its checksum, saved under another config or with a broken checksum
-    file is recomputed, and the log names it."""
+    numbers), cut short, without its checksum, saved under another config or by another version of the
+    code, or with a broken checksum file is recomputed, and the log names it."""
     import torch
 
     from vlmheads.runs import check_path, saved_stage
 
     path = tmp_path / "stages" / "a--fit.pt"
-    saved_stage(path, lambda: {"w": torch.zeros(256)}, fingerprint="abc")
+    saved_stage(path, lambda: {"w": torch.zeros(256)}, fingerprint="abc", code="c1")
     data = bytearray(path.read_bytes())
     if damage == "flip":
         at = data.rindex(bytes(64)) + 3  # inside the tensor's zero bytes: torch.load still reads it
@@ -84,11 +85,12 @@ def test_a_damaged_or_foreign_stage_is_recomputed_never_trusted(tmp_path, damage
     elif damage == "bad-checksum-file":
         check_path(path).write_text("{")
     logged = []
-    value, loaded = saved_stage(path, lambda: {"w": torch.ones(256)}, fingerprint="xyz" if damage == "foreign" else "abc",
-                                log=logged.append)
+    fingerprint, code = "xyz" if damage == "foreign" else "abc", "c2" if damage == "other-code" else "c1"
+    value, loaded = saved_stage(path, lambda: {"w": torch.ones(256)}, fingerprint=fingerprint, log=logged.append,
+                                code=code)
     assert not loaded and torch.equal(value["w"], torch.ones(256))
     assert len(logged) == 1 and logged[0].startswith("warning: stage stages/a--fit.pt not used: ") and why in logged[0]
-    again, loaded = saved_stage(path, lambda: None, fingerprint="xyz" if damage == "foreign" else "abc")
+    again, loaded = saved_stage(path, lambda: None, fingerprint=fingerprint, code=code)
     assert loaded and torch.equal(again["w"], torch.ones(256))  # the recomputed stage is saved, checksummed
 
 

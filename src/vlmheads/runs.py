@@ -118,6 +118,24 @@ def check_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + ".sha256")
 
 
+_CODE: dict = {}
+
+
+def code_version() -> str:
+    """sha256 (16 hex digits) of the library's own source (every ``src/vlmheads/**/*.py``, path and bytes):
+    the code a stage was computed by. Any edit to the library changes it, a README edit does not; read once
+    per process."""
+    if "digest" not in _CODE:
+        import hashlib
+
+        package = Path(__file__).resolve().parent
+        digest = hashlib.sha256()
+        for path in sorted(package.rglob("*.py")):
+            digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes() + b"\0")
+        _CODE["digest"] = digest.hexdigest()[:16]
+    return _CODE["digest"]
+
+
 def fingerprint(config: dict) -> str:
     """A short digest of a run's config: a stage saved under another config is not this run's."""
     import hashlib
@@ -125,10 +143,11 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def save_torch_atomic(path: Path, value: Any, fingerprint: str | None = None) -> None:
+def save_torch_atomic(path: Path, value: Any, fingerprint: str | None = None, code: str | None = None) -> None:
     """``torch.save`` to a temporary file beside ``path`` (its folder made if missing), its checksum (and
-    the run's config ``fingerprint``) written beside it, then renamed over ``path``: a crash or Ctrl-C never
-    leaves half a checkpoint or stage under the final name, and a file that is there has its checksum."""
+    the run's config ``fingerprint`` and the ``code`` version that computed it) written beside it, then
+    renamed over ``path``: a crash or Ctrl-C never leaves half a checkpoint or stage under the final name,
+    and a file that is there has its checksum."""
     import torch
 
     path = Path(path)
@@ -137,17 +156,18 @@ def save_torch_atomic(path: Path, value: Any, fingerprint: str | None = None) ->
     try:
         torch.save(value, tmp)
         write_json(check_path(path), {"sha256": _sha256(tmp), "bytes": tmp.stat().st_size,
-                                      "fingerprint": fingerprint})
+                                      "fingerprint": fingerprint, **({"code": code} if code else {})})
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def load_torch_checked(path: Path, fingerprint: str | None = None) -> tuple[Any, str | None]:
+def load_torch_checked(path: Path, fingerprint: str | None = None, code: str | None = None) -> tuple[Any, str | None]:
     """``(value, None)`` for a file ``save_torch_atomic`` wrote whose bytes still match their checksum
-    (and whose fingerprint is ``fingerprint``, when given); else ``(None, why)``: no checksum, cut short,
-    bytes changed, made under another config, or unreadable. Nothing unverified is returned."""
+    (and whose fingerprint is ``fingerprint`` and code version ``code``, when given); else ``(None, why)``:
+    no checksum, cut short, bytes changed, made under another config or by another version of the code,
+    or unreadable. Nothing unverified is returned."""
     import torch
 
     path = Path(path)
@@ -165,6 +185,9 @@ def load_torch_checked(path: Path, fingerprint: str | None = None) -> tuple[Any,
         return None, f"{path.name} does not match its checksum (its bytes changed since it was saved)"
     if fingerprint is not None and check.get("fingerprint") != fingerprint:
         return None, f"{path.name} was saved by a run with another config"
+    if code is not None and check.get("code") != code:
+        return None, (f"{path.name} was computed by another version of the code (vlmheads source "
+                      f"{check.get('code') or 'unrecorded'}; this one is {code})")
     try:
         return torch.load(path, weights_only=False), None
     except Exception as err:  # noqa: BLE001 - torch raises many types for a damaged file
@@ -172,36 +195,37 @@ def load_torch_checked(path: Path, fingerprint: str | None = None) -> tuple[Any,
 
 
 def saved_stage(path: Path | None, compute: Callable[[], Any], fingerprint: str | None = None,
-                log: Callable[[str], None] | None = None) -> tuple[Any, bool]:
+                log: Callable[[str], None] | None = None, code: str | None = None) -> tuple[Any, bool]:
     """``(value, loaded)``: the value a previous run saved at ``path`` (``loaded`` True) when it checks out
     (``load_torch_checked``), else ``compute()``, saved there as it finishes (``save_torch_atomic``); a saved
     stage that does not check out is recomputed, and ``log`` says which and why. ``path`` None computes
     without saving. How ``--resume`` keeps finished work, and never trusts a damaged or foreign stage."""
     if path is not None and path.is_file():
-        value, why = load_torch_checked(path, fingerprint)
+        value, why = load_torch_checked(path, fingerprint, code)
         if why is None:
             return value, True
         if log is not None:
             log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
     value = compute()
     if path is not None:
-        save_torch_atomic(path, value, fingerprint)
+        save_torch_atomic(path, value, fingerprint, code)
     return value, False
 
 
 class StageStore:
     """One run's stages in ``stages_dir`` (None: computed, never saved), under its config's fingerprint:
     ``store(name, compute, label)`` is ``saved_stage(stages_dir / f"{name}.pt", compute, fingerprint, log)``,
-    and ``resumed`` lists the labels (default: the names) of the stages a previous run had saved. What
-    locate, intervene and flow keep their finished work in."""
+    and ``resumed`` lists the labels (default: the names) of the stages a previous run had saved. A stage
+    computed by another version of the library (``code_version``) is recomputed, like one saved under
+    another config. What locate, intervene and flow keep their finished work in."""
 
     def __init__(self, stages_dir: Path | None, config: dict, log: Callable[[str], None] | None = None):
         self.dir, self.log, self.resumed = stages_dir, log, []
-        self.fingerprint = fingerprint(config)
+        self.fingerprint, self.code = fingerprint(config), code_version()
 
     def __call__(self, name: str, compute: Callable[[], Any], label: str | None = None) -> tuple[Any, bool]:
         path = None if self.dir is None else Path(self.dir) / f"{name}.pt"
-        value, loaded = saved_stage(path, compute, self.fingerprint, self.log)
+        value, loaded = saved_stage(path, compute, self.fingerprint, self.log, self.code)
         if loaded:
             self.resumed.append(label or name)
         return value, loaded
@@ -346,7 +370,7 @@ class RunRecord:
         self.incomplete: str | None = None  # why the outputs could not be written (writing_outputs)
         self.meta: dict[str, Any] = {
             "command": command, "run_id": self.run_dir.name, "argv": list(sys.argv[:1]) + list(argv or []),
-            "seed": seed, "git": git_state(), "versions": package_versions(),
+            "seed": seed, "git": git_state(), "code": code_version(), "versions": package_versions(),
             "platform": {"machine": platform.machine(), "system": platform.system(), "processor": platform.processor()},
             "started": _dt.datetime.now().isoformat(timespec="seconds"), "status": "running", "timings": {},
             **identity,
