@@ -207,7 +207,17 @@ def resumed_config(run_dir: Path, command: str, what: str, config_class) -> tupl
     """``(config, metadata)`` of an interrupted ``command`` run (``interrupted_run``), the config rebuilt
     as ``config_class`` from its config.json (JSON's lists back to the tuples a frozen config holds);
     refused with the reason when it does not fit this version."""
+    from vlmheads.typed import field_problem
+
     saved, meta = interrupted_run(run_dir, command, what)
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume {run_dir}: config.json must be a JSON object of options, got "
+                         f"{type(saved).__name__}; the run is damaged: start a new one")
+    problem = field_problem(config_class, saved, (run_dir / "config.json").read_text())
+    if problem:
+        line, reason = problem
+        raise UsageError(f"--resume {run_dir / 'config.json'}:{line}: {reason} (edited by hand? restore it or start "
+                         f"a new run)")
     try:
         config = config_class(**{k: _as_tuples(v) for k, v in saved.items()})
     except (TypeError, ValueError) as err:

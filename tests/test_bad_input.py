@@ -73,6 +73,10 @@ def world(tmp_path_factory):
     first_image.write_bytes(first_image.read_bytes()[:40])
     malformed = root / "malformed.jsonl"
     malformed.write_text('{"id": "a"}\nnot json\n')
+    good = json.loads(cog.read_text().splitlines()[0])
+    (root / "typed-meta.jsonl").write_text(json.dumps({**good, "meta": "violating"}) + "\n")
+    (root / "typed-image.jsonl").write_text(json.dumps({**good, "image": 17}) + "\n")
+    (root / "latin1.jsonl").write_bytes(cog.read_bytes().replace(b"circle", b"cercl\xe9"))
     # configs of refused and non-VLM models (no weights: they must be refused before any are read)
     import transformers as tf
 
@@ -135,6 +139,14 @@ def _damaged_runs(root: Path, run: Path) -> None:
     (nan / "scores.csv").write_text("\n".join(
         [lines[0]] + [",".join(c if i != 4 or r.split(",")[2] != "ablation" else "nan" for i, c in
                                enumerate(r.split(","))) for r in lines[1:]]) + "\n")
+    for name, edit in (("edited-config-run", lambda c: {**c, "n": "abc"}),
+                       ("typed-methods-run", lambda c: {**c, "methods": "ablation"}),
+                       ("list-config-run", lambda c: list(c))):
+        target = copy(name)  # an interrupted run whose config.json was edited by hand
+        meta = json.loads((target / "metadata.json").read_text())
+        (target / "metadata.json").write_text(json.dumps({**meta, "status": "interrupted"}))
+        (target / "config.json").write_text(json.dumps(edit(json.loads((target / "config.json").read_text())),
+                                                       indent=2))
     latin = copy("latin1-run")
     (latin / "scores.csv").write_bytes((latin / "scores.csv").read_bytes().replace(b"ablation", b"abl\xe9tion", 1))
 
@@ -208,11 +220,18 @@ CLI_CASES = [
     ("locate", ["--dataset", "cogvsr:{root}/nowhere.jsonl"], "nowhere.jsonl"),
     ("locate", ["--dataset", "cogvsr:{malformed}"], "malformed.jsonl:"),
     ("locate", ["--dataset", "cogvsr:{cogvsr}", "--function", "relational"], "cannot read image"),
+    ("locate", ["--dataset", "cogvsr:{root}/typed-meta.jsonl"], "typed-meta.jsonl:1: field 'meta' must be an object, "
+                                                               "got \"violating\""),
+    ("locate", ["--dataset", "cogvsr:{root}/typed-image.jsonl"], "typed-image.jsonl:1: field 'image' must be a string"),
+    ("locate", ["--dataset", "cogvsr:{root}/latin1.jsonl"], "latin1.jsonl:1: not UTF-8 text (byte 0xe9"),
     ("locate", ["--resume", "{root}/full"], "not a run directory"),
     ("locate", ["--screen", "magic"], "invalid choice"),
     ("locate", ["--verify", "0"], "argument --verify: must be at least 1"),
     ("locate", ["--screen", "attribution", "--verify", "2", "--top-k", "3"], "raise --verify to at least 3"),
     ("locate", ["--resume", "{run}"], "already finished; nothing to resume"),
+    ("locate", ["--resume", "{root}/edited-config-run"], ": n must be a whole number, got 'abc' (edited by hand?"),
+    ("locate", ["--resume", "{root}/typed-methods-run"], "methods must be a list of strings, got 'ablation'"),
+    ("locate", ["--resume", "{root}/list-config-run"], "config.json must be a JSON object of options, got list"),
     ("locate", ["--dataset", "organism:controlled", "--function", "relational", "--methods", "ablation,probe",
                 "--select-by", "probe"], "cannot select by probe"),
     # heads.intervene

@@ -26,6 +26,7 @@ import torch
 
 from .methods.selection import Head, ranked
 from .runs import write_csv, write_json
+from .typed import line_of
 
 SCORE_FIELDS = ("layer", "head", "method", "function", "score", "ci_low", "ci_high", "rank")
 HEADS_FIELDS = ("model", "function", "select_by", "k", "heads", "geometry")
@@ -151,7 +152,7 @@ class HeadScores:
             raise LocateRunError(f"{run_dir} has heads.json but no scores.csv; the run is incomplete: re-run heads.locate")
         version = info.get("format", 1)
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise LocateRunError(f"{heads_path}:{_line_of(text, 'format')}: format must be a whole number >= 1, got "
+            raise LocateRunError(f"{heads_path}:{line_of(text, 'format')}: format must be a whole number >= 1, got "
                                  f"{version!r}")
         if version > FORMAT:
             raise LocateRunError(f"{heads_path}: format {version} was written by a newer vlmheads (this one reads up "
@@ -161,12 +162,12 @@ class HeadScores:
             if key in info and not isinstance(info[key], kind):
                 want = "an object or null" if key == "model_files" else \
                     {str: "a string", dict: "an object", list: "a list"}[kind]
-                raise LocateRunError(f"{heads_path}:{_line_of(text, key)}: {key} must be {want}, got "
+                raise LocateRunError(f"{heads_path}:{line_of(text, key)}: {key} must be {want}, got "
                                      f"{info[key]!r}; the run is damaged: re-run heads.locate")
         g = info["geometry"]
         n_layers, n_heads = g.get("n_layers"), g.get("n_heads")
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (n_layers, n_heads)):
-            raise LocateRunError(f"{heads_path}:{_line_of(text, 'geometry')}: geometry needs whole n_layers and "
+            raise LocateRunError(f"{heads_path}:{line_of(text, 'geometry')}: geometry needs whole n_layers and "
                                  f"n_heads >= 1, got {g!r}")
         values: dict = {}
         ranks: dict = {}
@@ -203,10 +204,10 @@ class HeadScores:
         for h in info["heads"]:
             pair = (h.get("layer"), h.get("head")) if isinstance(h, dict) else (None, None)
             if not all(isinstance(i, int) and not isinstance(i, bool) for i in pair):
-                raise LocateRunError(f"{heads_path}:{_line_of(text, 'heads')}: 'heads' must be a list of "
+                raise LocateRunError(f"{heads_path}:{line_of(text, 'heads')}: 'heads' must be a list of "
                                      f"{{layer, head}} whole numbers, got {h!r}")
             if not (0 <= pair[0] < n_layers and 0 <= pair[1] < n_heads):
-                raise LocateRunError(f"{heads_path}:{_line_of(text, 'heads')}: selected head L{pair[0]}H{pair[1]} is "
+                raise LocateRunError(f"{heads_path}:{line_of(text, 'heads')}: selected head L{pair[0]}H{pair[1]} is "
                                      f"outside the run's own {n_layers} x {n_heads} heads; the run is damaged: re-run "
                                      f"heads.locate")
             selected.append(pair)
@@ -245,14 +246,6 @@ class HeadScores:
                                    f"x {self.geometry.get('n_heads')} heads, but {model} has {geometry[0]} x "
                                    f"{geometry[1]}")
         return reasons
-
-
-def _line_of(text: str, key: str) -> int | str:
-    """The line of a JSON file where ``key`` first appears as a key (``?`` when it does not)."""
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if f'"{key}":' in line:
-            return lineno
-    return "?"
 
 
 def find_locate_runs(root: Path, model: str | None = None, function: str | None = None,

@@ -46,10 +46,27 @@ GOOD = {"id": "q1", "image": "img.png", "question": "Where is A relative to B?",
     ({"sub_questions": [{"text": "t", "answer": "a", "options": ["a", "b"], "function": "vibes"}]},
      "unknown function 'vibes'"),
     ({"sub_questions": [{"text": "t", "answer": "a", "options": ["a", "b"]}]}, "no 'function' field"),
+    # wrong-typed fields: the field, what it must be and what it was
+    ({"meta": "violating"}, "field 'meta' must be an object, got \"violating\""),
+    ({"image": 17}, "field 'image' must be a string, got 17"),
+    ({"image": None}, "field 'image' must be a string, got null"),
+    ({"question": 3}, "field 'question' must be a string, got 3"),
+    ({"id": None}, "field 'id' must be a string or a whole number, got null"),
+    ({"relation": 5}, "field 'relation' must be a string, got 5"),
+    ({"sub_questions": [{"text": None, "answer": "a", "options": ["a", "b"], "function": "spatial"}]},
+     r"\(sub_questions\[0\]\): field 'text' must be a string, got null"),
+    ({"sub_questions": "one"}, "field 'sub_questions' must be a list"),
 ])
 def test_validation_names_file_line_and_problem(tmp_path, change, message):
     with pytest.raises(DataError, match=r"d.jsonl:1.*" + message):
         load(_write(tmp_path, {**GOOD, **change}), images=False)
+
+
+def test_a_file_that_is_not_utf8_names_its_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n" + json.dumps(GOOD).encode().replace(b"Where", b"O\xf9"))
+    with pytest.raises(DataError, match=r"d.jsonl:2: not UTF-8 text \(byte 0xf9 at offset \d+\); save the file as"):
+        load(f"cogvsr:{path}", images=False)
 
 
 def test_missing_image_and_missing_file(tmp_path):

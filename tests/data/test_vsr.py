@@ -87,6 +87,18 @@ def test_missing_images_and_malformed_lines(tmp_path):
     path.write_text('{"image": \n')
     with pytest.raises(DataError, match=r"test.jsonl:1: not valid JSON"):
         load("vsr:random/test", root=root, images=False)
+    for record, message in (({"image": 3, "caption": "a cat left of a dog", "relation": "left of", "label": 1},
+                             "field 'image' must be a string, got 3"),
+                            ({"image": "x.jpg", "caption": "c", "relation": "left of", "label": True},
+                             "field 'label' must be a whole number, got true"),
+                            ({"image": "x.jpg", "caption": "c", "relation": "left of", "label": 1, "subj": None,
+                              "obj": "dog"}, "field 'subj' must be a string, got null")):
+        path.write_text(json.dumps(record) + "\n")
+        with pytest.raises(DataError, match=r"test.jsonl:1: " + message):
+            load("vsr:random/test", root=root, images=False)
+    path.write_bytes(b'{"image": "x.jpg", "caption": "caf\xe9", "relation": "near", "label": 1}\n')
+    with pytest.raises(DataError, match=r"test.jsonl:1: not UTF-8 text"):
+        load("vsr:random/test", root=root, images=False)
 
 
 def test_bad_names_and_missing_files(tmp_path):

@@ -87,6 +87,15 @@ def test_missing_annotation_and_malformed_records(tmp_path):
     (tmp_path / "coco_qa_one_obj.json").write_text("[1, 2,\n")
     with pytest.raises(DataError, match=r"coco_qa_one_obj.json:2: not valid JSON"):
         load("whatsup:coco_qa_one_obj", root=tmp_path, images=False)
+    (tmp_path / "coco_qa_two_obj.json").write_text(json.dumps([[1, None, "x"]]))
+    with pytest.raises(DataError, match=r"coco_qa_two_obj.json: record 0 is malformed: expected \[image_id, correct"):
+        load("whatsup:coco_qa_two_obj", root=tmp_path, images=False)
+    (tmp_path / "controlled_images_dataset.json").write_text(json.dumps([{"image_path": 17, "caption_options": []}]))
+    with pytest.raises(DataError, match=r"controlled_images_dataset.json: record 0 is malformed"):
+        load("whatsup:controlled_a", root=tmp_path, images=False)
+    (tmp_path / "coco_qa_two_obj.json").write_bytes(b'[[1, "A mug\n above a pl\xe2te", "x"]]')
+    with pytest.raises(DataError, match=r"coco_qa_two_obj.json:2: not UTF-8 text"):
+        load("whatsup:coco_qa_two_obj", root=tmp_path, images=False)
 
 
 def test_unparsed_captions_are_counted_not_hidden(tmp_path):

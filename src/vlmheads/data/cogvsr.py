@@ -25,14 +25,16 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from .dataset import DataError, Dataset, need, read_jsonl
+from .dataset import DataError, Dataset, need, optional, read_jsonl
 from .example import Example
 from .functions import FUNCTIONS, canonical_function
 from .images import check_images
 from .protocols import adaptvis_split
 
-SCHEMA_FIELDS = ("id", "image", "question", "answer", "options", "sub_questions")
-SUB_FIELDS = ("text", "answer", "options", "function")
+SCHEMA_FIELDS = {"id": (str, int), "image": str, "question": str, "answer": str, "options": list,
+                 "sub_questions": list}  # field: its JSON type
+OPTIONAL_FIELDS = {"subject": str, "object": str, "relation": str, "function": str, "meta": dict}
+SUB_FIELDS = {"text": str, "answer": str, "options": list, "function": str}
 
 
 def _options(value, where: str) -> tuple[str, ...]:
@@ -70,8 +72,10 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
     for i in indices:
         lineno, rec = rows[i]
         where = f"{path}:{lineno}"
-        for key in SCHEMA_FIELDS:
-            need(rec, key, where)
+        for key, kind in SCHEMA_FIELDS.items():
+            need(rec, key, where, kind)
+        for key, kind in OPTIONAL_FIELDS.items():
+            optional(rec, key, where, kind)
         main_options = _options(rec["options"], where)
         if rec["answer"] not in main_options:
             raise DataError(f"{where}: answer {rec['answer']!r} is not among the options {main_options}")
@@ -89,9 +93,9 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
         for k, sub in enumerate(subs):
             sub_where = f"{where} (sub_questions[{k}])"
             if not isinstance(sub, dict):
-                raise DataError(f"{sub_where}: expected an object with fields {SUB_FIELDS}")
-            for key in SUB_FIELDS:
-                need(sub, key, sub_where)
+                raise DataError(f"{sub_where}: expected an object with fields {', '.join(SUB_FIELDS)}")
+            for key, kind in SUB_FIELDS.items():
+                need(sub, key, sub_where, kind)
             opts = _options(sub["options"], sub_where)
             if sub["answer"] not in opts:
                 raise DataError(f"{sub_where}: answer {sub['answer']!r} is not among the options {opts}")

@@ -58,31 +58,67 @@ class Dataset:
         return f"{self.name}: skipped {sum(self.skipped.values())} of {self.n_records} records ({parts})"
 
 
+def read_text(path: Path) -> str:
+    """A data file's text; a file that is not UTF-8 raises ``DataError`` naming the file, line and byte."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        lineno = data.count(b"\n", 0, err.start) + 1
+        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte {data[err.start]:#04x} at offset {err.start}); "
+                        f"save the file as UTF-8") from None
+
+
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, record) pairs; a malformed line raises ``DataError`` naming file and line."""
+    """(line number, record) pairs; a malformed line or a file that is not UTF-8 raises ``DataError`` naming
+    file and line."""
     import json
 
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            records.append((lineno, record))
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        records.append((lineno, record))
     return records
 
 
+_KIND_WORDS = {str: "a string", int: "a whole number", float: "a number", list: "a list", dict: "an object",
+               bool: "true or false"}
+
+
+def _is(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds:
+        return False  # JSON true is not a number here
+    return isinstance(value, kinds)
+
+
+def _kind_words(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return " or ".join(_KIND_WORDS.get(k, getattr(k, "__name__", str(k))) for k in kinds)
+
+
 def need(record: dict, key: str, where: str, kind=None):
-    """``record[key]``, or a ``DataError`` at ``where`` (file:line) naming the missing field."""
+    """``record[key]``, or a ``DataError`` at ``where`` (file:line) naming the missing field, or the field
+    whose value is not of ``kind`` (a type or a tuple of types; JSON true/false is no number)."""
     if key not in record:
         raise DataError(f"{where}: record has no {key!r} field (fields: {', '.join(map(str, record)) or 'none'})")
+    return optional(record, key, where, kind)
+
+
+def optional(record: dict, key: str, where: str, kind=None, default=None):
+    """``record[key]`` when present (of ``kind``, else a ``DataError`` at ``where``), else ``default``."""
+    import json
+
+    if key not in record:
+        return default
     value = record[key]
-    if kind is not None and not isinstance(value, kind):
-        raise DataError(f"{where}: field {key!r} should be {getattr(kind, '__name__', kind)}, "
-                        f"got {type(value).__name__}")
+    if kind is not None and not _is(value, kind):
+        raise DataError(f"{where}: field {key!r} must be {_kind_words(kind)}, got {json.dumps(value)[:60]}")
     return value

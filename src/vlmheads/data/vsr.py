@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .dataset import Dataset, need, read_jsonl
+from .dataset import Dataset, need, optional, read_jsonl
 from .example import Example
 from .functions import canonical_function
 from .images import check_images
@@ -83,6 +83,8 @@ def load_vsr(name: str, root: str | Path, split: str | None = None, limit: int |
         relation = need(rec, "relation", where, str)
         label = need(rec, "label", where, int)
         need(rec, "image", where, str)
+        for key in ("subj", "obj", "image_link"):
+            optional(rec, key, where, str)
         if label not in (0, 1):
             from .dataset import DataError
 

@@ -26,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dataset import DataError, Dataset, read_jsonl
+from .dataset import DataError, Dataset, read_jsonl, read_text
 from .example import Example
 from .functions import canonical_function
 from .images import check_images
@@ -121,16 +121,18 @@ def parse_caption(caption: str, kind: str) -> tuple[str, str, str]:
 
 def _read_records(path: Path, kind: str) -> list:
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = json.loads(read_text(path))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON ({err.msg})") from None
     if not isinstance(records, list):
         raise DataError(f"{path}:1: expected a JSON list of records, got {type(records).__name__}")
     for i, rec in enumerate(records):
-        ok = (isinstance(rec, dict) and "image_path" in rec and "caption_options" in rec) if kind == "controlled" \
-            else (isinstance(rec, list) and len(rec) == 3)
+        ok = (isinstance(rec, dict) and isinstance(rec.get("image_path"), str) and "caption_options" in rec) \
+            if kind == "controlled" else (isinstance(rec, list) and len(rec) == 3 and isinstance(rec[0], (str, int))
+                                          and not isinstance(rec[0], bool) and all(isinstance(c, str) for c in rec[1:]))
         if not ok:
-            shape = "{image_path, caption_options}" if kind == "controlled" else "[image_id, correct, wrong]"
+            shape = "{image_path: string, caption_options}" if kind == "controlled" else \
+                "[image_id, correct caption, wrong caption] (an id and two strings)"
             raise DataError(f"{path}: record {i} is malformed: expected {shape}, got {json.dumps(rec)[:120]}")
     return records
 
@@ -204,7 +206,7 @@ def load_whatsup(subset: str, root: str | Path, split: str | None = None, limit:
             where = f"{sources[-1]}:{lineno}"
             answer = row.get("answer")
             file_gold = answer[0] if isinstance(answer, list) and answer else answer
-            if not isinstance(file_gold, str) or "question" not in row:
+            if not isinstance(file_gold, str) or not isinstance(row.get("question"), str):
                 raise DataError(f"{where}: expected {{'id', 'question', 'answer': [word]}}")
             if file_gold.lower() != gold.lower():
                 raise DataError(f"{where}: answer {file_gold!r} disagrees with record {i} of {ann} ({gold!r})")
