@@ -39,11 +39,87 @@ def positive(minimum: int = 1):
     return parse
 
 
+def comma_list(text: str) -> tuple[str, ...]:
+    """An argparse ``type`` for "a,b,c": the names, stripped, empty ones dropped (repeats are the parser's
+    to warn about)."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+_NOT_GIVEN = object()
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are the suite's one line and exit status 2."""
+    """argparse whose errors are the suite's one line and exit status 2; an option given an empty value
+    (``--resume ""``) is refused, a name repeated in a list option (``--method a --method a``,
+    ``--methods a,a``) is kept once with a warning, and ``args.given`` holds the options the command line
+    set (so a command can refuse options that its chosen methods would ignore)."""
 
     def error(self, message: str):  # noqa: D401 - argparse's hook
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def parse_args(self, args=None, namespace=None):  # noqa: D401 - argparse's entry point
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed = super().parse_args(argv, namespace)
+        for action in _all_actions(self):
+            value, name = getattr(parsed, action.dest, None), _long_name(action)
+            if value == "" or isinstance(value, list) and "" in value:
+                raise UsageError(f"{name} is empty: give it a value or leave it out (see {self.prog} --help)")
+            if isinstance(value, (list, tuple)) and len(set(map(str, value))) < len(value):
+                kept = list(dict.fromkeys(value))
+                for twice in sorted({str(v) for v in value if value.count(v) > 1}):
+                    print(f"warning: {name} {twice} given {value.count(twice)} times: used once", file=sys.stderr)
+                setattr(parsed, action.dest, type(value)(kept))
+        parsed.given = self._given(argv)
+        return parsed
+
+    def _given(self, argv: list) -> frozenset:
+        """The dests the command line set: the same arguments parsed again with every default a marker."""
+        saved = {id(action): action.default for action in self._actions}
+        collecting = (argparse._AppendAction, argparse._ExtendAction, argparse._CountAction)  # build on the default
+        try:
+            for action in self._actions:
+                if action.dest != "help":
+                    action.default = None if isinstance(action, collecting) else _NOT_GIVEN
+            marked = super().parse_args(argv)
+        finally:
+            for action in self._actions:
+                action.default = saved[id(action)]
+        collected = {action.dest for action in self._actions if isinstance(action, collecting)}
+        return frozenset(dest for dest, value in vars(marked).items()
+                         if value is not (None if dest in collected else _NOT_GIVEN))
+
+
+def _all_actions(parser: argparse.ArgumentParser) -> list:
+    """A parser's actions and its sub-commands' (``organism train --resume``)."""
+    actions = []
+    for action in parser._actions:
+        actions.append(action)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                actions.extend(_all_actions(sub))
+    return actions
+
+
+def _long_name(action: argparse.Action) -> str:
+    return max(action.option_strings, key=len) if action.option_strings else action.dest
+
+
+def data_root_used(datasets) -> tuple[bool, str]:
+    """``refuse_unused``'s entry for --data-root: used only by datasets read from a root (whatsup, vsr)."""
+    from vlmheads.data.registry import reads_root
+
+    return (any(reads_root(d) for d in datasets),
+            f"{', '.join(datasets)} {'reads' if len(datasets) == 1 else 'read'} no data root (only whatsup: and vsr: "
+            f"datasets do; the organism's scenes are drawn, cogvsr: names its file)")
+
+
+def refuse_unused(args, needs: dict[str, tuple[bool, str]]) -> None:
+    """Refuse an option the command line set (``args.given``) that this run would ignore: ``needs`` maps
+    its dest to ``(used, why not)``, e.g. ``{"verify": ("ablation" in methods, "verify checks ablation's
+    screen, and --methods has no ablation")}``. Read before anything loads."""
+    for dest, (used, why) in needs.items():
+        if dest in getattr(args, "given", ()) and not used:
+            raise UsageError(f"--{dest.replace('_', '-')} has no effect here: {why}; drop it")
 
 
 def command_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
@@ -300,6 +376,7 @@ def run_command(body: Callable[[argparse.Namespace], int],
     ``parser`` may be the function that builds it: its imports (torch, transformers) then run inside the
     guard too, so Ctrl-C while the command is still importing is one line, not a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    ctrl_c = _CtrlC()
     try:
         if callable(parser):
             parser = parser()
@@ -312,9 +389,42 @@ def run_command(body: Callable[[argparse.Namespace], int],
     except KeyboardInterrupt:
         print(_interrupted_line(args if "args" in locals() else None), file=sys.stderr)
         return 130
-    except _bad_input_types() as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if ctrl_c.pressed:  # Ctrl-C inside a library that turned it into its own error (transformers' lazy
+            print(_interrupted_line(args if "args" in locals() else None), file=sys.stderr)  # imports do)
+            return 130
+        if isinstance(err, _bad_input_types()):
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            return 2
+        raise
+    finally:
+        ctrl_c.restore()
+
+
+class _CtrlC:
+    """SIGINT noted before it is raised as KeyboardInterrupt: a library that catches the interrupt and raises
+    something else (transformers, importing a model class lazily, re-raises it as ModuleNotFoundError, or
+    loses it in a RecursionError) still ends as Ctrl-C: one line and exit status 130."""
+
+    def __init__(self):
+        import signal
+        import threading
+
+        self.pressed, self._previous = False, None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._note)
+
+    def _note(self, signum, frame):
+        self.pressed = True
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def _interrupted_line(args) -> str:

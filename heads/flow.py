@@ -22,7 +22,7 @@ def _parser():
     p = _cli.command_parser("python -m heads.flow", __doc__)
     _cli.add_data_options(p, function="relational", n=128, n_min=1)
     _cli.add_model_options(p)
-    p.add_argument("--edges", default=",".join(EDGES), help=f"comma list from {','.join(EDGES)}")
+    p.add_argument("--edges", type=_cli.comma_list, default=",".join(EDGES), help=f"comma list from {','.join(EDGES)}")
     p.add_argument("--window", type=_cli.positive(), default=None,
                    help="decoder layers per knockout window (default: a quarter of the layers)")
     p.add_argument("--no-probes", action="store_true", help="knockout only")
@@ -85,9 +85,10 @@ def _run(args) -> int:
         heads_from = config.heads_from
     else:
         previous = None
+        _cli.refuse_unused(args, {"data_root": _cli.data_root_used([args.dataset])})
         heads, heads_from, geometry, foreign = _located_heads(args, canonical_function(args.function))
         config = FlowConfig(function=args.function, dataset=args.dataset, data_root=args.data_root,
-                            n=args.n, edges=tuple(e.strip() for e in args.edges.split(",") if e.strip()),
+                            n=args.n, edges=args.edges,
                             window=args.window, probes=not args.no_probes, rollout=not args.no_rollout, heads=heads,
                             heads_from=heads_from, allow_foreign_heads=bool(foreign), batch_size=args.batch_size,
                             seed=args.seed,

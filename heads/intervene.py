@@ -114,6 +114,17 @@ def _run(args) -> int:
     k_default = parse_top(args.heads, "--heads")
     k_own = {m: parse_top(spec, f"--{m}") for m, spec in (("emphasize", args.emphasize), ("ablate", args.ablate))
              if spec is not None}
+    head_methods = [m for m in methods if INTERVENE_METHODS[m].uses_heads]
+    run_list = f"the methods run are {', '.join(methods)}"
+    no_heads = f"no method run acts on located heads ({run_list})"
+    _cli.refuse_unused(args, {
+        "emphasize": ("emphasize" in methods, f"emphasize is not among the methods ({run_list})"),
+        "ablate": ("ablate" in methods, f"ablate is not among the methods ({run_list})"),
+        "heads": (any(m not in k_own for m in head_methods),
+                  no_heads if not head_methods else f"every head method run has its own head count "
+                                                    f"({', '.join(f'--{m}' for m in k_own)})"),
+        "heads_from": (bool(head_methods), no_heads), "function": (bool(head_methods), no_heads),
+        "data_root": _cli.data_root_used(args.dataset or InterveneConfig.datasets)})
     _cli.check_model_options(args)
     # head-free methods (none, ScalingVis, AdaptVis, VisionBoost) need no locate run at all
     wants_heads = any(INTERVENE_METHODS[m].uses_heads for m in methods) or args.heads_from or k_own

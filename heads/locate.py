@@ -16,7 +16,7 @@ def _parser():
     p = _cli.command_parser("python -m heads.locate", __doc__)
     _cli.add_data_options(p, function="spatial", n=64, n_min=1)
     _cli.add_model_options(p)
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+    p.add_argument("--methods", type=_cli.comma_list, default=",".join(DEFAULT_METHODS),
                    help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy, which is opt-in)")
     p.add_argument("--ablation", default="zero", choices=ABLATIONS)
     p.add_argument("--metric", default="logit_diff", choices=("logit_diff", "prob", "accuracy"))
@@ -42,7 +42,7 @@ def _config(args):
 
     return LocateConfig(
         function=args.function, dataset=args.dataset, data_root=args.data_root, n=args.n,
-        methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()), ablation=args.ablation,
+        methods=args.methods, ablation=args.ablation,
         metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
         screen=args.screen, verify=args.verify, batch_size=args.batch_size, seed=args.seed,
         **_cli.model_config(args))
@@ -63,6 +63,13 @@ def _run(args) -> int:
         args.out = None
     else:
         config, previous = _config(args), None
+        no_ablation = f"--methods has no ablation (now {','.join(config.methods)})"
+        _cli.refuse_unused(args, {
+            "screen": ("ablation" in config.methods, f"the screen is the ablation method's, and {no_ablation}"),
+            "verify": ("ablation" in config.methods and config.screen != "off",
+                       f"it sets how many heads ablation verifies after its screen, and "
+                       f"{'--screen is off' if 'ablation' in config.methods else no_ablation}"),
+            "data_root": _cli.data_root_used([config.dataset])})
     _cli.check_model_options(args)
     examples = examples_by_function(config)
     loaded = _cli.load(args)

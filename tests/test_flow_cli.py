@@ -28,6 +28,9 @@ def test_flow_writes_knockout_and_probes(tmp_path, capsys):
                         "--random-draws", "1", "--top-k", "2", "--out", str(located)]) == 0
     out = tmp_path / "run"
     assert main(["--n", "32", "--window", "2", "--heads-from", str(located), "--out", str(out)]) == 0
+    # spatial heads drawn on relational questions, deliberately (the README's competent-organism run)
+    captured = capsys.readouterr()
+    assert f"note: drawing spatial_perception heads from {located} on relational_reasoning questions" in captured.err
     for name in ("config.json", "metadata.json", "knockout.csv", "probes.csv", "rollout.csv", "flow.html"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "knockout.csv").open()))
@@ -49,7 +52,7 @@ def test_flow_writes_knockout_and_probes(tmp_path, capsys):
     assert -1 <= agreement["ci_low"] <= agreement["accuracy"] <= agreement["ci_high"] <= 1
     patches = list(csv.DictReader((out / "rollout.csv").open()))
     assert len(patches) == 16 and all(r["flow"] != "" for r in patches)  # organism: 16 patches, flow computed
-    printed = capsys.readouterr().out
+    printed = captured.out
     assert "knockout: accuracy drop" in printed and "located heads drawn on the images: L0H4, " in printed
     assert json.loads((out / "config.json").read_text())["heads"] == [[0, 4], [2, 1]]
     html = (out / "flow.html").read_text()

@@ -78,8 +78,7 @@ def test_the_mission_command_top_k_means_the_located_selection(tmp_path, locate_
 
 def test_sweep_tunes_on_validation(tmp_path, locate_run):
     out = tmp_path / "iv"
-    assert main(["--heads-from", str(locate_run), "--dataset", "organism:vsr", "--method", "scalingvis",
-                 "--sweep", "--out", str(out)]) == 0
+    assert main(["--dataset", "organism:vsr", "--method", "scalingvis", "--sweep", "--out", str(out)]) == 0
     row = next(r for r in csv.DictReader((out / "results.csv").open()) if r["group"] == "all")
     assert json.loads(row["params"])["alpha"] in (0.8, 0.5, 1.2, 1.5, 2.0) and row["val_accuracy"] != ""
 

@@ -60,6 +60,14 @@ class DatasetFamily:
     loader: Callable[..., Dataset]
     selects_function: bool  # the loader builds examples of the requested function itself
     renders: bool = False  # the loader draws scenes itself (takes a ``rendering``)
+    reads_root: bool = False  # the loader finds its files under a data root (--data-root / VLMHEADS_DATA)
+
+
+def reads_root(name: str) -> bool:
+    """Whether dataset ``name`` reads its files from a data root (whatsup, vsr; not cogvsr's own path nor the
+    organism's drawn scenes); False for an unknown family (``load`` refuses it with the known ones)."""
+    family = name.split(":", 1)[0].strip().lower()
+    return family in DATASETS and DATASETS[family].reads_root
 
 
 def load(name: str, root: str | Path | None = None, split: str | None = None, limit: int | None = None,
@@ -138,7 +146,7 @@ def _organism(rest, root, split, limit, function, seed, images, rendering=None, 
                    scorer="exact", split=split, n_records=n_total)
 
 
-DATASETS.register("whatsup", DatasetFamily(_whatsup, selects_function=False))
-DATASETS.register("vsr", DatasetFamily(_vsr, selects_function=False))
+DATASETS.register("whatsup", DatasetFamily(_whatsup, selects_function=False, reads_root=True))
+DATASETS.register("vsr", DatasetFamily(_vsr, selects_function=False, reads_root=True))
 DATASETS.register("cogvsr", DatasetFamily(_cogvsr, selects_function=True))
 DATASETS.register("organism", DatasetFamily(_organism, selects_function=True, renders=True))
