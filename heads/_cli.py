@@ -185,6 +185,15 @@ def check_model_options(args) -> None:
     check_out(args.out)
 
 
+def declared_geometry(args) -> tuple[int, int] | None:
+    """``(n_layers, n_heads)`` that ``args.model``'s config declares (None when it does not say), read
+    without weights: what lets a head count or a layer window be refused before the model loads."""
+    from vlmheads.models.identity import declared_geometry as declared
+    from vlmheads.models.loading import check_model_source
+
+    return declared(check_model_source(args.model))
+
+
 def check_out(out: str | None) -> None:
     from vlmheads.runs import check_out as check
 

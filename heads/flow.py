@@ -94,6 +94,9 @@ def _run(args) -> int:
                             seed=args.seed,
                             **_cli.model_config(args))
     _cli.check_model_options(args)
+    declared = _cli.declared_geometry(args)
+    if declared and config.window is not None and config.window > declared[0]:
+        raise _cli.UsageError(f"--window {config.window} is more than the model's {declared[0]} layers")
     examples = flow_examples(config)
     loaded = _cli.load(args)
     if config.window is not None and config.window > loaded.geometry.n_layers:

@@ -71,6 +71,11 @@ def _run(args) -> int:
                        f"{'--screen is off' if 'ablation' in config.methods else no_ablation}"),
             "data_root": _cli.data_root_used([config.dataset])})
     _cli.check_model_options(args)
+    declared = _cli.declared_geometry(args)
+    if declared and config.top_k is not None and config.top_k > declared[0] * declared[1]:
+        raise _cli.UsageError(f"--top-k {config.top_k} is larger than the number of heads: {args.model} has "
+                              f"{declared[0] * declared[1]} ({declared[0]} layers x {declared[1]}); choose "
+                              f"1..{declared[0] * declared[1]}")
     examples = examples_by_function(config)
     loaded = _cli.load(args)
     g = loaded.geometry

@@ -650,3 +650,24 @@ def test_ctrl_c_that_a_library_turns_into_another_error_is_still_ctrl_c(tmp_path
     assert heads.locate.main(["--out", str(tmp_path / "run")]) == 130
     assert _ours(capsys.readouterr().err) == ["interrupted: stopped before a run directory was made; nothing to keep"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command's handler is gone again
+
+
+@pytest.mark.parametrize("command,argv,words", [
+    ("locate", ["--top-k", "33"], "--top-k 33 is larger than the number of heads: organism has 32"),
+    ("flow", ["--window", "9"], "--window 9 is more than the model's 4 layers"),
+    ("intervene", ["--heads-from", "{root}/other-model-run"], "was made on a model named"),
+    ("intervene", ["--heads-from", "{root}/other-geometry-run"], "locate heads on this model first"),
+    ("intervene", ["--method", "none", "--emphasize", "top-3"], "--emphasize has no effect here"),
+    ("locate", ["--resume", "{root}/edited-config-run"], "n must be a whole number"),
+    ("locate", ["--dataset", "cogvsr:{root}/typed-meta.jsonl"], "field 'meta' must be an object"),
+])
+def test_what_the_config_and_files_can_tell_is_refused_before_the_model_loads(world, tmp_path, capsys, monkeypatch,
+                                                                               command, argv, words):
+    import heads._cli
+
+    def no_loading(args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(heads._cli, "load", no_loading)
+    assert COMMANDS[command]([*_fill(argv, world), "--out", str(tmp_path / "run")]) == 2
+    assert words in _ours(capsys.readouterr().err)[-1]
