@@ -59,13 +59,24 @@ def weights_digest(files: Iterable[Path]) -> str | None:
     return digest.hexdigest()[:16] if seen else None
 
 
+def hub_cached(name: str) -> bool:
+    """Whether the hub cache holds ``name``'s config.json (looked up on disk, no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - transformers depends on it
+        return False
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # noqa: BLE001 - a name the hub could never hold (bad characters) is simply not cached
+        return False
+    return isinstance(found, str)
+
+
 def source_directory(source: str | Path) -> Path | None:
     """The local directory of a checked model source (``loading.check_model_source``): the directory
     itself, or a hub id's snapshot in the local cache; None when it is not on this machine."""
     if isinstance(source, Path):
         return source
-    from .loading import hub_cached
-
     if not hub_cached(str(source)):
         return None
     from huggingface_hub import try_to_load_from_cache

@@ -15,6 +15,7 @@ from .adapter import Adapter, AdapterError, HeadGeometry
 from .registry import adapter_for, find_adapter, model_class
 from ..data.images import as_pil
 from .processors import load_processor
+from .identity import coverage_problem, hub_cached, source_directory, source_identity, weight_files
 
 # the shipped organisms by name -> their directory under src/vlmheads/organism/
 ORGANISMS = {"organism": "weights", "vlmheads/organism": "weights", "organism-competent": "weights-competent"}
@@ -275,19 +276,6 @@ def check_model_source(name_or_path: str | Path | None) -> str | Path:
     return name
 
 
-def hub_cached(name: str) -> bool:
-    """Whether the hub cache holds ``name``'s config.json (looked up on disk, no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:  # pragma: no cover - transformers depends on it
-        return False
-    try:
-        found = try_to_load_from_cache(name, "config.json")
-    except Exception:  # noqa: BLE001 - a name the hub could never hold (bad characters) is simply not cached
-        return False
-    return isinstance(found, str)
-
-
 def hub_offline() -> bool:
     from huggingface_hub import constants
 
@@ -366,7 +354,6 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     cls = getattr(transformers, adapter.architectures[0]) if adapter is not None else model_class(config)
     placement = {} if device_map is None else {"device_map": device_map,
                                                 **({"max_memory": max_memory} if max_memory else {})}
-    from .identity import coverage_problem, source_directory, source_identity, weight_files
 
     directory = source_directory(source)
     files = [p.name for p in weight_files(directory)] if directory is not None else []
