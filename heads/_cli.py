@@ -363,11 +363,12 @@ def heads_fit(located, args, function: str | None) -> dict[str, str]:
 
 
 def _bad_input_types() -> tuple[type, ...]:
-    from vlmheads.data import DataError, MissingImagesError
-    from vlmheads.registry import UnknownName
+    """What a command turns into one line and exit 2: bad input (``UsageError``, the library's ``UserError``),
+    and nothing broader: a bug (a ``KeyError`` deep in a method) keeps its traceback. Imported here, not at
+    the top: the library imports torch, and Ctrl-C during that import must stay one line."""
+    from vlmheads.errors import UserError
 
-    return (UsageError, ValueError, FileNotFoundError, FileExistsError, IndexError, KeyError, DataError,
-            MissingImagesError, UnknownName, OSError)
+    return (UsageError, UserError)
 
 
 def _one_line(err: BaseException) -> str:

@@ -60,7 +60,7 @@ def parse_top(spec: str | None, option: str) -> int | None:
     return int(m.group(1))
 
 
-class NoLocateRun(FileNotFoundError):
+class NoLocateRun(_cli.UsageError, FileNotFoundError):
     """No locate run for this model and function under the results folder."""
 
 
@@ -90,7 +90,7 @@ def _head_methods_without_a_run(args, methods: tuple, k_own: dict) -> tuple[tupl
     heads_methods = [m for m in methods if INTERVENE_METHODS[m].uses_heads]
     asked = [m for m in heads_methods if args.method is not None or m in k_own]
     if asked:
-        raise FileNotFoundError(f"{', '.join(asked)} {'acts' if len(asked) == 1 else 'act'} on located heads, but there is no locate run for model "
+        raise NoLocateRun(f"{', '.join(asked)} {'acts' if len(asked) == 1 else 'act'} on located heads, but there is no locate run for model "
                                 f"{args.model!r} and function {args.function!r}: run `python -m heads.locate "
                                 f"--model {args.model} --function {args.function}` first, pass --heads-from RUN, "
                                 f"or ask only for head-free methods (none, scalingvis, adaptvis, visionboost)")

@@ -671,3 +671,38 @@ def test_what_the_config_and_files_can_tell_is_refused_before_the_model_loads(wo
     monkeypatch.setattr(heads._cli, "load", no_loading)
     assert COMMANDS[command]([*_fill(argv, world), "--out", str(tmp_path / "run")]) == 2
     assert words in _ours(capsys.readouterr().err)[-1]
+
+
+@pytest.mark.parametrize("bug", [KeyError("stage"), IndexError("list index out of range"), ValueError("shapes"),
+                                 FileNotFoundError("/tmp/cache.bin")])
+def test_a_bug_inside_a_method_keeps_its_traceback(tmp_path, monkeypatch, bug):
+    """The commands turn only the library's user errors (vlmheads.errors.UserError) into one line: a KeyError,
+    IndexError, bare ValueError or FileNotFoundError raised by a method's own code is a bug, and propagates
+    with its traceback (once every one became a tidy 'error: ...' line); the run is marked failed."""
+    from dataclasses import replace
+
+    import vlmheads.locate as locate
+
+    def buggy(state, function):
+        raise bug
+
+    monkeypatch.setitem(locate.LOCATE_METHODS._items, "ablation", replace(locate.LOCATE_METHODS["ablation"], run=buggy))
+    out = tmp_path / "run"
+    with pytest.raises(type(bug)):
+        locate_main(["--out", str(out), *FAST, "--methods", "ablation"])
+    assert json.loads((out / "metadata.json").read_text())["status"].startswith("failed")
+
+
+def test_every_user_error_of_the_library_is_one_base():
+    from vlmheads.data import DataError, MissingImagesError
+    from vlmheads.errors import InputError, MissingInput, UserError
+    from vlmheads.models.adapter import AdapterError
+    from vlmheads.models.loading import ModelLoadError
+    from vlmheads.registry import UnknownName
+    from vlmheads.runs import RunDirTaken, RunIncomplete, RunInUse
+    from vlmheads.scores import LocateRunError
+
+    for kind in (DataError, MissingImagesError, AdapterError, ModelLoadError, UnknownName, RunDirTaken, RunInUse,
+                 RunIncomplete, LocateRunError, InputError, MissingInput):
+        assert issubclass(kind, UserError), kind
+    assert issubclass(InputError, ValueError) and issubclass(MissingInput, FileNotFoundError)  # callers' builtins

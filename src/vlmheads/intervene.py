@@ -46,6 +46,7 @@ from .models.loading import LoadedModel
 from .registry import Registry
 from .runs import ModelOptions, StageStore, slug, write_csv, write_json, write_text_atomic
 from .world.scenes import Rendering
+from .errors import InputError
 
 
 @dataclass(frozen=True)
@@ -115,18 +116,18 @@ class InterveneConfig(ModelOptions):
 
     def __post_init__(self) -> None:
         if not self.methods:
-            raise ValueError(f"no methods; choose from {', '.join(INTERVENE_METHODS)}")
+            raise InputError(f"no methods; choose from {', '.join(INTERVENE_METHODS)}")
         for m in self.methods:
             INTERVENE_METHODS[m]
         if not self.datasets:
-            raise ValueError("no datasets")
+            raise InputError("no datasets")
         for name, value in (("--batch-size", self.batch_size), ("bootstrap", self.bootstrap), ("--n", self.n or 1)):
             if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
+                raise InputError(f"{name} must be at least 1, got {value}")
         for method, k in self.k_by_method:
             INTERVENE_METHODS[method]
             if k < 1 or (self.ranking and k > len(self.ranking)):
-                raise ValueError(f"top-{k} for {method} asks for more heads than the model has ({len(self.ranking)})"
+                raise InputError(f"top-{k} for {method} asks for more heads than the model has ({len(self.ranking)})"
                                  if k >= 1 else f"top-K needs K >= 1, got {k}")
 
     def heads_for(self, method: str) -> tuple:
@@ -177,7 +178,7 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
                   data: dict | None = None, progress: bool = False, stages_dir: Path | None = None) -> InterveneResult:
     needs_heads = [m for m in config.methods if INTERVENE_METHODS[m].uses_heads]
     if needs_heads and not any(config.heads_for(m) for m in needs_heads):
-        raise ValueError(f"{', '.join(needs_heads)} need located heads: pass --heads-from a locate run")
+        raise InputError(f"{', '.join(needs_heads)} need located heads: pass --heads-from a locate run")
     for layer, head in set(config.heads) | set(config.ranking):
         loaded.geometry.check_head(layer, head)
     from tqdm.auto import tqdm

@@ -44,6 +44,7 @@ from .models.loading import LoadedModel
 from .registry import Registry
 from .runs import ModelOptions, StageStore
 from .scores import HeadScores
+from .errors import InputError
 
 CAUSAL = ("ablation", "noising", "denoising")
 SCREENS = ("auto", "attribution", "off")
@@ -91,34 +92,34 @@ class LocateConfig(ModelOptions):
         """Every check that needs no model: bad input fails here, before anything is loaded or scored."""
         object.__setattr__(self, "function", canonical_function(self.function))
         if not self.methods:
-            raise ValueError(f"--methods is empty; choose from {', '.join(LOCATE_METHODS)}")
+            raise InputError(f"--methods is empty; choose from {', '.join(LOCATE_METHODS)}")
         for m in self.methods:
             LOCATE_METHODS[m]  # unknown names fail with the list
         if self.ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ABLATIONS)}")
+            raise InputError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ABLATIONS)}")
         if self.metric not in METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}; use one of {', '.join(METRICS)}")
+            raise InputError(f"unknown metric {self.metric!r}; use one of {', '.join(METRICS)}")
         selectable = {s: m for m, method in LOCATE_METHODS.items() for s in method.selectable}
         if self.select_by not in selectable:
-            raise ValueError(f"unknown --select-by {self.select_by!r}; choose from {', '.join(selectable)}")
+            raise InputError(f"unknown --select-by {self.select_by!r}; choose from {', '.join(selectable)}")
         if selectable[self.select_by] not in self.methods:
-            raise ValueError(f"--select-by {self.select_by} needs the {selectable[self.select_by]} method: add it to "
+            raise InputError(f"--select-by {self.select_by} needs the {selectable[self.select_by]} method: add it to "
                              f"--methods (now {','.join(self.methods)})")
         for name, value, low in (("--n", self.n, 1), ("--random-draws", self.random_draws, 1),
                                  ("--batch-size", self.batch_size, 1), ("--bootstrap", self.bootstrap, 10)):
             if value < low:
-                raise ValueError(f"{name} must be at least {low}, got {value}")
+                raise InputError(f"{name} must be at least {low}, got {value}")
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"--top-k must be at least 1, got {self.top_k}")
+            raise InputError(f"--top-k must be at least 1, got {self.top_k}")
         if self.screen not in SCREENS:
-            raise ValueError(f"unknown --screen {self.screen!r}; use one of {', '.join(SCREENS)}")
+            raise InputError(f"unknown --screen {self.screen!r}; use one of {', '.join(SCREENS)}")
         if self.verify < 1:
-            raise ValueError(f"--verify must be at least 1, got {self.verify}")
+            raise InputError(f"--verify must be at least 1, got {self.verify}")
         if self.screen == "attribution" and self.top_k is not None and self.top_k > self.verify:
-            raise ValueError(f"--top-k {self.top_k} is more than the {self.verify} heads --verify checks exactly; "
+            raise InputError(f"--top-k {self.top_k} is more than the {self.verify} heads --verify checks exactly; "
                              f"raise --verify to at least {self.top_k}")
         if self.max_auto_k is not None and self.max_auto_k < 1:
-            raise ValueError(f"max_auto_k must be at least 1, got {self.max_auto_k}")
+            raise InputError(f"max_auto_k must be at least 1, got {self.max_auto_k}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,7 +213,7 @@ def examples_by_function(config: LocateConfig) -> dict[str, list]:
             by_function.setdefault(e.function, []).append(e)
         by_function = {f: ex[:config.n] for f, ex in by_function.items()}
     if config.function not in by_function:
-        raise ValueError(f"dataset {config.dataset!r} has no {config.function!r} questions; it has "
+        raise InputError(f"dataset {config.dataset!r} has no {config.function!r} questions; it has "
                          f"{', '.join(sorted(by_function)) or 'none'}")
     return by_function
 
@@ -259,7 +260,7 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     g = loaded.geometry
     total_heads = g.n_total
     if config.top_k is not None and config.top_k > total_heads:
-        raise ValueError(f"--top-k {config.top_k} is larger than the number of heads: {loaded.name} has "
+        raise InputError(f"--top-k {config.top_k} is larger than the number of heads: {loaded.name} has "
                          f"{total_heads} ({g.n_layers} layers x {g.n_heads}); choose 1..{total_heads}")
     torch.manual_seed(config.seed)
     result = HeadScores(model=loaded.name, function=config.function, select_by=config.select_by,
@@ -279,7 +280,7 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
     chooser = next(m for m in config.methods if config.select_by in LOCATE_METHODS[m].selectable)
     if chooser in result.skipped or (LOCATE_METHODS[chooser].needs_pairs and config.function not in pairs):
         reason = result.skipped.get(chooser, f"no counterfactual pairs for {config.function}")
-        raise ValueError(f"cannot select by {config.select_by}: {reason}; choose another --select-by "
+        raise InputError(f"cannot select by {config.select_by}: {reason}; choose another --select-by "
                          f"(ablation works on every dataset)")
     result.timings["data"] = time.time() - t0
     log(f"data: {', '.join(f'{f} {len(ex)}' for f, ex in by_function.items())} examples"

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Iterable
 
 import torch
+from .errors import InputError
 
 # instructions that give torch fast CPU kernels for a half type (x86 /proc/cpuinfo "flags", arm "Features")
 _FAST_HALF_FLAGS = {
@@ -105,12 +106,12 @@ def choose_threads(requested: int | None, device: str = "cpu", reason: str = "--
     global _AUTO
     if requested is not None:
         if requested < 1:
-            raise ValueError(f"--threads must be at least 1, got {requested}")
+            raise InputError(f"--threads must be at least 1, got {requested}")
         choice = {"threads": requested, "chosen_by": reason}
     elif os.environ.get("VLMHEADS_THREADS", "").strip():
         env = os.environ["VLMHEADS_THREADS"].strip()
         if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"VLMHEADS_THREADS={env!r} is not a whole number >= 1; unset it or fix it")
+            raise InputError(f"VLMHEADS_THREADS={env!r} is not a whole number >= 1; unset it or fix it")
         choice = {"threads": int(env), "chosen_by": "VLMHEADS_THREADS"}
     elif not str(device).startswith("cpu"):
         return {"threads": torch.get_num_threads(), "chosen_by": f"torch default ({device} run)"}

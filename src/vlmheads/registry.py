@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from typing import Generic, Iterator, TypeVar
 
+from .errors import InputError
+
 T = TypeVar("T")
 
 
-class UnknownName(ValueError):
+class UnknownName(InputError):
     """A name that is not in a registry."""
 
 

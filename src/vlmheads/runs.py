@@ -20,6 +20,8 @@ from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .errors import UserError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: run directories are not locked there
@@ -35,17 +37,21 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()[:60] or "run"
 
 
+class RunDirTaken(UserError, FileExistsError):
+    """An ``--out`` that is a file or already holds files."""
+
+
 def check_out(out: str | Path | None) -> None:
     """Refuse an ``--out`` that is a file or already holds files (runs are never overwritten)."""
     if out is None:
         return
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file; pass a directory path (it is created if missing)")
+        raise RunDirTaken(f"--out {out} is a file; pass a directory path (it is created if missing)")
     RunLock(out, "").check()
     if out.is_dir() and any(out.iterdir()):
-        raise FileExistsError(f"--out {out} already holds files; runs are never overwritten: "
-                              f"choose a new directory or leave --out unset")
+        raise RunDirTaken(f"--out {out} already holds files; runs are never overwritten: "
+                          f"choose a new directory or leave --out unset")
 
 
 def new_run_dir(command: str, name: str, out: str | Path | None = None, root: str | Path | None = None) -> Path:
@@ -266,11 +272,11 @@ class ModelOptions:
     allow_random_init: bool = False  # --allow-random-init: weights that do not cover the model were accepted
 
 
-class RunInUse(OSError):
+class RunInUse(UserError, OSError):
     """Another live process holds the run directory's lock."""
 
 
-class RunIncomplete(OSError):
+class RunIncomplete(UserError, OSError):
     """The outputs could not be written (full disk, read-only folder): nothing that looks finished is left."""
 
 

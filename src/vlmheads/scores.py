@@ -27,6 +27,7 @@ import torch
 from .methods.selection import Head, ranked
 from .runs import write_csv, write_json
 from .typed import line_of
+from .errors import InputError
 
 SCORE_FIELDS = ("layer", "head", "method", "function", "score", "ci_low", "ci_high", "rank")
 HEADS_FIELDS = ("model", "function", "select_by", "k", "heads", "geometry")
@@ -34,7 +35,7 @@ HEADS_FIELDS = ("model", "function", "select_by", "k", "heads", "geometry")
 FORMAT = 2
 
 
-class LocateRunError(ValueError):
+class LocateRunError(InputError):
     """A directory that is not a (readable) locate run; the message names the file."""
 
 
@@ -91,7 +92,7 @@ class HeadScores:
             return list(self.selected)
         order = self.ranking()
         if not 1 <= k <= len(order):
-            raise ValueError(f"top-{k} asks for more heads than the model has ({len(order)})" if k > len(order)
+            raise InputError(f"top-{k} asks for more heads than the model has ({len(order)})" if k > len(order)
                              else f"top-K needs K >= 1, got {k}")
         return order[:k]
 

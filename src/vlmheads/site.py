@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 
 from .models.adapter import HeadGeometry
+from .errors import InputError
 from .models.loading import LoadedModel
 
 ZFn = Callable[[torch.Tensor], "torch.Tensor | None"]  # receives z [B, S, H, D]; edits it in place
@@ -35,7 +36,7 @@ LAST = -1
 ABLATIONS = ("zero", "mean", "resample")
 
 
-class AblationError(ValueError):
+class AblationError(InputError):
     """An unknown ablation mode, or a mode without what it needs."""
 
 

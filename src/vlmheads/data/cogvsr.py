@@ -30,6 +30,7 @@ from .example import Example
 from .functions import FUNCTIONS, canonical_function
 from .images import check_images
 from .protocols import adaptvis_split
+from ..errors import InputError, MissingInput
 
 SCHEMA_FIELDS = {"id": (str, int), "image": str, "question": str, "answer": str, "options": list,
                  "sub_questions": list}  # field: its JSON type
@@ -60,7 +61,7 @@ def load_cogvsr(path: str | Path, split: str | None = None, limit: int | None = 
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"cogvsr: no decomposition file {path} (JSONL, schema in vlmheads.data.cogvsr)")
+        raise MissingInput(f"cogvsr: no decomposition file {path} (JSONL, schema in vlmheads.data.cogvsr)")
     rows = read_jsonl(path)
     if not rows:
         raise DataError(f"{path}: the file has no records")
@@ -133,7 +134,7 @@ def write_organism_cogvsr(out_dir: str | Path, n: int, seed: int = 0, split: str
     tag = PngInfo()
     tag.add_text(RENDERING_TAG, rendering.key)
     if n <= 0:
-        raise ValueError(f"n must be positive, got {n}")
+        raise InputError(f"n must be positive, got {n}")
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     lines = []

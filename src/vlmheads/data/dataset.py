@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..errors import InputError
+
 from .example import Example
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A malformed dataset file; the message names the file and line."""
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .images import ImageLike
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Example:
 
     def __post_init__(self) -> None:
         if self.answer not in self.options:
-            raise ValueError(f"example {self.id}: answer {self.answer!r} is not among options {self.options}")
+            raise InputError(f"example {self.id}: answer {self.answer!r} is not among options {self.options}")
 
     @property
     def answer_index(self) -> int:

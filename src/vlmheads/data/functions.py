@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..errors import InputError
+
 FUNCTIONS = (
     "spatial_perception",
     "relational_reasoning",
@@ -37,4 +39,4 @@ def canonical_function(name: str) -> str:
         return ALIASES[key]
     known = ", ".join(FUNCTIONS)
     short = ", ".join(sorted(ALIASES))
-    raise ValueError(f"unknown cognitive function {name!r}; use one of: {known} (or an alias: {short})")
+    raise InputError(f"unknown cognitive function {name!r}; use one of: {known} (or an alias: {short})")

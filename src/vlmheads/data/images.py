@@ -11,14 +11,16 @@ from typing import Iterable, Union
 
 from PIL import Image
 
+from ..errors import InputError, MissingInput
+
 ImageLike = Union[Image.Image, str, Path]
 
 
-class MissingImagesError(FileNotFoundError):
+class MissingImagesError(MissingInput):
     """Some images a dataset's records point to are not on disk."""
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputError):
     """An image file exists but cannot be decoded (truncated, or not an image); names the file."""
 
 
@@ -26,7 +28,7 @@ def as_pil(image: ImageLike) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     if image is None:
-        raise ValueError("this example has no image (the dataset was loaded with images=False)")
+        raise InputError("this example has no image (the dataset was loaded with images=False)")
     try:
         with Image.open(image) as opened:
             return opened.convert("RGB")

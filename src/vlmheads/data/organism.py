@@ -10,6 +10,7 @@ from ..world.questions import ORGANISM_FUNCTIONS, sample_question
 from ..world.scenes import RELATIONS, SPLITS, Rendering, declared_rendering, render, sample_scene
 from .example import Example
 from .functions import canonical_function
+from ..errors import InputError
 
 # the shipped default organism's saved config (read as a file: the data floor imports no model code)
 _DEFAULT_ORGANISM_CONFIG = Path(__file__).resolve().parents[1] / "organism" / "weights" / "config.json"
@@ -41,13 +42,13 @@ def organism_examples(n: int, seed: int = 0, function: str | None = None,
     """
     rendering = _rendering(rendering)
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InputError(f"n must be >= 0, got {n}")
     if split not in SPLITS:
-        raise ValueError(f"unknown organism split {split!r}; expected one of {SPLITS}")
+        raise InputError(f"unknown organism split {split!r}; expected one of {SPLITS}")
     functions = ORGANISM_FUNCTIONS if function is None else (canonical_function(function),)
     for f in functions:
         if f not in ORGANISM_FUNCTIONS:
-            raise ValueError(f"the organism has no {f!r} questions; it has {', '.join(ORGANISM_FUNCTIONS)}")
+            raise InputError(f"the organism has no {f!r} questions; it has {', '.join(ORGANISM_FUNCTIONS)}")
     examples = []
     for i in range(n):
         rng = random.Random(f"organism/{split}/{seed}/{i}")
@@ -82,7 +83,7 @@ def organism_vsr_examples(n: int, seed: int = 0, rendering: Rendering | None = N
     from ..world.questions import decision_question
 
     if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
+        raise InputError(f"n must be >= 0, got {n}")
     examples = []
     for i in range(n):
         rng = random.Random(f"organism/vsr/{seed}/{i}")
@@ -122,7 +123,7 @@ def organism_pairs(n: int, seed: int = 0, function: str = "spatial",
 
     function = canonical_function(function)
     if function not in ORGANISM_FUNCTIONS:
-        raise ValueError(f"the organism has no {function!r} questions; it has {', '.join(ORGANISM_FUNCTIONS)}")
+        raise InputError(f"the organism has no {function!r} questions; it has {', '.join(ORGANISM_FUNCTIONS)}")
     pairs = []
     for i in range(n):
         rng = random.Random(f"organism/pairs/{function}/{seed}/{i}")

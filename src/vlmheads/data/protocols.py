@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from typing import Sequence
+from ..errors import InputError
 
 VALIDATION_SHARE = 0.2
 PROTOCOL_SPLITS = ("val", "test")
@@ -22,7 +23,7 @@ PROTOCOL_SPLITS = ("val", "test")
 def adaptvis_split(n: int, part: str) -> list[int]:
     """Sorted record indices of AdaptVis's validation (20%) or test (the other 80%) part."""
     if part not in PROTOCOL_SPLITS:
-        raise ValueError(f"unknown protocol split {part!r}; use 'val' (20%), 'test' (80%) or None (all records)")
+        raise InputError(f"unknown protocol split {part!r}; use 'val' (20%), 'test' (80%) or None (all records)")
     val = sorted(random.Random(1).sample(range(n), int(VALIDATION_SHARE * n)))
     if part == "val":
         return val

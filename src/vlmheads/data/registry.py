@@ -33,6 +33,7 @@ from .organism import organism_examples, organism_vsr_examples
 from .protocols import adaptvis_split
 from .vsr import load_vsr
 from .whatsup import SUBSETS, load_whatsup
+from ..errors import InputError, MissingInput
 
 ORGANISM_SETS = ("controlled", "vsr", "decomposed", "train")
 ORGANISM_DEFAULT_N = 400
@@ -51,7 +52,7 @@ def _root(family: str, root) -> Path:
     env = os.environ.get("VLMHEADS_DATA")
     if env:
         return Path(env) / family
-    raise FileNotFoundError(f"{family}: no data root given; pass root=... (--data-root DIR) or set "
+    raise MissingInput(f"{family}: no data root given; pass root=... (--data-root DIR) or set "
                             f"VLMHEADS_DATA to a folder holding {family}/")
 
 
@@ -79,17 +80,17 @@ def load(name: str, root: str | Path | None = None, split: str | None = None, li
     default organism sees them; pass ``loaded.rendering`` for another model); datasets of photographs
     ignore it."""
     if not isinstance(name, str):
-        raise ValueError(f"dataset name must be a string like 'organism:controlled', got {name!r}")
+        raise InputError(f"dataset name must be a string like 'organism:controlled', got {name!r}")
     family, sep, rest = name.partition(":")
     family = family.strip().lower()
     if not sep or not rest:
-        raise ValueError(f"dataset name {name!r} needs the form family:name; known: {', '.join(KNOWN)}")
+        raise InputError(f"dataset name {name!r} needs the form family:name; known: {', '.join(KNOWN)}")
     if family not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(KNOWN)}")
+        raise InputError(f"unknown dataset {name!r}; known: {', '.join(KNOWN)}")
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be positive, got {limit}")
+        raise InputError(f"limit must be positive, got {limit}")
     if split not in (None, "val", "test"):
-        raise ValueError(f"unknown split {split!r}; use None (everything), 'val' (AdaptVis's 20%) or 'test' (80%)")
+        raise InputError(f"unknown split {split!r}; use None (everything), 'val' (AdaptVis's 20%) or 'test' (80%)")
     wanted = canonical_function(function) if function is not None else None
     entry = DATASETS[family]
     if rendering is not None and entry.renders:
@@ -100,11 +101,11 @@ def load(name: str, root: str | Path | None = None, split: str | None = None, li
         kept = tuple(e for e in data if e.function == wanted)
         if not kept:
             has = sorted({e.function for e in data})
-            raise ValueError(f"dataset {name!r} has no {wanted!r} questions; it has {', '.join(has) or 'none'}")
+            raise InputError(f"dataset {name!r} has no {wanted!r} questions; it has {', '.join(has) or 'none'}")
         data = replace(data, examples=kept[:limit] if limit else kept)
     if not len(data):
         note = data.skipped_note()
-        raise ValueError(f"dataset {name!r} (split={split}) has no examples" + (f"; {note}" if note else ""))
+        raise InputError(f"dataset {name!r} (split={split}) has no examples" + (f"; {note}" if note else ""))
     return data
 
 
@@ -123,11 +124,11 @@ def _cogvsr(rest, root, split, limit, function, seed, images, **options) -> Data
 def _organism(rest, root, split, limit, function, seed, images, rendering=None, **options) -> Dataset:
     which = rest.strip().lower()
     if which not in ORGANISM_SETS:
-        raise ValueError(f"unknown organism dataset {which!r}; known: {', '.join('organism:' + s for s in ORGANISM_SETS)}")
+        raise InputError(f"unknown organism dataset {which!r}; known: {', '.join('organism:' + s for s in ORGANISM_SETS)}")
     if options:
-        raise ValueError(f"organism datasets take no options, got {', '.join(options)}")
+        raise InputError(f"organism datasets take no options, got {', '.join(options)}")
     if which == "vsr" and function not in (None, "decision_making"):
-        raise ValueError(f"dataset 'organism:vsr' has no {function!r} questions; it has decision_making "
+        raise InputError(f"dataset 'organism:vsr' has no {function!r} questions; it has decision_making "
                          f"(use organism:decomposed for the other functions)")
     n_total = ORGANISM_DEFAULT_N
     if which == "vsr":

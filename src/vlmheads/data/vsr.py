@@ -26,6 +26,7 @@ from .example import Example
 from .functions import canonical_function
 from .images import check_images
 from .protocols import adaptvis_split
+from ..errors import InputError, MissingInput
 
 VSR_SPLITS = ("random", "zeroshot")
 VSR_PARTS = ("train", "dev", "test")
@@ -43,7 +44,7 @@ def parse_vsr_name(name: str) -> tuple[str, str]:
     split = {"zero-shot": "zeroshot", "zero_shot": "zeroshot"}.get(split, split)
     part = part or "test"
     if split not in VSR_SPLITS or part not in VSR_PARTS:
-        raise ValueError(f"unknown VSR split {name!r}; use <split>/<part> with split in {VSR_SPLITS} "
+        raise InputError(f"unknown VSR split {name!r}; use <split>/<part> with split in {VSR_SPLITS} "
                          f"and part in {VSR_PARTS}, e.g. vsr:zeroshot/test")
     return split, part
 
@@ -70,11 +71,11 @@ def load_vsr(name: str, root: str | Path, split: str | None = None, limit: int |
     """``name`` like "zeroshot/test". ``split``: None (all), "val"/"test" (AdaptVis's 20/80 split)."""
     vsr_split, part = parse_vsr_name(name)
     if style not in PROMPT_STYLES:
-        raise ValueError(f"unknown VSR prompt style {style!r}; use one of {PROMPT_STYLES}")
+        raise InputError(f"unknown VSR prompt style {style!r}; use one of {PROMPT_STYLES}")
     root = Path(root).expanduser()
     path = root / "splits" / vsr_split / f"{part}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"vsr:{vsr_split}/{part}: no file {path}\nexpected layout:\n{LAYOUT}")
+        raise MissingInput(f"vsr:{vsr_split}/{part}: no file {path}\nexpected layout:\n{LAYOUT}")
     rows = read_jsonl(path)
     parsed = []
     for lineno, rec in rows:

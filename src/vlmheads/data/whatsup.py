@@ -31,6 +31,7 @@ from .example import Example
 from .functions import canonical_function
 from .images import check_images
 from .protocols import adaptvis_split
+from ..errors import InputError, MissingInput
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def subset_name(name: str) -> str:
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in SUBSETS:
-        raise ValueError(f"unknown WhatsUp subset {name!r}; use one of {', '.join(SUBSETS)}")
+        raise InputError(f"unknown WhatsUp subset {name!r}; use one of {', '.join(SUBSETS)}")
     return key
 
 
@@ -175,7 +176,7 @@ def load_whatsup(subset: str, root: str | Path, split: str | None = None, limit:
     root = Path(root).expanduser()
     ann = root / spec.annotation
     if not ann.is_file():
-        raise FileNotFoundError(f"whatsup:{name}: no annotation file {ann}\nexpected the official release layout:\n"
+        raise MissingInput(f"whatsup:{name}: no annotation file {ann}\nexpected the official release layout:\n"
                                 f"{LAYOUT}")
     records = _read_records(ann, spec.kind)
     prompt_rows = None
@@ -183,7 +184,7 @@ def load_whatsup(subset: str, root: str | Path, split: str | None = None, limit:
     if prompts is not None:
         pfile = Path(prompts).expanduser() / spec.prompt_file
         if not pfile.is_file():
-            raise FileNotFoundError(f"whatsup:{name}: no AdaptVis prompt file {pfile}")
+            raise MissingInput(f"whatsup:{name}: no AdaptVis prompt file {pfile}")
         prompt_rows = read_jsonl(pfile)
         sources.append(str(pfile))
         if len(prompt_rows) != len(records):

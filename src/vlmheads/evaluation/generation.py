@@ -13,6 +13,7 @@ import torch
 
 from ..data.example import Example
 from ..data.protocols import tpr_tnr_harmonic_mean, vsr_correct, whatsup_correct
+from ..errors import InputError
 
 SCORERS = ("whatsup", "vsr", "exact")
 
@@ -33,7 +34,7 @@ def judge(generation: str, example: Example, scorer: str) -> bool:
         return vsr_correct(generation, label)
     if scorer == "exact":
         return generation.strip().lower().rstrip(".") == example.answer.lower()
-    raise ValueError(f"unknown scorer {scorer!r}; use one of {SCORERS}")
+    raise InputError(f"unknown scorer {scorer!r}; use one of {SCORERS}")
 
 
 def score_generations(generations: Sequence[str], examples: Sequence[Example], scorer: str) -> list[GenerationScore]:
@@ -60,7 +61,7 @@ def vsr_summary(scores: Sequence[GenerationScore], examples: Sequence[Example]) 
 def generate_answers(loaded, examples: Sequence[Example], max_new_tokens: int = 8, batch_size: int = 16) -> list[str]:
     """Greedy continuations of each example's chat prompt (special tokens dropped)."""
     if not examples:
-        raise ValueError("no examples to generate for: the dataset is empty")
+        raise InputError("no examples to generate for: the dataset is empty")
     out = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start:start + batch_size]

@@ -15,6 +15,7 @@ import torch
 
 from ..data.example import Example
 from ..models.loading import LoadedModel
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,11 @@ def continuation_ids(tokenizer, prompt: str, option: str) -> list[int]:
     base = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     full = tokenizer(prompt + " " + option, add_special_tokens=False)["input_ids"]
     if full[:len(base)] != base or len(full) == len(base):
-        raise ValueError(f"option {option!r} does not tokenize as a continuation of the prompt")
+        raise InputError(f"option {option!r} does not tokenize as a continuation of the prompt")
     added = full[len(base):]
     unk = getattr(tokenizer, "unk_token_id", None)
     if unk is not None and unk in added:
-        raise ValueError(f"the model's tokenizer cannot spell the answer option {option!r} (it becomes "
+        raise InputError(f"the model's tokenizer cannot spell the answer option {option!r} (it becomes "
                          f"{tokenizer.unk_token}): this model cannot answer this dataset's questions; use a "
                          f"dataset in its vocabulary (the organism knows its own scenes' words: organism:*)")
     return added
@@ -85,7 +86,7 @@ def score_options(loaded: LoadedModel, examples: Sequence[Example], batch_size: 
                   full_sequences: bool = False) -> list[OptionScore]:
     """Score every option of every example. ``full_sequences`` forces the general path."""
     if not examples:
-        raise ValueError("no examples to score: the dataset is empty")
+        raise InputError("no examples to score: the dataset is empty")
     tok = loaded.tokenizer
     results = []
     for start in range(0, len(examples), batch_size):

@@ -28,6 +28,7 @@ from ..interventions import attention
 from ..interventions.installation import text_attention
 from ..methods.batches import OptionBatch, metric
 from ..models.loading import LoadedModel
+from ..errors import InputError
 
 EDGES = ("image->answer", "image->question", "question->answer", "object->answer", "background->answer")
 NEEDS_OBJECTS = ("object->answer", "background->answer")
@@ -36,7 +37,7 @@ NEEDS_OBJECTS = ("object->answer", "background->answer")
 def windows(n_layers: int, size: int) -> list[tuple[int, int]]:
     """Sliding windows ``[start, end)`` of ``size`` consecutive layers, stride 1."""
     if not 1 <= size <= n_layers:
-        raise ValueError(f"window size must be 1..{n_layers} (the model's layers), got {size}")
+        raise InputError(f"window size must be 1..{n_layers} (the model's layers), got {size}")
     return [(start, start + size) for start in range(n_layers - size + 1)]
 
 
@@ -47,7 +48,7 @@ def edge_mask(edge: str, image: torch.Tensor, attention_mask: torch.Tensor,
     ``image``: ``[B, S]`` image-token mask; ``attention_mask``: ``[B, S]`` (0 = padding); ``objects``:
     ``[B, S]`` the queried objects' image tokens (for the object/background classes)."""
     if edge not in EDGES:
-        raise ValueError(f"unknown edge class {edge!r}; choose from {', '.join(EDGES)}")
+        raise InputError(f"unknown edge class {edge!r}; choose from {', '.join(EDGES)}")
     real = attention_mask.bool()
     B, S = image.shape
     last = torch.zeros(B, S, dtype=torch.bool, device=image.device)
@@ -56,7 +57,7 @@ def edge_mask(edge: str, image: torch.Tensor, attention_mask: torch.Tensor,
     question = after_image & real & ~last
     if edge in NEEDS_OBJECTS:
         if objects is None:
-            raise ValueError(f"{edge} needs the objects' image tokens (a dataset with scene layouts)")
+            raise InputError(f"{edge} needs the objects' image tokens (a dataset with scene layouts)")
         keys = objects & image if edge == "object->answer" else image & ~objects
     else:
         keys = image if edge.startswith("image") else question

@@ -25,6 +25,7 @@ from ..methods.batches import OptionBatch
 from ..methods.selection import accuracy_summary
 from ..models.loading import LoadedModel
 from .knockout import knockout
+from ..errors import InputError
 
 MAX_FLOW_TOKENS = 96
 FLOW_EXAMPLES = 16  # attention flow (networkx, slow) on this many examples
@@ -65,7 +66,7 @@ def attention_flow(atts: Sequence[torch.Tensor], targets: torch.Tensor) -> torch
     layers = [_with_residual(a) for a in atts]
     n_layers, (batch, seq) = len(layers), layers[0].shape[:2]
     if seq > MAX_FLOW_TOKENS:
-        raise ValueError(f"attention flow on {seq}-token prompts is too slow (max {MAX_FLOW_TOKENS}); use rollout")
+        raise InputError(f"attention flow on {seq}-token prompts is too slow (max {MAX_FLOW_TOKENS}); use rollout")
     out = torch.zeros(targets.shape, dtype=torch.float32)
     for b in range(batch):
         graph = nx.DiGraph()

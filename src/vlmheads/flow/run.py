@@ -23,6 +23,7 @@ from ..runs import ModelOptions, StageStore, write_csv
 from .knockout import EDGES, knockout_effects, windows
 from .probes import relation_probes
 from .rollout import FLOW_EXAMPLES, agreement_of, image_positions, rollout_batch
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,13 @@ class FlowConfig(ModelOptions):
         object.__setattr__(self, "function", canonical_function(self.function))
         for edge in self.edges:
             if edge not in EDGES:
-                raise ValueError(f"unknown edge class {edge!r}; choose from {', '.join(EDGES)}")
+                raise InputError(f"unknown edge class {edge!r}; choose from {', '.join(EDGES)}")
         if not self.edges:
-            raise ValueError(f"no edge classes; choose from {', '.join(EDGES)}")
+            raise InputError(f"no edge classes; choose from {', '.join(EDGES)}")
         for name, value, low in (("--n", self.n, 1), ("--batch-size", self.batch_size, 1),
                                  ("--window", self.window or 1, 1), ("bootstrap", self.bootstrap, 10)):
             if value < low:
-                raise ValueError(f"{name} must be at least {low}, got {value}")
+                raise InputError(f"{name} must be at least {low}, got {value}")
 
     def to_dict(self) -> dict:
         return asdict(self)

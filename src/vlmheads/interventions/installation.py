@@ -17,12 +17,13 @@ from typing import Callable, Mapping
 import torch
 
 from .. import site
+from ..errors import InputError
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 from . import attention
 
 
-class InterventionError(ValueError):
+class InterventionError(InputError):
     """An intervention's parameters, or their fit to a model, are wrong."""
 
 

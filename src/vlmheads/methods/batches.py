@@ -19,6 +19,7 @@ import torch
 from ..data.example import Example
 from ..evaluation.options import continuation_ids
 from ..models.loading import LoadedModel
+from ..errors import InputError
 
 METRICS = ("logit_diff", "prob", "accuracy")
 
@@ -38,9 +39,9 @@ class OptionBatch:
 def option_batches(loaded: LoadedModel, examples: Sequence[Example], batch_size: int) -> list[OptionBatch]:
     """Batches of examples that share their number of options (one function at a time, typically)."""
     if not examples:
-        raise ValueError("no examples: the dataset is empty")
+        raise InputError("no examples: the dataset is empty")
     if batch_size < 1:
-        raise ValueError(f"batch size must be positive, got {batch_size}")
+        raise InputError(f"batch size must be positive, got {batch_size}")
     by_k: dict[int, list[Example]] = {}
     for e in examples:
         by_k.setdefault(len(e.options), []).append(e)
@@ -53,7 +54,7 @@ def option_batches(loaded: LoadedModel, examples: Sequence[Example], batch_size:
                 prompt = loaded.chat_prompt(e.prompt)
                 first = [continuation_ids(loaded.tokenizer, prompt, o)[0] for o in e.options]
                 if len(set(first)) != len(first):
-                    raise ValueError(f"example {e.id}: options {e.options} share a first token; the head metrics "
+                    raise InputError(f"example {e.id}: options {e.options} share a first token; the head metrics "
                                      f"read one token per option")
                 ids.append(first)
             batches.append(OptionBatch(
@@ -80,7 +81,7 @@ def metric(logits: torch.Tensor, option_ids: torch.Tensor, answer: torch.Tensor,
         return logits.float().softmax(-1).gather(1, option_ids.gather(1, answer[:, None]))[:, 0]
     if name == "accuracy":
         return (opt.argmax(1) == answer).float()
-    raise ValueError(f"unknown metric {name!r}; use one of {METRICS}")
+    raise InputError(f"unknown metric {name!r}; use one of {METRICS}")
 
 
 def take_rows(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], rows: Sequence[int]) -> dict:

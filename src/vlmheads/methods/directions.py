@@ -23,6 +23,7 @@ from ..data.example import Example
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 from .batches import metric, option_batches
+from ..errors import InputError
 
 MIN_PER_SIDE = 5
 
@@ -32,7 +33,7 @@ def steering_directions(loaded: LoadedModel, examples: Sequence[Example], heads,
     """``{(layer, head): (unit direction [head_dim], std)}`` from correctly vs wrongly answered examples."""
     heads = [tuple(h) for h in heads]
     if not heads:
-        raise ValueError("steering needs at least one head")
+        raise InputError("steering needs at least one head")
     for layer, head in heads:
         loaded.geometry.check_head(layer, head)
     layers = sorted({layer for layer, _ in heads})
@@ -46,7 +47,7 @@ def steering_directions(loaded: LoadedModel, examples: Sequence[Example], heads,
     correct = torch.cat(correct)
     n_right, n_wrong = int(correct.sum()), int((~correct).sum())
     if min(n_right, n_wrong) < min_per_side:
-        raise ValueError(f"steering directions contrast correct and wrong answers, but the model answers "
+        raise InputError(f"steering directions contrast correct and wrong answers, but the model answers "
                          f"{n_right} of {n_right + n_wrong} examples correctly ({n_wrong} wrong); need at least "
                          f"{min_per_side} of each: use more or harder examples")
     out = {}
@@ -86,7 +87,7 @@ def layout_directions(loaded: LoadedModel, examples: Sequence[Example], steps: i
     """Orthonormal probe directions ``[n_relations, hidden]`` and the probe's training accuracy."""
     relations = sorted({e.relation for e in examples})
     if len(relations) < 2:
-        raise ValueError("layout directions need examples of at least two relations")
+        raise InputError("layout directions need examples of at least two relations")
     states, owners = image_token_states(loaded, examples)
     y = torch.tensor([relations.index(examples[i].relation) for i in owners.tolist()])
     mean, std = states.mean(0), states.std(0) + 1e-6

@@ -25,6 +25,7 @@ from .. import site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
 from .sweep import PATHS, LayerSweep
+from ..errors import InputError
 
 ABLATIONS = site.ABLATIONS
 PATCH_DIRECTIONS = ("noising", "denoising")
@@ -200,7 +201,7 @@ def pair_batches(clean: Sequence[OptionBatch], corrupt: Sequence[OptionBatch]
         same_layout = c.inputs["input_ids"].shape == k.inputs["input_ids"].shape and \
             torch.equal(c.inputs["attention_mask"], k.inputs["attention_mask"])
         if not same_layout:
-            raise ValueError("patching needs counterfactual pairs whose prompts line up token for token "
+            raise InputError("patching needs counterfactual pairs whose prompts line up token for token "
                              "(same lengths and padding)")
         ids = torch.stack([c.option_ids.gather(1, c.answer[:, None])[:, 0],
                            k.option_ids.gather(1, k.answer[:, None])[:, 0]], 1)  # [B, 2]
@@ -214,7 +215,7 @@ def patching_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corrupt:
                      direction: str = "noising", **kw) -> SweepResult:
     """Exact activation patching per head; batches must be the output of ``pair_batches``."""
     if direction not in PATCH_DIRECTIONS:
-        raise ValueError(f"unknown patching direction {direction!r}; use one of {PATCH_DIRECTIONS}")
+        raise InputError(f"unknown patching direction {direction!r}; use one of {PATCH_DIRECTIONS}")
     source_batches = corrupt if direction == "noising" else clean
     base_batches = clean if direction == "noising" else corrupt
     sign = 1.0 if direction == "noising" else -1.0

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from ..errors import InputError
 
 
 def probe_scores(features: torch.Tensor, labels: Sequence[str], function: str, held_out: float = 0.3,
@@ -19,7 +20,7 @@ def probe_scores(features: torch.Tensor, labels: Sequence[str], function: str, h
     n, n_layers, n_heads, dim = features.shape
     y = torch.tensor([lab == function for lab in labels], dtype=torch.float32)
     if y.sum() < 2 or (1 - y).sum() < 2:
-        raise ValueError(f"probing {function!r} needs at least two examples of it and two of other functions")
+        raise InputError(f"probing {function!r} needs at least two examples of it and two of other functions")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=g)
     n_test = max(2, int(round(held_out * n)))

@@ -25,6 +25,7 @@ import torch
 from ..interventions import Ablate, apply
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
+from ..errors import InputError
 
 
 def subset_drops(loaded: LoadedModel, batches: Sequence[OptionBatch], masks: torch.Tensor, mode: str = "zero",
@@ -60,7 +61,7 @@ def redundancy_scores(loaded: LoadedModel, batches: Sequence[OptionBatch], n_sub
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """``(score, ci_low, ci_high)`` each ``[L, H]``, and a summary (sets, density, fit R^2)."""
     if not 0 < density < 1:
-        raise ValueError(f"density must be in (0, 1), got {density}")
+        raise InputError(f"density must be in (0, 1), got {density}")
     g = loaded.geometry
     n_subsets = n_subsets or max(128, 4 * g.n_total)
     generator = torch.Generator().manual_seed(seed)

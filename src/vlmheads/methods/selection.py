@@ -13,6 +13,7 @@ from __future__ import annotations
 from itertools import combinations
 
 import torch
+from ..errors import InputError
 
 Head = tuple[int, int]
 
@@ -28,7 +29,7 @@ def ranked(scores: torch.Tensor) -> list[Head]:
 def top_k(scores: torch.Tensor, k: int) -> list[Head]:
     total = scores.numel()
     if not 1 <= k <= total:
-        raise ValueError(f"k={k} is out of range: the model has {total} heads "
+        raise InputError(f"k={k} is out of range: the model has {total} heads "
                          f"({scores.shape[0]} layers x {scores.shape[1]}); choose 1 <= k <= {total}")
     return ranked(scores)[:k]
 

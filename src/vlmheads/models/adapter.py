@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..errors import InputError
 
-class AdapterError(ValueError):
+
+class AdapterError(InputError):
     """A model does not match what its adapter declares."""
 
 

@@ -16,6 +16,7 @@ from .registry import adapter_for, find_adapter, model_class
 from ..data.images import as_pil
 from .processors import load_processor
 from .identity import coverage_problem, hub_cached, source_directory, source_identity, weight_files
+from ..errors import InputError, MissingInput, UserError
 
 # the shipped organisms by name -> their directory under src/vlmheads/organism/
 ORGANISMS = {"organism": "weights", "vlmheads/organism": "weights", "organism-competent": "weights-competent"}
@@ -119,7 +120,7 @@ class LoadedModel:
 
     def _need_processor(self):
         if self.processor is None:
-            raise ValueError(f"{self.name} was loaded without a processor; pass processor=... to wrap_model")
+            raise InputError(f"{self.name} was loaded without a processor; pass processor=... to wrap_model")
         return self.processor
 
     def chat_prompt(self, question: str) -> str:
@@ -212,11 +213,11 @@ def _resolve_dtype(dtype) -> torch.dtype | None:
     names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
              "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
     if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(names)}")
+        raise InputError(f"unknown dtype {dtype!r}; use auto or one of {', '.join(names)}")
     return names[dtype]
 
 
-class ModelLoadError(OSError):
+class ModelLoadError(UserError, OSError):
     """A model that cannot be loaded; the message names the source and the fix."""
 
 
@@ -225,17 +226,17 @@ def check_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-        raise ValueError(f"--device {device}: no CUDA device is usable here (torch {torch.__version__} is {build}); "
+        raise InputError(f"--device {device}: no CUDA device is usable here (torch {torch.__version__} is {build}); "
                          f"use --device cpu, or install a CUDA build of torch on a machine with a GPU")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        raise InputError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+        raise InputError(f"--device {device}: MPS is not available on this machine; use --device cpu")
     if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or mps")
+        raise InputError(f"unsupported device {device!r}; use cpu, cuda, cuda:N or mps")
     return dev
 
 
@@ -248,29 +249,29 @@ def check_model_source(name_or_path: str | Path | None) -> str | Path:
     """Where a model loads from, checked without reading weights or asking the hub."""
     name = "organism" if name_or_path is None else str(name_or_path)
     if not name.strip():
-        raise ValueError("--model is empty: pass 'organism', a Hugging Face model id or a local model directory")
+        raise InputError("--model is empty: pass 'organism', a Hugging Face model id or a local model directory")
     if name in ORGANISM_NAMES:
         if not (organism_path(name) / "config.json").exists():
-            raise FileNotFoundError(f"the shipped organism {name!r} is missing at {organism_path(name)}; retrain it "
+            raise MissingInput(f"the shipped organism {name!r} is missing at {organism_path(name)}; retrain it "
                                     f"with `python -m heads.organism train --install`")
         return organism_path(name)
     source = Path(name).expanduser()
     if isinstance(name_or_path, Path) or looks_like_path(name) or source.exists():
         if not source.exists():
-            raise FileNotFoundError(f"no model directory at {name}: pass an existing local directory, a Hugging Face "
+            raise MissingInput(f"no model directory at {name}: pass an existing local directory, a Hugging Face "
                                     f"model id (e.g. llava-hf/llava-1.5-7b-hf), or 'organism'")
         if not source.is_dir():
-            raise FileNotFoundError(f"{name} is a file, not a model directory: pass the folder that holds config.json")
+            raise MissingInput(f"{name} is a file, not a model directory: pass the folder that holds config.json")
         if not (source / "config.json").exists():
-            raise FileNotFoundError(f"{name} has no config.json: it is not a saved Hugging Face model directory")
+            raise MissingInput(f"{name} has no config.json: it is not a saved Hugging Face model directory")
         return source
     cached = hub_cached(name)
     if "/" not in name and not cached:  # a hub id is owner/name; a bare word is a folder that is not there
-        raise FileNotFoundError(f"no such directory {name!r} (and it is not a Hugging Face id in the local cache: "
+        raise MissingInput(f"no such directory {name!r} (and it is not a Hugging Face id in the local cache: "
                                 f"those read owner/name, e.g. llava-hf/llava-1.5-7b-hf); check the path, or "
                                 f"pass 'organism'")
     if not cached and hub_offline():
-        raise FileNotFoundError(f"{name}: offline (HF_HUB_OFFLINE is set), and not in the local cache "
+        raise MissingInput(f"{name}: offline (HF_HUB_OFFLINE is set), and not in the local cache "
                                 f"({hub_cache_dir()}): download it on a machine with network access, or pass a "
                                 f"local model directory")
     return name
@@ -323,7 +324,7 @@ def load_model(name_or_path: str | Path | None = None, *, device: str | torch.de
     dev = check_device(device)
     torch_dtype = _resolve_dtype(dtype) or "auto"
     if attn_implementation is not None and attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(f"unknown attention implementation {attn_implementation!r}; use one of "
+        raise InputError(f"unknown attention implementation {attn_implementation!r}; use one of "
                          f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
     if device_map is not None:
         check_device_map(device_map)
@@ -423,13 +424,13 @@ def parse_max_memory(spec: str | None) -> dict | None:
     for part in (p.strip() for p in spec.split(",")):
         device, _, size = (x.strip() for x in part.partition("="))
         if not size or not (device.isdigit() or device.lower() in ("cpu", "disk", "mps")):
-            raise ValueError(f"--max-memory entry {part!r} is not DEVICE=SIZE; use e.g. 0=70GiB,cpu=120GiB "
+            raise InputError(f"--max-memory entry {part!r} is not DEVICE=SIZE; use e.g. 0=70GiB,cpu=120GiB "
                              f"(a GPU index, cpu or disk)")
         if not _MEMORY_SIZE.fullmatch(size):
-            raise ValueError(f"--max-memory size {size!r} for {device} has no unit; use e.g. 70GiB, 500MB")
+            raise InputError(f"--max-memory size {size!r} for {device} has no unit; use e.g. 70GiB, 500MB")
         key = int(device) if device.isdigit() else device.lower()
         if key in caps:
-            raise ValueError(f"--max-memory names {device} twice")
+            raise InputError(f"--max-memory names {device} twice")
         caps[key] = size.replace(" ", "")
     return caps
 
@@ -439,10 +440,10 @@ def check_device_map(device_map) -> None:
     import importlib.util
 
     if importlib.util.find_spec("accelerate") is None:
-        raise ValueError("--device-map needs the accelerate package: pip install accelerate")
+        raise InputError("--device-map needs the accelerate package: pip install accelerate")
     if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential") \
             and not device_map.startswith(("cpu", "cuda", "mps")):
-        raise ValueError(f"unknown device map {device_map!r}; use auto, balanced, sequential or a device")
+        raise InputError(f"unknown device map {device_map!r}; use auto, balanced, sequential or a device")
 
 
 def wrap_model(model: torch.nn.Module, processor: Any = None, name: str | None = None,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from ..world.questions import vocabulary
 from ..world.scenes import CELL, IMAGE_SIZE
+from ..errors import InputError
 
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>")
 # LLaVA-1.5's conversation format: "USER: <image>\n{question} ASSISTANT: {answer}</s>"
@@ -53,7 +54,7 @@ class OrganismArch:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise InputError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 
     @property
     def n_image_tokens(self) -> int:

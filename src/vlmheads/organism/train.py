@@ -81,6 +81,7 @@ from ..runs import load_torch_checked, save_torch_atomic
 from ..world.questions import DECISION_FN, OBJECT_FN, ORGANISM_FUNCTIONS, RELATIONAL_FN, SPATIAL_FN, sample_question
 from ..world.scenes import (CELL, CLEAN, COLOURS, PRIOR_STRENGTH, RELATIONS, SHAPES, Rendering, Scene, object_masks,
                             render, sample_scene)
+from ..errors import InputError, MissingInput
 
 N_PATCH_CLASSES = 1 + len(COLOURS) * len(SHAPES)  # background + every colour x shape
 
@@ -122,11 +123,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         drawn = Rendering.from_dict(self.rendering).image_size
         if drawn != self.arch.image_size:
-            raise ValueError(f"the rendering draws {drawn}-px images but the model takes {self.arch.image_size} px "
+            raise InputError(f"the rendering draws {drawn}-px images but the model takes {self.arch.image_size} px "
                              f"(arch.image_size must be the rendering's margin + 4 x its cell)")
         unknown = sorted(set(self.prior_free_functions) - set(ORGANISM_FUNCTIONS))
         if unknown:
-            raise ValueError(f"prior_free_functions: unknown function(s) {unknown}; "
+            raise InputError(f"prior_free_functions: unknown function(s) {unknown}; "
                              f"expected some of {ORGANISM_FUNCTIONS}")
 
     def to_dict(self) -> dict:
@@ -314,7 +315,7 @@ def transplant(source, target) -> list[str]:
         for name, tensor in out.items():
             old = src.get(name)
             if old is None:
-                raise ValueError(f"warm start: {name} has no counterpart in the source model")
+                raise InputError(f"warm start: {name} has no counterpart in the source model")
             if old.shape == tensor.shape:
                 tensor.copy_(old)
             elif name.endswith("position_embedding.weight"):  # [1 + side^2, hidden]: class row, then the grid
@@ -324,7 +325,7 @@ def transplant(source, target) -> list[str]:
                 tensor.copy_(torch.cat([old[:1], grid.reshape(-1, side * side).T]))  # [1 + side^2, hidden]
                 changed.append(name)
             else:
-                raise ValueError(f"warm start: {name} is {tuple(old.shape)} in the source and "
+                raise InputError(f"warm start: {name} is {tuple(old.shape)} in the source and "
                                  f"{tuple(tensor.shape)} here; only the image size may differ")
     return changed  # (the state dict's tensors are the target's own: copying into them was the load)
 
@@ -375,10 +376,10 @@ def train(config: TrainConfig, out_dir: str | Path, log=print, checkpoint_dir: s
     state_path = Path(checkpoint_dir) / "state.pt" if checkpoint_dir is not None else None
     if resume:
         if state_path is None or not state_path.is_file():
-            raise FileNotFoundError(f"no checkpoint to resume from at {state_path}")
+            raise MissingInput(f"no checkpoint to resume from at {state_path}")
         state, why = load_torch_checked(state_path)
         if why is not None:
-            raise ValueError(f"cannot resume from {state_path}: {why}; a damaged checkpoint is never trusted: "
+            raise InputError(f"cannot resume from {state_path}: {why}; a damaged checkpoint is never trusted: "
                              f"start a fresh run")
         model.load_state_dict(state["model"])
         patch_probe.load_state_dict(state["probe"])

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ def build_real(name: str, text_layers: int | None = None, small: bool = False, s
     import transformers as tf
 
     if name not in REAL_CONFIGS:
-        raise ValueError(f"no real config {name!r}; choose from {', '.join(REAL_CONFIGS)}")
+        raise InputError(f"no real config {name!r}; choose from {', '.join(REAL_CONFIGS)}")
     real = REAL_CONFIGS[name]
     cfg = real.build_config(text_layers, small)
     torch.manual_seed(seed)

@@ -15,6 +15,7 @@ import random
 from dataclasses import dataclass
 
 from .scenes import COLOURS, QUADRANTS, RELATIONS, SHAPES, Scene, SceneObject
+from ..errors import InputError
 
 OBJECT_FN = "low_level_visual_perception"
 SPATIAL_FN = "spatial_perception"
@@ -87,7 +88,7 @@ def sample_question(scene: Scene, function: str, rng: random.Random) -> SubQuest
         else:
             claimed = rng.choice([r for r in RELATIONS if r != scene.relation])
         return decision_question(scene, claimed)
-    raise ValueError(f"the organism has no {function!r} questions; it has {ORGANISM_FUNCTIONS}")
+    raise InputError(f"the organism has no {function!r} questions; it has {ORGANISM_FUNCTIONS}")
 
 
 def decompose(scene: Scene) -> list[SubQuestion]:

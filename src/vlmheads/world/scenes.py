@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..errors import InputError
+
 GRID = 4
 CELL = 16  # the default cell, and the patch each object is drawn in (up to 12 px, jittered 2 px)
 IMAGE_SIZE = GRID * CELL  # 64 px
@@ -156,7 +158,7 @@ def sample_scene(rng: random.Random, split: str = "train", relation: str | None 
     """Draw one scene. ``relation`` forces the subject-object relation (used by controlled sets);
     ``prior_strength``: the share of a prior pair's training scenes that follow its prior."""
     if split not in SPLITS:
-        raise ValueError(f"unknown organism split {split!r}; expected one of {SPLITS}")
+        raise InputError(f"unknown organism split {split!r}; expected one of {SPLITS}")
     n_objects = rng.choice((2, 3))
     colours = rng.sample(list(COLOURS), n_objects)
     shapes = rng.sample(SHAPES, n_objects)
@@ -167,7 +169,7 @@ def sample_scene(rng: random.Random, split: str = "train", relation: str | None 
         else:
             relation = rng.choice(RELATIONS)
     elif relation not in RELATIONS:
-        raise ValueError(f"unknown relation {relation!r}; expected one of {RELATIONS}")
+        raise InputError(f"unknown relation {relation!r}; expected one of {RELATIONS}")
     cell_a, cell_b = rng.choice(_PAIRS_BY_RELATION[relation])
     cells = [cell_a, cell_b]
     free = [c for c in _CELLS if c not in cells]
@@ -193,13 +195,13 @@ class Rendering:
 
     def __post_init__(self) -> None:
         if not 0 < self.contrast <= 1:
-            raise ValueError(f"rendering contrast must be in (0, 1], got {self.contrast}")
+            raise InputError(f"rendering contrast must be in (0, 1], got {self.contrast}")
         if not self.noise >= 0:
-            raise ValueError(f"rendering noise must be >= 0, got {self.noise}")
+            raise InputError(f"rendering noise must be >= 0, got {self.noise}")
         if not (isinstance(self.cell, int) and self.cell >= CELL):
-            raise ValueError(f"rendering cell must be an integer >= {CELL} pixels, got {self.cell!r}")
+            raise InputError(f"rendering cell must be an integer >= {CELL} pixels, got {self.cell!r}")
         if not (isinstance(self.margin, int) and self.margin >= 0):
-            raise ValueError(f"rendering margin must be an integer >= 0 pixels, got {self.margin!r}")
+            raise InputError(f"rendering margin must be an integer >= 0 pixels, got {self.margin!r}")
 
     @property
     def clean(self) -> bool:
@@ -232,7 +234,7 @@ class Rendering:
             return CLEAN
         unknown = set(d) - {"contrast", "noise", "cell", "margin"}
         if unknown:
-            raise ValueError(f"unknown rendering settings {sorted(unknown)}; known: contrast, noise, cell, margin")
+            raise InputError(f"unknown rendering settings {sorted(unknown)}; known: contrast, noise, cell, margin")
         return cls(float(d.get("contrast", 1.0)), float(d.get("noise", 0.0)), int(d.get("cell", CELL)),
                    int(d.get("margin", 0)))
 
