@@ -22,7 +22,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from . import site
+from .sites import heads as site
 from .models.adapter import resolve
 from .models.loading import LoadedModel
 

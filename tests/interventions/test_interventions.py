@@ -7,7 +7,7 @@ import torch
 
 from vlmheads.data import organism_examples
 from vlmheads.interventions import Ablate, AdaptVis, Emphasize, ScalingVis, adaptvis_alpha, adaptvis_logits, apply
-from vlmheads.interventions import attention
+from vlmheads.sites import attention
 from vlmheads.models import wrap_model
 from vlmheads.testing import TINY_BUILDERS
 from vlmheads.world.scenes import CLEAN

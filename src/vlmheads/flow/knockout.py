@@ -24,8 +24,8 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..interventions import attention
-from ..interventions.installation import text_attention
+from ..sites import attention
+from ..sites.attention import text_attention
 from ..methods.batches import OptionBatch, metric
 from ..models.loading import LoadedModel
 from ..errors import InputError

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 
-from ..interventions.installation import text_attention
+from ..sites.attention import attention_probabilities
 from ..methods.batches import OptionBatch
 from ..methods.selection import accuracy_summary
 from ..models.loading import LoadedModel
@@ -39,9 +39,8 @@ def image_positions(loaded: LoadedModel, inputs) -> torch.Tensor:
 
 def layer_attention(loaded: LoadedModel, batch: OptionBatch) -> list[torch.Tensor]:
     """Per decoder layer, the heads' mean attention ``[B, S, S]`` (eager for these passes)."""
-    with torch.no_grad(), text_attention(loaded, "eager"):
-        out = loaded.forward(batch.inputs, output_attentions=True)
-    return [a.float().mean(1).cpu() for a in out.attentions]
+    _, attentions = attention_probabilities(loaded, batch.inputs)  # L x [B, H, S, S]
+    return [a.float().mean(1).cpu() for a in attentions]
 
 
 def _with_residual(att: torch.Tensor) -> torch.Tensor:

@@ -178,24 +178,23 @@ def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 
 
     from ..data import as_pil
     from ..methods.batches import metric
-    from ..interventions.installation import text_attention
+    from ..sites.attention import attention_probabilities
 
     for layer, head in heads:
         loaded.geometry.check_head(layer, head)
     maps, right, share, seq_share, per_head, examples = [], [], [], [], [], []
     for batch in batches:
-        with torch.no_grad(), text_attention(loaded, "eager"):
-            out = loaded.forward(batch.inputs, output_attentions=True)
+        logits, attentions = attention_probabilities(loaded, batch.inputs)  # [B, S, V], L x [B, H, S, S]
         image = loaded.image_token_mask(batch.inputs).cpu()
         positions = image_positions(loaded, batch.inputs).cpu()  # [B, n_image]
-        last = [a[:, :, -1].float().cpu() for a in out.attentions]  # L x [B, H, S]
+        last = [a[:, :, -1].float().cpu() for a in attentions]  # L x [B, H, S]
         maps.append(torch.stack([a.mean(1).gather(1, positions) for a in last], 1))  # [B, L, n_image]
         share.append(torch.stack([(a.mean(1) * image).sum(1) for a in last], 1))  # [B, L]
         seq_share.append(image.sum(1).float() / batch.inputs["attention_mask"].sum(1).cpu())
         if heads:
             per_head.append(torch.stack([last[l][:, h].gather(1, positions) for l, h in heads], 1))  # [B, K, n_image]
             examples += list(batch.examples)
-        right.append(metric(out.logits[:, -1], batch.option_ids, batch.answer, "accuracy").bool().cpu())
+        right.append(metric(logits[:, -1], batch.option_ids, batch.answer, "accuracy").bool().cpu())
     maps, right = torch.cat(maps), torch.cat(right)
     n_image = maps.shape[-1]
     side = int(round(n_image ** 0.5))

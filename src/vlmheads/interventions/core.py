@@ -20,8 +20,9 @@ import torch
 
 from ..models.loading import LoadedModel
 from ..models.positions import split_last_token
-from . import attention
-from .installation import Installation, no_op_check, scale_spec, text_attention
+from ..sites import attention
+from ..sites.attention import scale_spec, text_attention
+from .installation import Installation, no_op_check
 from .values import AdaptVis, Intervention, ScalingVis
 
 @contextmanager

@@ -11,56 +11,20 @@ The few ways an intervention can act:
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Callable, Mapping
 
 import torch
 
-from .. import site
 from ..errors import InputError
-from ..models.adapter import resolve
 from ..models.loading import LoadedModel
-from . import attention
+from ..sites import attention, residual
+from ..sites import heads as site
+from ..sites.attention import scale_spec, text_attention
 
 
 class InterventionError(InputError):
     """An intervention's parameters, or their fit to a model, are wrong."""
-
-
-def by_layer(heads) -> dict[int, list[int]]:
-    """``{layer: [head, ...]}`` of ``(layer, head)`` pairs."""
-    out: dict[int, list[int]] = {}
-    for layer, head in heads:
-        out.setdefault(layer, []).append(head)
-    return out
-
-
-@contextmanager
-def text_attention(loaded: LoadedModel, name: str):
-    """Switch only the text decoder's attention implementation, restoring it afterwards."""
-    model = loaded.model
-    text = model.config.get_text_config()
-    previous = text._attn_implementation
-    model.set_attn_implementation({"text_config": name})
-    token = attention.FALLBACK.set(previous or "eager")
-    try:
-        yield
-    finally:
-        attention.FALLBACK.reset(token)
-        model.set_attn_implementation({"text_config": previous or "eager"})
-
-
-def scale_spec(loaded: LoadedModel, inputs: Mapping[str, torch.Tensor], alpha, heads) -> attention.ScaleSpec:
-    g = loaded.geometry
-    image = loaded.image_token_mask(inputs)  # [B, S]
-    alpha = torch.as_tensor(alpha, dtype=torch.float32, device=image.device)
-    if alpha.dim() == 0:
-        alpha = alpha.expand(image.shape[0])
-    if heads is None:
-        layers = {layer: None for layer in range(g.n_layers)}
-    else:
-        layers = {layer: torch.tensor(hs, device=image.device) for layer, hs in by_layer(heads).items()}
-    return attention.ScaleSpec(layers=layers, alpha=alpha, image_keys=image, prompt_len=int(image.shape[1]))
 
 
 class Installation:
@@ -96,18 +60,16 @@ class Installation:
         self.check_after = lambda: no_op_check(self.loaded, name, forwards[0], attention.CALLS[0] - before)
 
     def image_hook(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+        """hidden = fn(hidden, image_mask) at the residual site (the first decoder layer's input) of each
+        prompt pass; decoding steps and confidence passes are left alone."""
         self.needs_batch = True
 
-        def hook(mod, args, kwargs):
-            hidden = args[0] if args else kwargs["hidden_states"]
+        def on_prompt(hidden):
             if self.busy or self.image is None or hidden.shape[:2] != self.image.shape:
                 return None  # a decoding step (the image is in the cache already) or a confidence pass
-            out = fn(hidden, self.image)
-            return ((out,) + tuple(args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": out})
+            return fn(hidden, self.image)
 
-        first = resolve(self.loaded.model, self.loaded.adapter.layers)[0]
-        handle = first.register_forward_pre_hook(hook, with_kwargs=True)
-        self.stack.callback(handle.remove)
+        self.stack.enter_context(residual.hook(self.loaded, on_prompt))
 
     def confidence(self, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Top-1 probability ``[B]`` of the first answer token from a pass without attention scaling."""

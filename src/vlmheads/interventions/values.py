@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, ClassVar, Optional
 
 import torch
 
-from .. import site
-from .installation import InterventionError, by_layer
+from ..sites import heads as site
+from ..sites.attention import by_layer
+from .installation import InterventionError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .installation import Installation

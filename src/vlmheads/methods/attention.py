@@ -14,19 +14,16 @@ from typing import Sequence
 
 import torch
 
-from ..interventions.installation import text_attention
 from ..models.loading import LoadedModel
+from ..sites.attention import attention_probabilities
 from .batches import OptionBatch
 
 
 def answer_attention(loaded: LoadedModel, inputs) -> tuple[torch.Tensor, torch.Tensor]:
     """One pass with eager attention: the last position's logits ``[B, vocab]`` and its attention
     probabilities ``[B, n_layers, n_heads, S]``."""
-    with torch.no_grad(), text_attention(loaded, "eager"):
-        out = loaded.forward(inputs, output_attentions=True)
-    if not out.attentions or out.attentions[0] is None:
-        raise RuntimeError("the model returned no attention probabilities; load it with attn_implementation='eager'")
-    return out.logits[:, -1].float(), torch.stack([a[:, :, -1].float() for a in out.attentions], 1)
+    logits, attentions = attention_probabilities(loaded, inputs)  # [B, S, V], L x [B, H, S, S]
+    return logits[:, -1].float(), torch.stack([a[:, :, -1].float() for a in attentions], 1)
 
 
 def image_attention(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> tuple[torch.Tensor, torch.Tensor]:

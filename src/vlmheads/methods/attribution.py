@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from .. import site
+from ..sites import heads as site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric, take_rows
 from .effects import by_sub_batches

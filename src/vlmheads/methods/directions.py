@@ -18,9 +18,9 @@ from typing import Sequence
 
 import torch
 
-from .. import site
+from ..sites import heads as site
 from ..data.example import Example
-from ..models.adapter import resolve
+from ..sites import residual
 from ..models.loading import LoadedModel
 from .batches import metric, option_batches
 from ..errors import InputError
@@ -62,22 +62,13 @@ def steering_directions(loaded: LoadedModel, examples: Sequence[Example], heads,
 def image_token_states(loaded: LoadedModel, examples: Sequence[Example], batch_size: int = 64
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(states [n_tokens, hidden], example index [n_tokens])``: first-decoder-layer inputs at image tokens."""
-    first = resolve(loaded.model, loaded.adapter.layers)[0]
     states, owners = [], []
     for start in range(0, len(examples), batch_size):
         batch = examples[start:start + batch_size]
         inputs = loaded.encode_examples(batch)
-        seen = {}
-        handle = first.register_forward_pre_hook(
-            lambda m, args, kwargs: seen.__setitem__("h", (args[0] if args else kwargs["hidden_states"]).detach()),
-            with_kwargs=True)
-        try:
-            with torch.no_grad():
-                loaded.model(**inputs, use_cache=False)
-        finally:
-            handle.remove()
+        hidden = residual.read(loaded, inputs)  # [B, S, hidden]
         mask = loaded.image_token_mask(inputs)  # [B, S]
-        states.append(seen["h"][mask].float().cpu())
+        states.append(hidden[mask].float().cpu())
         owners.append((torch.arange(len(batch))[:, None].expand_as(mask.cpu())[mask.cpu()]) + start)
     return torch.cat(states), torch.cat(owners)
 

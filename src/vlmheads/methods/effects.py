@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import site
+from ..sites import heads as site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
 from .sweep import PATHS, LayerSweep

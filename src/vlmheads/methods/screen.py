@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from .. import site
+from ..sites import heads as site
 from ..models.loading import LoadedModel
 from .attribution import _frozen, _z_pass
 from .batches import OptionBatch, metric, take_rows

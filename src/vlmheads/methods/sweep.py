@@ -40,7 +40,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .. import site
+from ..sites import heads as site
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 

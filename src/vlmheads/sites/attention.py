@@ -1,5 +1,8 @@
-"""A registered attention function that scales chosen heads' pre-softmax logits on image keys, and cuts
-chosen attention edges (knockout, ``vlmheads.flow.knockout``).
+"""The attention site: a registered attention function that scales chosen heads' pre-softmax logits on
+image keys (ScalingVis, AdaptVis) and cuts chosen attention edges (knockout, ``vlmheads.flow.knockout``),
+the switch of the text decoder's attention implementation (``text_attention``), and the eager pass that
+returns every layer's attention probabilities (``attention_probabilities``: locate's image attention,
+flow's attention maps and rollout).
 
 Registered as ``"vlmheads_scaled"`` in transformers' ``AttentionInterface`` and, with the eager
 additive mask, in ``AttentionMaskInterface`` (without a mask function the causal mask would be
@@ -25,8 +28,12 @@ import contextlib
 import contextvars
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
 
 import torch
+
+if TYPE_CHECKING:
+    from ..models.loading import LoadedModel
 
 NAME = "vlmheads_scaled"
 
@@ -157,3 +164,54 @@ def register() -> str:
     AttentionInterface.register(NAME, scaled_attention)
     AttentionMaskInterface.register(NAME, eager_mask)
     return NAME
+
+
+@contextlib.contextmanager
+def text_attention(loaded: "LoadedModel", name: str):
+    """Switch only the text decoder's attention implementation to ``name``, restoring it afterwards (the
+    one it had runs every call that nothing scales or cuts: ``FALLBACK``)."""
+    model = loaded.model
+    text = model.config.get_text_config()
+    previous = text._attn_implementation
+    model.set_attn_implementation({"text_config": name})
+    token = FALLBACK.set(previous or "eager")
+    try:
+        yield
+    finally:
+        FALLBACK.reset(token)
+        model.set_attn_implementation({"text_config": previous or "eager"})
+
+
+def by_layer(heads) -> dict[int, list[int]]:
+    """``{layer: [head, ...]}`` of ``(layer, head)`` pairs."""
+    out: dict[int, list[int]] = {}
+    for layer, head in heads:
+        out.setdefault(layer, []).append(head)
+    return out
+
+
+def scale_spec(loaded: "LoadedModel", inputs: Mapping[str, torch.Tensor], alpha, heads) -> ScaleSpec:
+    """What ``scaling`` scales for one batch: ``alpha`` (a number or ``[B]``) on the image keys of the last
+    prompt query, in ``heads`` (``(layer, head)`` pairs; None: every head of every layer)."""
+    g = loaded.geometry
+    image = loaded.image_token_mask(inputs)  # [B, S]
+    alpha = torch.as_tensor(alpha, dtype=torch.float32, device=image.device)
+    if alpha.dim() == 0:
+        alpha = alpha.expand(image.shape[0])
+    if heads is None:
+        layers = {layer: None for layer in range(g.n_layers)}
+    else:
+        layers = {layer: torch.tensor(hs, device=image.device) for layer, hs in by_layer(heads).items()}
+    return ScaleSpec(layers=layers, alpha=alpha, image_keys=image, prompt_len=int(image.shape[1]))
+
+
+def attention_probabilities(loaded: "LoadedModel", inputs: Mapping[str, torch.Tensor]
+                            ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One pass with the text decoder on eager attention (switched back after), whatever the model was loaded
+    with: ``(logits [B, S, vocab], per decoder layer the attention probabilities [B, H, S, S])``. The one
+    reading of attention weights: locate's image attention, flow's attention maps and rollout."""
+    with torch.no_grad(), text_attention(loaded, "eager"):
+        out = loaded.forward(inputs, output_attentions=True)
+    if not out.attentions or out.attentions[0] is None:
+        raise RuntimeError(f"{loaded.name} returned no attention probabilities under eager attention")
+    return out.logits, tuple(out.attentions)
