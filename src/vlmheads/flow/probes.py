@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from ..methods.batches import OptionBatch
+from ..methods.probing import fit_softmax_probe
 from ..methods.selection import accuracy_summary
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
@@ -99,14 +100,7 @@ def probe_accuracy(features: torch.Tensor, labels: Sequence[str], seed: int = 0,
     test, train = order[:n_test], order[n_test:]
     mean, std = features[train].mean(0), features[train].std(0) + 1e-6
     x = (features - mean) / std
-    torch.manual_seed(seed)
-    probe = torch.nn.Linear(x.shape[1], len(classes))
-    opt = torch.optim.Adam(probe.parameters(), lr=0.05, weight_decay=1e-2)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(probe(x[train]), y[train])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    probe = fit_softmax_probe(x[train], y[train], len(classes), steps=steps, weight_decay=1e-2, seed=seed)
     with torch.no_grad():
         correct = (probe(x[test]).argmax(1) == y[test]).float()
     chance = float(torch.bincount(y[test], minlength=len(classes)).max()) / len(test)

@@ -18,12 +18,13 @@ from typing import Sequence
 
 import torch
 
-from ..sites import heads as site
 from ..data.example import Example
-from ..sites import residual
-from ..models.loading import LoadedModel
-from .batches import metric, option_batches
 from ..errors import InputError
+from ..models.loading import LoadedModel
+from ..sites import heads as site
+from ..sites import residual
+from .batches import metric, option_batches
+from .probing import fit_softmax_probe
 
 MIN_PER_SIDE = 5
 
@@ -83,14 +84,7 @@ def layout_directions(loaded: LoadedModel, examples: Sequence[Example], steps: i
     y = torch.tensor([relations.index(examples[i].relation) for i in owners.tolist()])
     mean, std = states.mean(0), states.std(0) + 1e-6
     x = (states - mean) / std
-    torch.manual_seed(seed)
-    probe = torch.nn.Linear(x.shape[1], len(relations))
-    opt = torch.optim.Adam(probe.parameters(), lr=0.05, weight_decay=1e-3)
-    for _ in range(steps):
-        loss = torch.nn.functional.cross_entropy(probe(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    probe = fit_softmax_probe(x, y, len(relations), steps=steps, weight_decay=1e-3, seed=seed)
     with torch.no_grad():
         accuracy = float((probe(x).argmax(1) == y).float().mean())
         weights = probe.weight / std  # back to the unstandardised hidden space: [n_relations, hidden]

@@ -4,6 +4,10 @@ For every head, a logistic probe (one-vs-rest for the target function) is traine
 output ``z[:, -1, head]`` of labelled sub-questions and scored by balanced accuracy on held-out
 examples. All heads' probes train at once as one batched linear model ``[L * H, D] -> 1``.
 Descriptive, not causal: a high score says the function is readable from the head.
+
+``fit_softmax_probe`` is the one multinomial probe trainer (flow's relation probes, VisionBoost's layout
+directions): full-batch Adam on cross-entropy, its initial weights drawn from its own seed without touching
+the global generator.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+
 from ..errors import InputError
 
 
@@ -46,3 +51,20 @@ def probe_scores(features: torch.Tensor, labels: Sequence[str], function: str, h
         tpr = (pred & truth).sum(1).float() / truth.sum().clamp(min=1)
         tnr = (~pred & ~truth).sum(1).float() / (~truth).sum().clamp(min=1)
         return ((tpr + tnr) / 2).view(n_layers, n_heads)
+
+
+def fit_softmax_probe(x: torch.Tensor, y: torch.Tensor, n_classes: int, steps: int, weight_decay: float,
+                      seed: int = 0, lr: float = 0.05) -> torch.nn.Linear:
+    """A multinomial logistic probe ``[D] -> n_classes`` trained on ``x [N, D]`` (standardised by the caller)
+    and labels ``y [N]``: full-batch Adam for ``steps`` steps. Its initial weights are ``nn.Linear``'s drawn
+    after ``torch.manual_seed(seed)``, inside ``torch.random.fork_rng``: the global generator is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        probe = torch.nn.Linear(x.shape[1], n_classes)
+    opt = torch.optim.Adam(probe.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(probe(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return probe
