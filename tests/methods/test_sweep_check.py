@@ -58,3 +58,25 @@ def test_a_restart_that_moves_the_logits_falls_back_and_says_why(bf16_llava, mon
     assert result.path_note.startswith("fast (last query only): restarting at layer 0 moved the logits by up to 3")
     assert "in bfloat16" in result.path_note and "layers: restarting at layer 0" in result.path_note
     sweep_module._CHECKED.clear()
+
+
+def test_batch_axes_are_declared_where_the_size_would_mislead():
+    """M-RoPE position ids [3, B, S] at a batch of 3: repeated along the batch (axis 1), not along the
+    three position streams, which the size guess took (only the self-check caught it, by a slower path)."""
+    from vlmheads.methods.sweep import _repeat, _take
+
+    ids = torch.arange(3 * 3 * 5).view(3, 3, 5)  # [streams, B=3, S]
+    cos = torch.randn(3, 3, 5, 4)  # [streams, B=3, S, D]
+    mask = torch.zeros(3, 1, 5, 5)  # [B, 1, Q, K]
+    shared = torch.randn(1, 5, 4)  # one row for the whole batch
+    out = _repeat({"position_ids": ids, "position_embeddings": (cos, cos), "attention_mask": mask, "x": shared},
+                  batch=3, copies=2)
+    assert out["position_ids"].shape == (3, 6, 5) and torch.equal(out["position_ids"][:, 3:], ids)
+    assert out["position_embeddings"][0].shape == (3, 6, 5, 4) and out["attention_mask"].shape == (6, 1, 5, 5)
+    assert out["x"] is shared
+    rows = torch.tensor([2, 0])
+    taken = _take({"position_ids": ids, "hidden": torch.arange(3)[:, None]}, batch=3, rows=rows)
+    assert torch.equal(taken["position_ids"], ids[:, [2, 0]]) and taken["hidden"].flatten().tolist() == [2, 0]
+    # merged cos [B, S, D] (this transformers release) stays on the size rule: axis 0
+    assert _repeat({"position_embeddings": (torch.zeros(3, 5, 4),)}, batch=3, copies=2)["position_embeddings"][0] \
+        .shape == (6, 5, 4)

@@ -63,21 +63,40 @@ def check_tolerance(dtype: torch.dtype, reference: torch.Tensor) -> tuple[float,
     return 4 * torch.finfo(dtype).eps * scale, 0.0
 
 
-def _map_batch(value, batch: int, op: Callable[[torch.Tensor, int], torch.Tensor]):
-    """Apply ``op(tensor, dim)`` to every tensor whose batch dimension (0, else 1) has size ``batch``;
-    recurse into tuples, lists and dicts; leave everything else as it is."""
+# the batch axis of a decoder layer's keyword arguments, by name and rank, where the size alone could
+# mislead: multimodal rotary position ids are [3, B, S] (Qwen2-VL's M-RoPE: temporal, height, width) and
+# their cos/sin [3, B, S, D] in the transformers releases that pass them to the layers unmerged; at a
+# batch of 3 the size guess below would take their first axis
+BATCH_AXES: dict[str, dict[int, int]] = {"position_ids": {3: 1}, "position_embeddings": {4: 1}}
+
+
+def _batch_axis(value: torch.Tensor, batch: int, name: str | None) -> int | None:
+    """The batch axis of one recorded tensor: declared (``BATCH_AXES``, by name and rank) when it is, else
+    the guess: axis 0 when its size is the batch, else axis 1 (not behind a broadcast axis of size 1);
+    None when neither (a tensor shared by every row)."""
+    declared = BATCH_AXES.get(name or "", {}).get(value.dim())
+    if declared is not None:
+        return declared if value.shape[declared] == batch else None
+    if value.dim() >= 1 and value.shape[0] == batch:
+        return 0
+    if value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
+        return 1
+    return None
+
+
+def _map_batch(value, batch: int, op: Callable[[torch.Tensor, int], torch.Tensor], name: str | None = None):
+    """Apply ``op(tensor, axis)`` to every tensor along its batch axis (``_batch_axis``; ``name``: the keyword
+    it was passed under, kept for the tensors inside a tuple); recurse into tuples, lists and dicts; leave
+    everything else as it is."""
     if torch.is_tensor(value):
-        if value.dim() >= 1 and value.shape[0] == batch:
-            return op(value, 0)
-        if value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
-            return op(value, 1)
-        return value
+        axis = _batch_axis(value, batch, name)
+        return value if axis is None else op(value, axis)
     if isinstance(value, tuple):
-        return tuple(_map_batch(v, batch, op) for v in value)
+        return tuple(_map_batch(v, batch, op, name) for v in value)
     if isinstance(value, list):
-        return [_map_batch(v, batch, op) for v in value]
+        return [_map_batch(v, batch, op, name) for v in value]
     if isinstance(value, dict):
-        return {k: _map_batch(v, batch, op) for k, v in value.items()}
+        return {k: _map_batch(v, batch, op, k) for k, v in value.items()}
     return value
 
 
