@@ -255,6 +255,27 @@ def model_config(args) -> dict:
     return {**{option: getattr(args, option) for option in MODEL_OPTIONS}, "rendering": model_rendering(args.model)}
 
 
+def defaults(config_class) -> dict:
+    """``{field: default}`` of a job's config: the parser's defaults are read from here, not repeated."""
+    import dataclasses
+
+    return {f.name: f.default for f in dataclasses.fields(config_class)
+            if f.default is not dataclasses.MISSING}
+
+
+def config_from(config_class, args, **given):
+    """A job's config built from the parsed arguments by its dataclass fields: each field from ``given``,
+    else from ``args`` under the same name, else its default; the model options and the organism rendering
+    from ``model_config``. A new option is one parser line and one field."""
+    import dataclasses
+
+    values = {**model_config(args), **given}
+    for f in dataclasses.fields(config_class):
+        if f.name not in values and hasattr(args, f.name):
+            values[f.name] = getattr(args, f.name)
+    return config_class(**values)
+
+
 def adopt_model_options(args, config, previous: dict | None = None) -> None:
     """``--resume``: the model options of the run being continued replace the command line's; a thread
     count that was chosen automatically is the one the run used (``previous`` metadata), since another

@@ -18,9 +18,11 @@ from heads import _cli
 
 def _parser():
     from vlmheads.flow import EDGES
+    from vlmheads.flow.run import FlowConfig
 
+    default = _cli.defaults(FlowConfig)
     p = _cli.command_parser("python -m heads.flow", __doc__)
-    _cli.add_data_options(p, function="relational", n=128, n_min=1)
+    _cli.add_data_options(p, function="relational", n=default["n"], n_min=1)
     _cli.add_model_options(p)
     p.add_argument("--edges", type=_cli.comma_list, default=",".join(EDGES), help=f"comma list from {','.join(EDGES)}")
     p.add_argument("--window", type=_cli.positive(), default=None,
@@ -33,7 +35,7 @@ def _parser():
                         "for this model and function, if any); a run of another model is refused, a run of another "
                         "function is drawn with a note")
     _cli.add_foreign_heads_option(p)
-    _cli.add_run_options(p, batch_size=32)
+    _cli.add_run_options(p, batch_size=default["batch_size"])
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
                         "finished stages are loaded, not re-run")
@@ -87,12 +89,8 @@ def _run(args) -> int:
         previous = None
         _cli.refuse_unused(args, {"data_root": _cli.data_root_used([args.dataset])})
         heads, heads_from, geometry, foreign = _located_heads(args, canonical_function(args.function))
-        config = FlowConfig(function=args.function, dataset=args.dataset, data_root=args.data_root,
-                            n=args.n, edges=args.edges,
-                            window=args.window, probes=not args.no_probes, rollout=not args.no_rollout, heads=heads,
-                            heads_from=heads_from, allow_foreign_heads=bool(foreign), batch_size=args.batch_size,
-                            seed=args.seed,
-                            **_cli.model_config(args))
+        config = _cli.config_from(FlowConfig, args, probes=not args.no_probes, rollout=not args.no_rollout,
+                                  heads=heads, heads_from=heads_from, allow_foreign_heads=bool(foreign))
     _cli.check_model_options(args)
     declared = _cli.declared_geometry(args)
     if declared and config.window is not None and config.window > declared[0]:

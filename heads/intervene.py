@@ -17,7 +17,7 @@ from heads import _cli
 
 
 def _parser():
-    from vlmheads.intervene import METHODS
+    from vlmheads.intervene import METHODS, InterveneConfig
 
     p = _cli.command_parser("python -m heads.intervene", __doc__)
     _cli.add_model_options(p)
@@ -39,7 +39,7 @@ def _parser():
                         "organism); for smoke runs of big models")
     p.add_argument("--sweep", action="store_true",
                    help="tune alpha / threshold / gamma (and k) on the validation split (default: published defaults)")
-    _cli.add_run_options(p, batch_size=64)
+    _cli.add_run_options(p, batch_size=_cli.defaults(InterveneConfig)["batch_size"])
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
                         "finished methods are loaded, not re-run")
@@ -144,12 +144,10 @@ def _run(args) -> int:
         k_by_method = tuple((m, k if k is not None else len(located.selected)) for m, k in k_own.items())
     else:
         located, order, heads, k_by_method = None, (), (), ()
-    config = InterveneConfig(datasets=tuple(args.dataset or InterveneConfig.datasets),
-                             data_root=args.data_root, methods=methods, heads=heads,
-                             heads_from=str(run) if run else None, k=len(heads) if run else None,
-                             k_by_method=k_by_method, sweep=args.sweep, ranking=order, n=args.n,
-                             allow_foreign_heads=bool(foreign), batch_size=args.batch_size, seed=args.seed,
-                             **_cli.model_config(args))
+    config = _cli.config_from(InterveneConfig, args, datasets=tuple(args.dataset or InterveneConfig.datasets),
+                              methods=methods, heads=heads, heads_from=str(run) if run else None,
+                              k=len(heads) if run else None, k_by_method=k_by_method, ranking=order,
+                              allow_foreign_heads=bool(foreign))
     data = load_datasets(config)
     loaded = _cli.load(args)
     g = loaded.geometry

@@ -10,27 +10,30 @@ from heads import _cli
 
 
 def _parser():
-    from vlmheads.locate import DEFAULT_METHODS, LOCATE_METHODS
+    from vlmheads.locate import DEFAULT_METHODS, LOCATE_METHODS, SCREEN_ABOVE, SCREENS, LocateConfig
+    from vlmheads.methods.batches import METRICS
     from vlmheads.site import ABLATIONS
 
+    default = _cli.defaults(LocateConfig)  # the options' defaults and choices are the library's own
     p = _cli.command_parser("python -m heads.locate", __doc__)
-    _cli.add_data_options(p, function="spatial", n=64, n_min=1)
+    _cli.add_data_options(p, function="spatial", n=default["n"], n_min=1)
     _cli.add_model_options(p)
     p.add_argument("--methods", type=_cli.comma_list, default=",".join(DEFAULT_METHODS),
                    help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy, which is opt-in)")
-    p.add_argument("--ablation", default="zero", choices=ABLATIONS)
-    p.add_argument("--metric", default="logit_diff", choices=("logit_diff", "prob", "accuracy"))
-    p.add_argument("--select-by", default="ablation",
-                   choices=("ablation", "noising", "denoising", "attribution", "probe", "redundancy"))
+    p.add_argument("--ablation", default=default["ablation"], choices=ABLATIONS)
+    p.add_argument("--metric", default=default["metric"], choices=METRICS)
+    p.add_argument("--select-by", default=default["select_by"],
+                   choices=tuple(s for method in LOCATE_METHODS.values() for s in method.selectable))
     p.add_argument("--top-k", type=_cli.positive(), default=None, help="number of heads to select (default: elbow)")
-    p.add_argument("--random-draws", type=_cli.positive(), default=5,
-                   help="random head sets in the ablation check (default 5)")
-    p.add_argument("--screen", default="auto", choices=("auto", "attribution", "off"),
-                   help="ablation as screen + verify: an attribution estimate of every head, exact ablation of the "
-                        "top --verify only (auto: when the model has more than 256 heads; off: all heads exact)")
-    p.add_argument("--verify", type=_cli.positive(), default=40,
-                   help="heads the exact ablation verifies after the screen (default 40)")
-    _cli.add_run_options(p, batch_size=32)
+    p.add_argument("--random-draws", type=_cli.positive(), default=default["random_draws"],
+                   help=f"random head sets in the ablation check (default {default['random_draws']})")
+    p.add_argument("--screen", default=default["screen"], choices=SCREENS,
+                   help=f"ablation as screen + verify: an attribution estimate of every head, exact ablation of the "
+                        f"top --verify only (auto: when the model has more than {SCREEN_ABOVE} heads; off: all heads "
+                        f"exact)")
+    p.add_argument("--verify", type=_cli.positive(), default=default["verify"],
+                   help=f"heads the exact ablation verifies after the screen (default {default['verify']})")
+    _cli.add_run_options(p, batch_size=default["batch_size"])
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
                         "finished stages are loaded, not re-run")
@@ -40,12 +43,7 @@ def _parser():
 def _config(args):
     from vlmheads.locate import LocateConfig
 
-    return LocateConfig(
-        function=args.function, dataset=args.dataset, data_root=args.data_root, n=args.n,
-        methods=args.methods, ablation=args.ablation,
-        metric=args.metric, select_by=args.select_by, top_k=args.top_k, random_draws=args.random_draws,
-        screen=args.screen, verify=args.verify, batch_size=args.batch_size, seed=args.seed,
-        **_cli.model_config(args))
+    return _cli.config_from(LocateConfig, args)
 
 
 def _run(args) -> int:
