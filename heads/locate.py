@@ -19,7 +19,7 @@ def _parser():
     _cli.add_data_options(p, function="spatial", n=default["n"], n_min=1)
     _cli.add_model_options(p)
     p.add_argument("--methods", type=_cli.comma_list, default=",".join(DEFAULT_METHODS),
-                   help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy, which is opt-in)")
+                   help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy and dla, which are opt-in)")
     p.add_argument("--ablation", default=default["ablation"], choices=ABLATIONS)
     p.add_argument("--metric", default=default["metric"], choices=METRICS)
     p.add_argument("--select-by", default=default["select_by"],

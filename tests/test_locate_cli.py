@@ -79,13 +79,14 @@ def test_locate_and_intervene_on_every_family_tiny_model(tmp_path, family):
 
     assert tiny_main([family, str(tmp_path / "tiny")]) == 0  # the user's way to make one
     out = tmp_path / "run"
-    assert main(["--model", str(tmp_path / "tiny"), "--top-k", "2", "--methods", "ablation,patching,attention",
+    assert main(["--model", str(tmp_path / "tiny"), "--top-k", "2", "--methods", "ablation,patching,attention,dla",
                  "--out", str(out), *FAST]) == 0
     heads = json.loads((out / "heads.json").read_text())
     meta = json.loads((out / "metadata.json").read_text())
     assert heads["k"] == 2 and heads["skipped"] == {} and meta["model"]["family"] == family
     rows = list(csv.DictReader((out / "scores.csv").open()))
-    assert {r["method"] for r in rows} == {"ablation", "noising", "denoising", "image_share", "image_entropy"}
+    assert {r["method"] for r in rows} == {"ablation", "noising", "denoising", "image_share", "image_entropy", "dla"}
+    assert set(heads["summary"]["head_roles"]["heads"]) == {f"L{h['layer']}H{h['head']}" for h in heads["heads"]}
     shares = [float(r["score"]) for r in rows if r["method"] == "image_share"]
     assert all(0 <= s <= 1 for s in shares) and max(shares) > 0
     methods = ["none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate"]
@@ -288,3 +289,28 @@ def test_a_smoke_run_of_one_example_per_function_finishes(tmp_path, capsys):
     located = json.loads((out / "heads.json").read_text())
     assert located["skipped"]["probe"].startswith("probing needs at least two") and (out / "scores.csv").is_file()
     assert main(["--function", "spatial", "--n", "0", "--out", str(tmp_path / "none")]) == 2
+
+
+def test_direct_logit_attribution_scores_every_head_and_labels_the_located_ones(tmp_path):
+    """--methods ablation,dla: DLA rows for every function beside ablation's, and each selected head labelled
+    writing or routing (its direct effect against its ablation effect) in heads.json, the printout and the
+    head map; --select-by dla selects by it."""
+    out = tmp_path / "run"
+    assert main(["--function", "spatial", *FAST, "--methods", "ablation,dla", "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    functions = {r["function"] for r in rows}
+    assert {r["function"] for r in rows if r["method"] == "dla"} == functions and len(functions) == 4
+    info = json.loads((out / "heads.json").read_text())
+    roles = info["summary"]["head_roles"]
+    assert roles["by"] == "dla vs ablation"
+    assert set(roles["heads"]) == {f"L{h['layer']}H{h['head']}" for h in info["heads"]}
+    dla = {(int(r["layer"]), int(r["head"])): float(r["score"]) for r in rows
+           if r["method"] == "dla" and r["function"] == "spatial_perception"}
+    for name, role in roles["heads"].items():
+        layer, head = map(int, name[1:].split("H"))
+        assert role["direct"] == pytest.approx(dla[(layer, head)], abs=1e-4)
+        assert role["role"] == ("writing" if role["direct"] / role["total"] >= 0.5 else "routing")
+    assert "(W writing, R routing)" in (out / "headmap.html").read_text()
+    assert main(["--function", "spatial", *FAST, "--methods", "dla", "--select-by", "dla",
+                 "--out", str(tmp_path / "by-dla")]) == 0
+    assert json.loads((tmp_path / "by-dla" / "heads.json").read_text())["select_by"] == "dla"

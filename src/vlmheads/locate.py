@@ -11,6 +11,8 @@ Steps (each method is optional; ``LocateConfig.methods``):
 6. attention to the image (descriptive): share and spatial entropy at the answer position;
    (opt-in) redundancy-aware attribution: random head sets ablated together, a linear fit per head
    (finds heads that back each other up, which single-head ablation misses);
+   (opt-in) direct logit attribution: what each head writes straight into the answer (one pass per
+   batch; ``methods.logit_attribution``); with it the located heads are labelled writing or routing;
 7. selection: top-k by the chosen method's score for the target function (elbow by default);
    sparsity, specificity; the ablation check (selected vs k random heads, all functions).
 
@@ -35,6 +37,7 @@ from .methods.attribution import attribution_effects
 from .methods.batches import METRICS, option_batches
 from .methods.checks import ablation_check
 from .methods.effects import ABLATIONS, ablation_effects, head_means, pair_batches, patching_effects
+from .methods.logit_attribution import dla_effects, head_roles
 from .methods.probing import probe_scores
 from .methods.redundancy import redundancy_scores
 from .methods.screen import screened_ablation
@@ -342,6 +345,12 @@ def _select_and_check(state: LocateState, bar) -> None:
     k = config.top_k or elbow_k(score, max_k=cap)
     result.k_rule = "--top-k" if config.top_k else f"elbow of sorted scores (capped at {cap})"
     result.selected = top_k(score, k)
+    total = next((m for m in ("ablation", config.select_by) if m != "dla" and (m, config.function) in result.scores),
+                 None)
+    if ("dla", config.function) in result.scores and total is not None:  # writing or routing
+        result.summary["head_roles"] = {"by": f"dla vs {total}", "heads": head_roles(
+            result.selected, result.scores[("dla", config.function)]["score"],
+            result.scores[(total, config.function)]["score"])}
     result.summary["sparsity_80"] = {f"{m}|{f}": round(sparsity(v["score"]), 4) for (m, f), v in result.scores.items()
                                      if m in CAUSAL + ("attribution",)}
     partial = {f"{m}|{f}": measured(v["score"]) for (m, f), v in result.scores.items()
@@ -441,6 +450,14 @@ def _redundancy(state: LocateState, f: str) -> None:
     state.log(f"redundancy {f}: {summary['subsets']} random head sets, fit R^2 {summary['r2']:.2f}")
 
 
+def _dla(state: LocateState, f: str) -> None:
+    effects = dla_effects(state.loaded, state.batches[f])  # [N, L, H]
+    state.put("dla", f, effects)
+    mean = effects.mean(0)
+    layer, head = divmod(int(mean.abs().argmax()), mean.shape[1])
+    state.log(f"direct logit attribution {f}: largest L{layer}H{head} {float(mean[layer, head]):.3f}")
+
+
 def _attention(state: LocateState, f: str) -> None:
     share, entropy = image_attention(state.loaded, state.batches[f])
     state.put_descriptive("image_share", f, share)
@@ -455,6 +472,7 @@ LOCATE_METHODS.register("attribution", LocateMethod(_attribution, ("attribution"
 LOCATE_METHODS.register("probe", LocateMethod(_probe, ("probe",), selectable=("probe",)))
 LOCATE_METHODS.register("attention", LocateMethod(_attention, ("image_share", "image_entropy")))
 LOCATE_METHODS.register("redundancy", LocateMethod(_redundancy, ("redundancy",), selectable=("redundancy",)))
+LOCATE_METHODS.register("dla", LocateMethod(_dla, ("dla",), selectable=("dla",)))  # opt-in: one pass per batch
 METHODS = LOCATE_METHODS.names()
 DEFAULT_METHODS = LocateConfig.methods  # redundancy is opt-in: it costs ~4 forward passes per head and batch
 
@@ -484,9 +502,12 @@ def report_lines(result: HeadScores) -> list[str]:
     cfg = result
     score = result.scores[(cfg.select_by, cfg.function)]
     lines = [f"\nselected {len(result.selected)} heads for {cfg.function} by {cfg.select_by} ({result.k_rule}):"]
+    roles = result.summary.get("head_roles", {}).get("heads", {})
     for l, h in result.selected:
+        role = roles.get(f"L{l}H{h}")
         lines.append(f"  L{l}H{h:<3} score {float(score['score'][l, h]):8.3f}  "
-                     f"[{float(score['ci_low'][l, h]):.3f}, {float(score['ci_high'][l, h]):.3f}]")
+                     f"[{float(score['ci_low'][l, h]):.3f}, {float(score['ci_high'][l, h]):.3f}]"
+                     + (f"  {role['role']} (direct {role['direct']:.3f} of {role['total']:.3f})" if role else ""))
     s80 = result.summary.get("sparsity_80", {}).get(f"{cfg.select_by}|{cfg.function}")
     of = result.summary.get("sparsity_80_of_measured_heads", {}).get(f"{cfg.select_by}|{cfg.function}")
     if s80 is not None and of is not None:

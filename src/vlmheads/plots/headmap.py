@@ -50,9 +50,16 @@ def headmap_html(result: HeadScores, title: str | None = None) -> str:
                                "<br>rank %{customdata[2]}<br>image attention share %{customdata[3]:.3f}"
                                f"<extra>{m} / {f}</extra>")))
     sel = result.selected
-    fig.add_trace(go.Scatter(x=[f"H{h}" for _, h in sel], y=[f"L{l}" for l, _ in sel], mode="markers",
+    roles = result.summary.get("head_roles", {}).get("heads", {})  # writing / routing, with dla
+    labels = [roles.get(f"L{l}H{h}", {}).get("role", "") for l, h in sel]
+    fig.add_trace(go.Scatter(x=[f"H{h}" for _, h in sel], y=[f"L{l}" for l, _ in sel],
+                             mode="markers+text" if roles else "markers", text=[r[:1].upper() for r in labels],
+                             hovertext=[f"L{l}H{h} {r}" + (f" (direct {roles[f'L{l}H{h}']['direct']:.3f} of "
+                                                          f"{roles[f'L{l}H{h}']['total']:.3f})" if r else "")
+                                        for (l, h), r in zip(sel, labels)],
                              marker={"symbol": "square-open", "size": 22, "color": "black", "line": {"width": 3}},
-                             name=f"selected for {result.function}", hoverinfo="name"))
+                             name=f"selected for {result.function}" + (" (W writing, R routing)" if roles else ""),
+                             hoverinfo="text+name" if roles else "name"))
     first = f"{result.select_by}|{result.function}"
     if first not in index:
         first = next(iter(index))
