@@ -18,6 +18,11 @@ def _parser():
     p = _cli.command_parser("python -m heads.locate", __doc__)
     _cli.add_data_options(p, function="spatial", n=default["n"], n_min=1)
     _cli.add_model_options(p)
+    p.add_argument("--target", default="function", choices=("function", "prior"),
+                   help="function (default): the heads that carry --function; prior: the heads whose ablation "
+                        "turns prior-driven answers (examples the prior and the image disagree on) into grounded "
+                        "ones, against the grounded answers it breaks (--methods ablation,prior,dla, --select-by "
+                        "prior_net and --function relational unless given)")
     p.add_argument("--methods", type=_cli.comma_list, default=",".join(DEFAULT_METHODS),
                    help=f"comma list from {','.join(LOCATE_METHODS)} (default: all but redundancy and dla, which are opt-in)")
     p.add_argument("--ablation", default=default["ablation"], choices=ABLATIONS)
@@ -40,9 +45,16 @@ def _parser():
     return p
 
 
+PRIOR_TARGET = {"methods": ("ablation", "prior", "dla"), "select_by": "prior_net", "function": "relational"}
+
+
 def _config(args):
     from vlmheads.locate import LocateConfig
 
+    if getattr(args, "target", "function") == "prior":  # --target prior: its defaults, where not given
+        for dest, value in PRIOR_TARGET.items():
+            if dest not in getattr(args, "given", ()):
+                setattr(args, dest, value)
     return _cli.config_from(LocateConfig, args)
 
 
@@ -75,6 +87,14 @@ def _run(args) -> int:
                               f"{declared[0] * declared[1]} ({declared[0]} layers x {declared[1]}); choose "
                               f"1..{declared[0] * declared[1]}")
     examples = examples_by_function(config)
+    if config.select_by.startswith("prior"):
+        from vlmheads.methods.prior import prior_split
+
+        violating, grounded = prior_split(examples[config.function])
+        if not violating or not grounded:
+            raise _cli.UsageError(f"--select-by {config.select_by} needs {config.function} examples the prior and "
+                                  f"the image disagree on and others (meta['prior'], as the organism's datasets "
+                                  f"have); {config.dataset} has {len(violating)} and {len(grounded)}")
     loaded = _cli.load(args)
     g = loaded.geometry
     if config.top_k is not None and config.top_k > g.n_total:

@@ -77,6 +77,10 @@ def world(tmp_path_factory):
     (root / "typed-meta.jsonl").write_text(json.dumps({**good, "meta": "violating"}) + "\n")
     (root / "typed-image.jsonl").write_text(json.dumps({**good, "image": 17}) + "\n")
     (root / "latin1.jsonl").write_bytes(cog.read_bytes().replace(b"circle", b"cercl\xe9"))
+    plain = write_organism_cogvsr(root / "unmarked", n=8, seed=2)
+    unmarked = [json.loads(line) for line in plain.read_text().splitlines()]
+    (plain.parent / "no-prior.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "meta"}) + "\n"
+                                                 for r in unmarked))  # no example says what the prior would answer
     # configs of refused and non-VLM models (no weights: they must be refused before any are read)
     import transformers as tf
 
@@ -252,6 +256,9 @@ CLI_CASES = [
                                                                "got \"violating\""),
     ("locate", ["--dataset", "cogvsr:{root}/typed-image.jsonl"], "typed-image.jsonl:1: field 'image' must be a string"),
     ("locate", ["--dataset", "cogvsr:{root}/latin1.jsonl"], "latin1.jsonl:1: not UTF-8 text (byte 0xe9"),
+    ("locate", ["--target", "prior", "--dataset", "cogvsr:{root}/unmarked/no-prior.jsonl", "--function", "spatial"],
+     "--select-by prior_net needs spatial_perception examples the prior and the image disagree on"),
+    ("locate", ["--target", "oracle"], "argument --target: invalid choice"),
     ("locate", ["--resume", "{root}/full"], "not a run directory"),
     ("locate", ["--screen", "magic"], "invalid choice"),
     ("locate", ["--verify", "0"], "argument --verify: must be at least 1"),
@@ -660,6 +667,7 @@ def test_ctrl_c_that_a_library_turns_into_another_error_is_still_ctrl_c(tmp_path
     ("intervene", ["--method", "none", "--emphasize", "top-3"], "--emphasize has no effect here"),
     ("locate", ["--resume", "{root}/edited-config-run"], "n must be a whole number"),
     ("locate", ["--dataset", "cogvsr:{root}/typed-meta.jsonl"], "field 'meta' must be an object"),
+    ("locate", ["--target", "prior", "--dataset", "cogvsr:{root}/unmarked/no-prior.jsonl"], "the prior and the image disagree"),
 ])
 def test_what_the_config_and_files_can_tell_is_refused_before_the_model_loads(world, tmp_path, capsys, monkeypatch,
                                                                                command, argv, words):

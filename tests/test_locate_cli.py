@@ -314,3 +314,31 @@ def test_direct_logit_attribution_scores_every_head_and_labels_the_located_ones(
     assert main(["--function", "spatial", *FAST, "--methods", "dla", "--select-by", "dla",
                  "--out", str(tmp_path / "by-dla")]) == 0
     assert json.loads((tmp_path / "by-dla" / "heads.json").read_text())["select_by"] == "dla"
+
+
+def test_target_prior_scores_flips_and_breaks_on_the_default_organism(tmp_path, capsys):
+    """--target prior on the prior-biased organism: the heads whose ablation flips prior-driven answers, net of
+    the grounded answers it breaks, at the answer position and at every position; on the competent organism
+    (no prior-driven errors) a clear refusal, not a table of NaNs."""
+    out = tmp_path / "run"
+    assert main(["--model", "organism", "--target", "prior", "--n", "48", "--random-draws", "1", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["methods"], config["select_by"], config["function"]) == \
+        (["ablation", "prior", "dla"], "prior_net", "relational_reasoning")
+    rows = list(csv.DictReader((out / "scores.csv").open()))
+    target = {(r["method"], int(r["layer"]), int(r["head"])): float(r["score"]) for r in rows
+              if r["function"] == "relational_reasoning"}
+    for suffix in ("", "_all"):
+        for (method, l, h), net in [(k, v) for k, v in target.items() if k[0] == f"prior_net{suffix}"]:
+            flip, broken = target[(f"prior_flip{suffix}", l, h)], target[(f"prior_break{suffix}", l, h)]
+            assert 0 <= flip <= 1 and 0 <= broken <= 1 and net == pytest.approx(flip - broken, abs=1e-4)
+    info = json.loads((out / "heads.json").read_text())
+    prior = info["summary"]["prior"]["relational_reasoning"]
+    assert prior["prior_driven_errors"] > 0 and prior["violating"] + prior["grounded"] == 48
+    best = max(((l, h) for m, l, h in target if m == "prior_net"), key=lambda lh: target[("prior_net", *lh)])
+    assert [info["heads"][0]["layer"], info["heads"][0]["head"]] == list(best)
+    printed = capsys.readouterr().out
+    assert "prior-driven errors flipped to the grounded answer" in printed
+    assert main(["--target", "prior", "--n", "8", "--random-draws", "1", "--batch-size", "8",
+                 "--out", str(tmp_path / "competent")]) == 2
+    assert "0 prior-driven errors of" in capsys.readouterr().err

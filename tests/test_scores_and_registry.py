@@ -79,7 +79,8 @@ def test_registry_names_what_it_knows():
 
 def test_the_suite_registries():
     assert set(DATASETS) == {"whatsup", "vsr", "cogvsr", "organism"}
-    assert LOCATE_METHODS.names() == ("ablation", "patching", "attribution", "probe", "attention", "redundancy")
+    assert LOCATE_METHODS.names() == ("ablation", "patching", "attribution", "probe", "attention", "redundancy", "dla",
+                                      "prior")
     assert set(INTERVENE_METHODS) == {"none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "attenuate",
                                       "head_scalingvis", "ablate", "visionboost", "steer"}
     with pytest.raises(ValueError, match="needs the patching method"):

@@ -38,6 +38,7 @@ from .methods.batches import METRICS, option_batches
 from .methods.checks import ablation_check
 from .methods.effects import ABLATIONS, ablation_effects, head_means, pair_batches, patching_effects
 from .methods.logit_attribution import dla_effects, head_roles
+from .methods.prior import from_batches, net_interval, prior_effects, prior_split
 from .methods.probing import probe_scores
 from .methods.redundancy import redundancy_scores
 from .methods.screen import screened_ablation
@@ -280,6 +281,9 @@ def run_locate(loaded: LoadedModel, config: LocateConfig, log: Callable[[str], N
         result.skipped["probe"] = "probing needs sub-questions of at least two functions"
     elif "probe" in config.methods and min(len(ex) for ex in by_function.values()) < 2:
         result.skipped["probe"] = "probing needs at least two examples of each function (--n 2 or more)"
+    if "prior" in config.methods and not any(prior_split(ex)[0] for ex in by_function.values()):
+        result.skipped["prior"] = (f"no example of {config.dataset} is marked as one the prior and the image "
+                                   f"disagree on (meta['prior'] == 'violating', as the organism's are)")
     chooser = next(m for m in config.methods if config.select_by in LOCATE_METHODS[m].selectable)
     if chooser in result.skipped or (LOCATE_METHODS[chooser].needs_pairs and config.function not in pairs):
         reason = result.skipped.get(chooser, f"no counterfactual pairs for {config.function}")
@@ -338,6 +342,14 @@ def _run_stages(state: LocateState, plan: list[tuple[str, str]], bar) -> None:
 def _select_and_check(state: LocateState, bar) -> None:
     """Top-k (or the elbow) by the chosen method, sparsity, specificity, and the ablation check."""
     config, result = state.config, state.result
+    if (config.select_by, config.function) not in result.scores:
+        why = result.summary.get("prior", {}).get(config.function) if config.select_by.startswith("prior") else None
+        said = (why.get("skipped") or f"{why.get('prior_driven_errors')} prior-driven errors of {why.get('violating')} "
+                f"violating examples, {why.get('grounded_correct')} grounded answers right of {why.get('grounded')}"
+                ) if why else ""
+        raise InputError(f"no {config.select_by} scores for {config.function} to select by"
+                         + (f" ({said})" if said else "") + ": a model that makes no prior-driven errors here has "
+                         "nothing to flip; choose another --select-by or --function")
     score = result.score()
     cap = config.max_auto_k or max(1, score.numel() // 10)
     if state.screening and config.select_by == "ablation":
@@ -458,6 +470,27 @@ def _dla(state: LocateState, f: str) -> None:
     state.log(f"direct logit attribution {f}: largest L{layer}H{head} {float(mean[layer, head]):.3f}")
 
 
+def _prior(state: LocateState, f: str) -> None:
+    violating, grounded = prior_split(from_batches(state.batches[f]))
+    if not violating or not grounded:
+        state.note("prior", f, {"skipped": f"{len(violating)} violating and {len(grounded)} grounded examples"})
+        return
+    summary = {}
+    for positions, suffix in (("answer", ""), ("all", "_all")):
+        r = prior_effects(state.loaded, violating, grounded, positions, state.config.batch_size)
+        summary.update(violating=r.n_violating, prior_driven_errors=len(r.flip), grounded=r.n_grounded,
+                       grounded_correct=len(r.broken))
+        if not len(r.flip) or not len(r.broken):
+            break  # nothing to flip (a model without the prior's errors) or nothing to break
+        state.put(f"prior_flip{suffix}", f, r.flip)
+        state.put(f"prior_break{suffix}", f, r.broken)
+        net, low, high = net_interval(r.flip, r.broken, n_boot=state.config.bootstrap, seed=state.config.seed)
+        state.put_scores(f"prior_net{suffix}", f, {"score": net, "ci_low": low, "ci_high": high})
+    state.note("prior", f, summary)
+    state.log(f"prior {f}: {summary['prior_driven_errors']} prior-driven errors of {summary['violating']} "
+              f"violating examples; {summary['grounded_correct']} grounded answers right of {summary['grounded']}")
+
+
 def _attention(state: LocateState, f: str) -> None:
     share, entropy = image_attention(state.loaded, state.batches[f])
     state.put_descriptive("image_share", f, share)
@@ -473,6 +506,9 @@ LOCATE_METHODS.register("probe", LocateMethod(_probe, ("probe",), selectable=("p
 LOCATE_METHODS.register("attention", LocateMethod(_attention, ("image_share", "image_entropy")))
 LOCATE_METHODS.register("redundancy", LocateMethod(_redundancy, ("redundancy",), selectable=("redundancy",)))
 LOCATE_METHODS.register("dla", LocateMethod(_dla, ("dla",), selectable=("dla",)))  # opt-in: one pass per batch
+LOCATE_METHODS.register("prior", LocateMethod(  # opt-in (--target prior): four head sweeps per function
+    _prior, ("prior_flip", "prior_break", "prior_net", "prior_flip_all", "prior_break_all", "prior_net_all"),
+    selectable=("prior_net", "prior_flip", "prior_net_all")))
 METHODS = LOCATE_METHODS.names()
 DEFAULT_METHODS = LocateConfig.methods  # redundancy is opt-in: it costs ~4 forward passes per head and batch
 
@@ -508,6 +544,19 @@ def report_lines(result: HeadScores) -> list[str]:
         lines.append(f"  L{l}H{h:<3} score {float(score['score'][l, h]):8.3f}  "
                      f"[{float(score['ci_low'][l, h]):.3f}, {float(score['ci_high'][l, h]):.3f}]"
                      + (f"  {role['role']} (direct {role['direct']:.3f} of {role['total']:.3f})" if role else ""))
+    prior = result.summary.get("prior", {}).get(cfg.function)
+    if cfg.select_by.startswith("prior") and prior and "skipped" not in prior:
+        lines.append(f"prior-driven errors flipped to the grounded answer (of {prior['prior_driven_errors']}) and "
+                     f"grounded answers broken (of {prior['grounded_correct']}), the head zeroed at the answer "
+                     f"position | at every position:")
+        for l, h in result.selected:
+            cells = []
+            for suffix in ("", "_all"):
+                for kind in ("flip", "break"):
+                    v = result.scores.get((f"prior_{kind}{suffix}", cfg.function))
+                    cells.append(f"{kind} {float(v['score'][l, h]):.2f} [{float(v['ci_low'][l, h]):.2f}, "
+                                 f"{float(v['ci_high'][l, h]):.2f}]" if v else f"{kind} -")
+            lines.append(f"  L{l}H{h:<3} {', '.join(cells[:2])} | {', '.join(cells[2:])}")
     s80 = result.summary.get("sparsity_80", {}).get(f"{cfg.select_by}|{cfg.function}")
     of = result.summary.get("sparsity_80_of_measured_heads", {}).get(f"{cfg.select_by}|{cfg.function}")
     if s80 is not None and of is not None:
