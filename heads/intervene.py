@@ -17,14 +17,15 @@ from heads import _cli
 
 
 def _parser():
-    from vlmheads.intervene import METHODS, InterveneConfig
+    from vlmheads.intervene import INTERVENE_METHODS, METHODS, InterveneConfig
 
     p = _cli.command_parser("python -m heads.intervene", __doc__)
     _cli.add_model_options(p)
     p.add_argument("--dataset", action="append", default=None,
                    help="dataset name, repeatable (default: organism:controlled and organism:vsr)")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--method", action="append", default=None, help=f"repeatable; from {', '.join(METHODS)} (default: all)")
+    p.add_argument("--method", action="append", default=None, help=f"repeatable; from {', '.join(INTERVENE_METHODS)} (default: all but the opt-in "
+                        f"{', '.join(m for m in INTERVENE_METHODS if m not in METHODS)})")
     p.add_argument("--heads-from", default=None, help="locate run directory (default: newest for this model/function)")
     p.add_argument("--function", default=None,
                    help="function whose heads to use (default: the --heads-from run's; spatial when picking the "

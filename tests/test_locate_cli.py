@@ -339,6 +339,18 @@ def test_target_prior_scores_flips_and_breaks_on_the_default_organism(tmp_path, 
     assert [info["heads"][0]["layer"], info["heads"][0]["head"]] == list(best)
     printed = capsys.readouterr().out
     assert "prior-driven errors flipped to the grounded answer" in printed
+    # act on them: suppress the located prior heads at the answer position, reported per prior group
+    from heads.intervene import main as intervene_main
+
+    iv = tmp_path / "iv"
+    assert intervene_main(["--model", "organism", "--heads-from", str(out), "--dataset", "organism:controlled",
+                           "--method", "none", "--method", "suppress", "--n", "24", "--out", str(iv)]) == 0
+    applied = json.loads((iv / "interventions.json").read_text())["organism:controlled"]["suppress"]
+    assert applied == [{"type": "Suppress", "heads": sorted([h["layer"], h["head"]] for h in info["heads"]),
+                        "factor": 0.0}]
+    groups = {(r["method"], r["group"]) for r in csv.DictReader((iv / "results.csv").open())}
+    assert ("suppress", "prior=violating") in groups and ("none", "prior=violating") in groups
+    capsys.readouterr()
     assert main(["--target", "prior", "--n", "8", "--random-draws", "1", "--batch-size", "8",
                  "--out", str(tmp_path / "competent")]) == 2
     assert "0 prior-driven errors of" in capsys.readouterr().err

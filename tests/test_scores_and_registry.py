@@ -82,6 +82,9 @@ def test_the_suite_registries():
     assert LOCATE_METHODS.names() == ("ablation", "patching", "attribution", "probe", "attention", "redundancy", "dla",
                                       "prior")
     assert set(INTERVENE_METHODS) == {"none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "attenuate",
-                                      "head_scalingvis", "ablate", "visionboost", "steer"}
+                                      "head_scalingvis", "ablate", "visionboost", "steer", "suppress"}
+    from vlmheads.intervene import METHODS
+
+    assert "suppress" not in METHODS and set(METHODS) == set(INTERVENE_METHODS) - {"suppress"}  # opt-in
     with pytest.raises(ValueError, match="needs the patching method"):
         LocateConfig(methods=("ablation",), select_by="denoising")

@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 import torch
 
 from .data import load
-from .interventions import (Ablate, AdaptVis, Emphasize, Intervention, ScalingVis, Steer, VisionBoost,
+from .interventions import (Ablate, AdaptVis, Emphasize, Intervention, ScalingVis, Steer, Suppress, VisionBoost,
                             adaptvis_logits, apply)
 from .methods.batches import metric, option_batches
 from .methods.directions import layout_directions, steering_directions
@@ -60,6 +60,7 @@ class InterveneMethod:
     tunes_k: bool = False  # with --sweep, k (the top-k located heads) is tuned too
     fit: str | None = None  # "steering" | "layout": directions fitted on the validation split
     shared_prefix: bool = False  # AdaptVis: confidence and scaled pass share the prompt's KV cache
+    default: bool = True  # run when no --method is given (opt-in methods are named with --method)
 
 
 INTERVENE_METHODS: Registry[InterveneMethod] = Registry("intervene method")
@@ -92,7 +93,10 @@ INTERVENE_METHODS.register("visionboost", InterveneMethod(
 INTERVENE_METHODS.register("steer", InterveneMethod(  # ITI's usual strength first
     lambda p, heads, fitted: [Steer(directions=fitted["steering"], **p)],
     grid=tuple({"alpha": a} for a in (15.0, 5.0, 10.0)), uses_heads=True, fit="steering"))
-METHODS = INTERVENE_METHODS.names()
+INTERVENE_METHODS.register("suppress", InterveneMethod(  # the located (prior) heads removed at the answer position
+    lambda p, heads, fitted: [Suppress(heads, **p)], grid=tuple({"factor": f} for f in (0.0, 0.25, 0.5)),
+    uses_heads=True, tunes_k=True, default=False))  # opt-in: the curated runs predate it
+METHODS = tuple(name for name, m in INTERVENE_METHODS.items() if m.default)
 GRIDS = {name: list(m.grid) for name, m in INTERVENE_METHODS.items()}
 HEAD_METHODS = tuple(name for name, m in INTERVENE_METHODS.items() if m.uses_heads)
 

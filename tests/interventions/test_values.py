@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from vlmheads.interventions import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, ScalingVis, Steer,
-                                    VisionBoost, apply, from_json)
+from vlmheads import site
+from vlmheads.interventions import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, InterventionError,
+                                    ScalingVis, Steer, Suppress, VisionBoost, apply, from_json)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +26,7 @@ VALUES = [
     Ablate([(0, 4), (2, 1)]), Ablate([(1, 3)], mode="resample"), Emphasize([(2, 3)], 0.5), Emphasize(None, 1.5),
     ScalingVis(1.7), ScalingVis(0.6, heads=[(2, 1)]), AdaptVis(0.5, 1.5, 0.4), AdaptVis(0.8, 2.0, 0.9, heads=[(2, 1)]),
     Steer(3.0, {(0, 4): (torch.linspace(-1, 1, 16), 0.7)}), VisionBoost(2.0, torch.eye(128)[:3]),
+    Suppress([(0, 4), (2, 1)]), Suppress([(0, 7)], factor=0.25),
 ]
 
 
@@ -56,3 +58,16 @@ def test_interventions_compose_in_order_and_clean_up(organism, batch):
     assert torch.equal(both, ablate)
     assert all(not m._forward_pre_hooks for m in organism.model.modules())
     assert organism.model.config.get_text_config()._attn_implementation == "eager"
+
+
+def test_suppress_is_the_head_zeroed_at_the_answer_position_only(organism, batch):
+    """Suppress(heads) = a hook that zeroes those heads at the last position and leaves every other
+    position as it was (so the head still writes into the earlier positions, unlike Ablate)."""
+    def zero_last(z):
+        z[:, -1, 4] = 0.0
+    with torch.no_grad(), site.hook(organism, 0, zero_last):
+        by_hand = organism.model(**batch).logits[:, -1]
+    assert torch.equal(_logits(organism, batch, [Suppress([(0, 4)])]), by_hand)
+    assert not torch.equal(_logits(organism, batch, [Suppress([(0, 4)])]), _logits(organism, batch, [Ablate([(0, 4)])]))
+    with pytest.raises(InterventionError, match="must be below 1"):
+        Suppress([(0, 4)], factor=1.0)

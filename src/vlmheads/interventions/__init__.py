@@ -7,7 +7,7 @@ Directions for ``Steer`` and ``VisionBoost`` are fitted by ``vlmheads.methods.di
 from .core import adaptvis_alpha, adaptvis_logits, apply
 from .installation import Installation
 from .values import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, InterventionError, ScalingVis, Steer,
-                     VisionBoost, from_json)
+                     Suppress, VisionBoost, from_json)
 
 __all__ = ["INTERVENTIONS", "Ablate", "AdaptVis", "Emphasize", "Installation", "Intervention", "InterventionError",
-           "ScalingVis", "Steer", "VisionBoost", "adaptvis_alpha", "adaptvis_logits", "apply", "from_json"]
+           "ScalingVis", "Steer", "Suppress", "VisionBoost", "adaptvis_alpha", "adaptvis_logits", "apply", "from_json"]

@@ -158,6 +158,29 @@ class Emphasize(Intervention):
 
 @intervention
 @dataclass(frozen=True)
+class Suppress(Intervention):
+    """The heads' output at the answer position (the last position of every pass) scaled by ``factor``
+    (0: zero-ablated there), the other positions untouched: what a head writes into the answer is removed,
+    what it wrote into earlier positions stays (the prior heads' reading in ``methods.prior``)."""
+
+    heads: Heads
+    factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", _heads(self.heads, "Suppress"))
+        object.__setattr__(self, "factor", _number(self.factor, "factor", "Suppress", minimum=0))
+        if self.factor >= 1:
+            raise InterventionError(f"Suppress factor must be below 1 (1 changes nothing; use Emphasize to raise "
+                                    f"heads), got {self.factor}")
+
+    def install(self, ctx: "Installation") -> None:
+        heads = self.heads if self.heads is not None else _all_heads(ctx.loaded)
+        for layer, hs in by_layer(heads).items():
+            ctx.head_hook(layer, lambda z, hs=hs: site.scale_(z, hs, self.factor, positions=site.LAST))
+
+
+@intervention
+@dataclass(frozen=True)
 class ScalingVis(Intervention):
     alpha: float
     heads: Heads = None
