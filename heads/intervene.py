@@ -38,6 +38,9 @@ def _parser():
     p.add_argument("--n", type=_cli.positive(), default=None,
                    help="at most N examples of each split (default: the protocol's splits, 80 + 320 of 400 for the "
                         "organism); for smoke runs of big models")
+    p.add_argument("--random-heads", type=_cli.positive(0), default=0, metavar="N",
+                   help="the control of every head method: the same method with its chosen parameters on N draws "
+                        "of as many random (not located) heads, reported as 'METHOD (random heads)' rows (default 0)")
     p.add_argument("--sweep", action="store_true",
                    help="tune alpha / threshold / gamma (and k) on the validation split (default: published defaults)")
     _cli.add_run_options(p, batch_size=_cli.defaults(InterveneConfig)["batch_size"])
@@ -125,6 +128,7 @@ def _run(args) -> int:
                   no_heads if not head_methods else f"every head method run has its own head count "
                                                     f"({', '.join(f'--{m}' for m in k_own)})"),
         "heads_from": (bool(head_methods), no_heads), "function": (bool(head_methods), no_heads),
+        "random_heads": (bool(head_methods), no_heads),
         "data_root": _cli.data_root_used(args.dataset or InterveneConfig.datasets)})
     _cli.check_model_options(args)
     # head-free methods (none, ScalingVis, AdaptVis, VisionBoost) need no locate run at all
@@ -208,6 +212,8 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["layout_probe_accuracy"] = result.probe_accuracy
+            if result.controls:
+                record.meta["random_head_controls"] = result.controls  # the head sets each control drew
             result.skipped.update(skipped or {})
             record.meta["skipped"] = result.skipped
             record.meta["dataset"]["identity"] = result.datasets

@@ -238,6 +238,8 @@ CLI_CASES = [
     ("intervene", ["--method", "none", "--heads-from", "{run}"],
      "--heads-from has no effect here: no method run acts on located heads"),
     ("intervene", ["--method", "scalingvis", "--function", "spatial"], "--function has no effect here"),
+    ("intervene", ["--method", "none", "--random-heads", "3"], "--random-heads has no effect here"),
+    ("intervene", ["--random-heads", "-1"], "argument --random-heads: must be at least 0"),
     ("intervene", ["--method", "emphasize", "--emphasize", "top-2", "--heads", "top-3"],
      "--heads has no effect here: every head method run has its own head count (--emphasize)"),
     ("intervene", ["--resume", "{root}/full"], "not a run directory"),

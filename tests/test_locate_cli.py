@@ -344,12 +344,18 @@ def test_target_prior_scores_flips_and_breaks_on_the_default_organism(tmp_path, 
 
     iv = tmp_path / "iv"
     assert intervene_main(["--model", "organism", "--heads-from", str(out), "--dataset", "organism:controlled",
-                           "--method", "none", "--method", "suppress", "--n", "24", "--out", str(iv)]) == 0
+                           "--method", "none", "--method", "suppress", "--n", "24", "--random-heads", "2",
+                           "--out", str(iv)]) == 0
     applied = json.loads((iv / "interventions.json").read_text())["organism:controlled"]["suppress"]
     assert applied == [{"type": "Suppress", "heads": sorted([h["layer"], h["head"]] for h in info["heads"]),
                         "factor": 0.0}]
     groups = {(r["method"], r["group"]) for r in csv.DictReader((iv / "results.csv").open())}
     assert ("suppress", "prior=violating") in groups and ("none", "prior=violating") in groups
+    # its control: the same suppression on 2 draws of as many heads that were not located
+    assert ("suppress (random heads)", "prior=violating") in groups and ("none (random heads)", "all") not in groups
+    drawn = json.loads((iv / "metadata.json").read_text())["random_head_controls"]["organism:controlled"]["suppress"]
+    located = {(h["layer"], h["head"]) for h in info["heads"]}
+    assert len(drawn) == 2 and all(len(d) == len(located) and not located & {tuple(h) for h in d} for d in drawn)
     capsys.readouterr()
     assert main(["--target", "prior", "--n", "8", "--random-draws", "1", "--batch-size", "8",
                  "--out", str(tmp_path / "competent")]) == 2

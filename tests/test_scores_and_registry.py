@@ -88,3 +88,16 @@ def test_the_suite_registries():
     assert "suppress" not in METHODS and set(METHODS) == set(INTERVENE_METHODS) - {"suppress"}  # opt-in
     with pytest.raises(ValueError, match="needs the patching method"):
         LocateConfig(methods=("ablation",), select_by="denoising")
+
+
+def test_random_head_sets_avoid_the_located_heads_and_are_seeded():
+    from vlmheads.intervene import random_head_sets
+    from vlmheads.models.adapter import HeadGeometry
+
+    g = HeadGeometry(n_layers=2, n_heads=3, n_kv_heads=3, head_dim=4)
+    located = ((0, 1), (1, 2))
+    draws = random_head_sets(g, located, 20, seed=3)
+    assert len(draws) == 20 and all(len(d) == 2 and d == tuple(sorted(d)) for d in draws)
+    assert not {h for d in draws for h in d} & set(located)
+    assert {h for d in draws for h in d} == {(0, 0), (0, 2), (1, 0), (1, 1)}  # every other head is drawn
+    assert draws == random_head_sets(g, located, 20, seed=3) != random_head_sets(g, located, 20, seed=4)

@@ -117,6 +117,7 @@ class InterveneConfig(ModelOptions):
     k_grid: tuple[int, ...] = (1, 2, 3, 5, 8)
     batch_size: int = 64
     n: int | None = None  # at most this many examples of each split (None: the protocol's whole splits)
+    random_heads: int = 0  # --random-heads N: each head method also run on N draws of as many random heads
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -125,6 +126,8 @@ class InterveneConfig(ModelOptions):
             INTERVENE_METHODS[m]
         if not self.datasets:
             raise InputError("no datasets")
+        if self.random_heads < 0:
+            raise InputError(f"--random-heads must be 0 or more, got {self.random_heads}")
         for name, value in (("--batch-size", self.batch_size), ("bootstrap", self.bootstrap), ("--n", self.n or 1)):
             if value < 1:
                 raise InputError(f"{name} must be at least 1, got {value}")
@@ -163,6 +166,7 @@ class InterveneResult:
     probe_accuracy: dict = field(default_factory=dict)  # dataset -> VisionBoost layout probe accuracy
     datasets: dict = field(default_factory=dict)  # dataset -> {"val": identity, "test": identity}
     skipped: dict = field(default_factory=dict)  # "dataset|method" -> reason
+    controls: dict = field(default_factory=dict)  # dataset -> method -> the random head sets of its control
     timings: dict = field(default_factory=dict)
     resumed: list = field(default_factory=list)  # stages loaded from a previous run's stages_dir
 
@@ -231,6 +235,10 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
         result.rows += done["rows"]
         log(f"{name:<22} {method_name:<16} test {done['accuracy']:.3f}  params {done['chosen']}"
             + ("  (resumed)" if was_loaded else ""))
+        if "control" in done:
+            result.controls.setdefault(name, {})[method_name] = done["control"]["heads"]
+            log(f"{name:<22} {method_name:<16} on {len(done['control']['heads'])} draws of random heads: test "
+                f"{done['control']['accuracy']:.3f}")
         bar.update()
     result.resumed += store.resumed
     result.timings[name] = time.time() - t0
@@ -244,9 +252,28 @@ def _score_method(loaded: LoadedModel, config: InterveneConfig, name: str, metho
     chosen = {**params, "k": len(heads)} if method.uses_heads else params
     ivs = method.build(params, heads, fitted)
     correct = _correct(loaded, test_b, method, ivs)
-    rows = _rows(config, name, method_name, correct, [e for b in test_b for e in b.examples], val_acc, chosen)
-    return {"chosen": chosen, "applied": [iv.to_json() for iv in ivs], "rows": rows,
-            "accuracy": float(correct.mean())}
+    examples = [e for b in test_b for e in b.examples]
+    rows = _rows(config, name, method_name, correct, examples, val_acc, chosen)
+    done = {"chosen": chosen, "applied": [iv.to_json() for iv in ivs], "rows": rows, "accuracy": float(correct.mean())}
+    if config.random_heads and method.uses_heads and not method.fit and heads:
+        # the head-selective claim's fair baseline: the same method, the same parameters, on k random heads
+        draws = random_head_sets(loaded.geometry, heads, config.random_heads, seed=config.seed)
+        per_draw = torch.stack([_correct(loaded, test_b, method, method.build(params, d, fitted)) for d in draws])
+        control = f"{method_name} (random heads)"
+        done["rows"] += _rows(config, name, control, per_draw.float().mean(0), examples, float("nan"),
+                              {**chosen, "draws": len(draws)})  # per example: the share of draws it is right in
+        done["control"] = {"name": control, "heads": [[list(h) for h in d] for d in draws],
+                           "accuracy": float(per_draw.float().mean())}
+    return done
+
+
+def random_head_sets(geometry, located, draws: int, seed: int = 0) -> list[tuple]:
+    """``draws`` sets of ``len(located)`` heads drawn uniformly from the heads not located (sorted; seeded)."""
+    import random
+
+    pool = [(l, h) for l in range(geometry.n_layers) for h in range(geometry.n_heads) if (l, h) not in set(located)]
+    rng = random.Random(seed)
+    return [tuple(sorted(rng.sample(pool, min(len(located), len(pool))))) for _ in range(draws)]
 
 
 def _fit(loaded: LoadedModel, config: InterveneConfig, val: list, name: str, log: Callable[[str], None]) -> dict:
@@ -332,7 +359,8 @@ def write_outputs(result: InterveneResult, run_dir: Path) -> None:
 def table_lines(result: InterveneResult, groups: Sequence[str] = ("all",)) -> list[str]:
     datasets = list(dict.fromkeys(r["dataset"] for r in result.rows))
     methods = list(dict.fromkeys(r["method"] for r in result.rows))
-    lines = [f"{'method':<16}" + "".join(f"{d:>26}" for d in datasets)]
+    width = max([16, *(len(m) + 1 for m in methods)])
+    lines = [f"{'method':<{width}}" + "".join(f"{d:>26}" for d in datasets)]
     for group in groups:
         if group != "all":
             lines.append(f"[{group}]")
@@ -341,5 +369,5 @@ def table_lines(result: InterveneResult, groups: Sequence[str] = ("all",)) -> li
             for d in datasets:
                 r = next((r for r in result.rows if r["dataset"] == d and r["method"] == m and r["group"] == group), None)
                 cells.append(f"{r['accuracy']:.3f} [{r['ci_low']:.2f},{r['ci_high']:.2f}]" if r else "-")
-            lines.append(f"{m:<16}" + "".join(f"{c:>26}" for c in cells))
+            lines.append(f"{m:<{width}}" + "".join(f"{c:>26}" for c in cells))
     return lines
