@@ -228,7 +228,7 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
         by_reason.setdefault(why, []).append(what)
     for why, what in by_reason.items():
         print(f"skipped {', '.join(what)}: {why}")
-    print(f"\nwrote {run_dir}/results.csv, interventions.json, comparison.html")
+    print(f"\nwrote {run_dir}/results.csv, interventions.json, samples.jsonl, comparison.html")
     return 0
 
 

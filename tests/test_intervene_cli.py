@@ -56,6 +56,21 @@ def test_compares_methods_on_test_split_with_intervals(tmp_path, locate_run):
     assert applied["head_adaptvis"][0]["heads"] == meta["locate_run"]["heads"]  # top-k: the run's selection
     assert meta["dataset"]["identity"]["organism:controlled"]["test"]["n_examples"] == 320
     assert (out / "comparison.html").stat().st_size > 1_000_000
+    # samples.jsonl: one line per test example; its correctness per method adds up to results.csv's accuracy
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 320 and len({s["digest"] for s in samples}) == len({s["id"] for s in samples}) == 320
+    for method, row in overall.items():
+        assert sum(s["methods"][method]["correct"] for s in samples) / 320 == pytest.approx(float(row["accuracy"]),
+                                                                                        abs=1e-4)
+        assert all((s["methods"][method]["prediction"] == s["answer"]) == s["methods"][method]["correct"]
+                   and 0 <= s["methods"][method]["p_correct"] <= 1 for s in samples)
+    violating = [s for s in samples if s["prior"] == "violating"]
+    fixed = [s["id"] for s in violating if s["methods"]["emphasize"]["correct"] and not s["methods"]["none"]["correct"]]
+    broken = [s["id"] for s in violating if s["methods"]["none"]["correct"] and not s["methods"]["emphasize"]["correct"]]
+    row = next(r for r in rows if r["method"] == "emphasize" and r["group"] == "prior=violating")
+    base = next(r for r in rows if r["method"] == "none" and r["group"] == "prior=violating")
+    assert (len(fixed) - len(broken)) / len(violating) == pytest.approx(float(row["accuracy"]) - float(base["accuracy"]),
+                                                                        abs=1e-3)  # which items a method fixed
 
 
 def test_each_head_method_keeps_its_own_k(tmp_path, locate_run):

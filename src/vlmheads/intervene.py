@@ -153,6 +153,31 @@ def _logits(loaded: LoadedModel, batch, method: InterveneMethod, ivs: list[Inter
         return loaded.last_logits(batch.inputs)
 
 
+def _outcomes(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[Intervention]) -> dict:
+    """Per test example: the predicted option (argmax of the options' first-token logits), the probability
+    of the correct option among the options, and correctness: ``{"prediction", "p_correct", "correct"}``, each ``[N]``."""
+    preds, probs = [], []
+    for b in batches:
+        opts = _logits(loaded, b, method, ivs).float().gather(1, b.option_ids)  # [B, K]
+        preds.append(opts.argmax(1).cpu())
+        probs.append(opts.softmax(1).gather(1, b.answer[:, None])[:, 0].cpu())
+    pred, answer = torch.cat(preds), torch.cat([b.answer.cpu() for b in batches])
+    return {"prediction": pred, "p_correct": torch.cat(probs), "correct": (pred == answer).float()}
+
+
+def example_digest(example) -> str:
+    """sha256 (16 hex digits) of what the model saw: the prompt, the options and the image's pixels."""
+    import hashlib
+
+    from .data import as_pil
+
+    digest = hashlib.sha256("\0".join([example.prompt, *example.options]).encode())
+    if example.image is not None:
+        image = as_pil(example.image)
+        digest.update(f"{image.mode}{image.size}".encode() + image.tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _correct(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[Intervention]) -> torch.Tensor:
     return torch.cat([metric(_logits(loaded, b, method, ivs), b.option_ids, b.answer, "accuracy").cpu()
                       for b in batches])
@@ -167,6 +192,7 @@ class InterveneResult:
     datasets: dict = field(default_factory=dict)  # dataset -> {"val": identity, "test": identity}
     skipped: dict = field(default_factory=dict)  # "dataset|method" -> reason
     controls: dict = field(default_factory=dict)  # dataset -> method -> the random head sets of its control
+    samples: dict = field(default_factory=dict)  # (dataset, example id) -> its record in samples.jsonl
     timings: dict = field(default_factory=dict)
     resumed: list = field(default_factory=list)  # stages loaded from a previous run's stages_dir
 
@@ -233,6 +259,11 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
         result.chosen[(name, method_name)] = done["chosen"]
         result.applied.setdefault(name, {})[method_name] = done["applied"]
         result.rows += done["rows"]
+        for e, outcome in zip((e for b in test_b for e in b.examples), done["samples"]):
+            record = result.samples.setdefault((name, e.id), {
+                "dataset": name, "id": e.id, "digest": example_digest(e), "options": list(e.options),
+                "answer": e.answer, "prior": e.meta.get("prior"), "methods": {}})
+            record["methods"][method_name] = outcome
         log(f"{name:<22} {method_name:<16} test {done['accuracy']:.3f}  params {done['chosen']}"
             + ("  (resumed)" if was_loaded else ""))
         if "control" in done:
@@ -251,10 +282,13 @@ def _score_method(loaded: LoadedModel, config: InterveneConfig, name: str, metho
     params, heads, val_acc = _tune(loaded, config, method_name, val_b, fitted)
     chosen = {**params, "k": len(heads)} if method.uses_heads else params
     ivs = method.build(params, heads, fitted)
-    correct = _correct(loaded, test_b, method, ivs)
+    outcome = _outcomes(loaded, test_b, method, ivs)
+    correct = outcome["correct"]
     examples = [e for b in test_b for e in b.examples]
     rows = _rows(config, name, method_name, correct, examples, val_acc, chosen)
-    done = {"chosen": chosen, "applied": [iv.to_json() for iv in ivs], "rows": rows, "accuracy": float(correct.mean())}
+    done = {"chosen": chosen, "applied": [iv.to_json() for iv in ivs], "rows": rows, "accuracy": float(correct.mean()),
+            "samples": [{"prediction": e.options[int(p)], "p_correct": round(float(q), 6), "correct": bool(c)}
+                        for e, p, q, c in zip(examples, outcome["prediction"], outcome["p_correct"], correct)]}
     if config.random_heads and method.uses_heads and not method.fit and heads:
         # the head-selective claim's fair baseline: the same method, the same parameters, on k random heads
         draws = random_head_sets(loaded.geometry, heads, config.random_heads, seed=config.seed)
@@ -337,11 +371,14 @@ def _rows(config: InterveneConfig, name: str, method_name: str, correct: torch.T
 
 def write_outputs(result: InterveneResult, run_dir: Path) -> None:
     """results.csv, interventions.json (exactly what was applied, re-loadable with
-    ``vlmheads.interventions.from_json``) and the offline chart comparison.html, each written atomically."""
+    ``vlmheads.interventions.from_json``), samples.jsonl (one test example a line: its id, a digest of its
+    prompt, options and pixels, the answer, and per method the prediction, the correct option's probability
+    among the options and correctness) and the offline chart comparison.html, each written atomically."""
     import plotly.graph_objects as go
 
     write_csv(run_dir / "results.csv", result.rows)
     write_json(run_dir / "interventions.json", result.applied)
+    write_text_atomic(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in result.samples.values()))
     fig = go.Figure()
     rows = [r for r in result.rows if r["group"] == "all"]
     for method in dict.fromkeys(r["method"] for r in rows):
