@@ -17,6 +17,7 @@ from heads import _cli
 
 
 def _parser():
+    from vlmheads.data.option_order import SCHEMES
     from vlmheads.intervene import INTERVENE_METHODS, METHODS, InterveneConfig
 
     p = _cli.command_parser("python -m heads.intervene", __doc__)
@@ -41,6 +42,17 @@ def _parser():
     p.add_argument("--random-heads", type=_cli.positive(0), default=0, metavar="N",
                    help="the control of every head method: the same method with its chosen parameters on N draws "
                         "of as many random (not located) heads, reported as 'METHOD (random heads)' rows (default 0)")
+    p.add_argument("--random-attention", type=_cli.positive(0), default=0, metavar="N",
+                   help="the control of every attention-scaling method (scalingvis, adaptvis, head_adaptvis, "
+                        "head_scalingvis): its image-key logits scaled instead by N draws of seeded random factors "
+                        "as far from 1 as its chosen alpha, 'METHOD (random attention)' rows (default 0)")
+    p.add_argument("--blind", action="store_true",
+                   help="the blind baseline: the unmodified model with every image replaced by a uniform grey one, "
+                        "a 'none (blind)' row (needs the method none)")
+    p.add_argument("--option-orders", choices=SCHEMES, default=None,
+                   help="option-order robustness of every method: the options listed in the prompt in every "
+                        "cyclic shift (circular) or every permutation (all); an example counts only when it is "
+                        "right in all of them, 'METHOD (option orders)' rows (default: off)")
     p.add_argument("--sweep", action="store_true",
                    help="tune alpha / threshold / gamma (and k) on the validation split (default: published defaults)")
     _cli.add_run_options(p, batch_size=_cli.defaults(InterveneConfig)["batch_size"])
@@ -129,6 +141,10 @@ def _run(args) -> int:
                                                     f"({', '.join(f'--{m}' for m in k_own)})"),
         "heads_from": (bool(head_methods), no_heads), "function": (bool(head_methods), no_heads),
         "random_heads": (bool(head_methods), no_heads),
+        "random_attention": (any(INTERVENE_METHODS[m].scales_attention for m in methods),
+                             f"no method run scales attention logits ({run_list})"),
+        "blind": ("none" in methods, f"the blind baseline is the unmodified model, and none is not among the "
+                                     f"methods ({run_list}); add --method none"),
         "data_root": _cli.data_root_used(args.dataset or InterveneConfig.datasets)})
     _cli.check_model_options(args)
     # head-free methods (none, ScalingVis, AdaptVis, VisionBoost) need no locate run at all
@@ -213,7 +229,7 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
                 record.time(stage, seconds)
             record.meta["layout_probe_accuracy"] = result.probe_accuracy
             if result.controls:
-                record.meta["random_head_controls"] = result.controls  # the head sets each control drew
+                record.meta["controls"] = result.controls  # per control row: the heads, seeds or orders it drew
             result.skipped.update(skipped or {})
             record.meta["skipped"] = result.skipped
             record.meta["dataset"]["identity"] = result.datasets

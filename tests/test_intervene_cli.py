@@ -73,6 +73,73 @@ def test_compares_methods_on_test_split_with_intervals(tmp_path, locate_run):
                                                                         abs=1e-3)  # which items a method fixed
 
 
+def test_controls_stand_beside_the_methods_they_control(tmp_path, locate_run, organism):
+    """--random-heads, --random-attention, --blind and --option-orders: each control's rows appear beside the
+    methods it controls and no others, its samples add up to its rows, the blind row is the unmodified model on
+    grey images (recomputed here by hand), and an answer that survives every option order was right in the
+    given one."""
+    import math
+
+    import torch
+
+    from vlmheads.controls import blank
+    from vlmheads.intervene import InterveneConfig, load_datasets
+    from vlmheads.methods.batches import option_batches
+
+    out = tmp_path / "iv"
+    assert main(["--heads-from", str(locate_run), "--dataset", "organism:controlled", "--n", "40",
+                 "--method", "none", "--method", "scalingvis", "--method", "head_adaptvis", "--method", "emphasize",
+                 "--random-heads", "2", "--random-attention", "2", "--blind", "--option-orders", "circular",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    overall = {r["method"]: r for r in rows if r["group"] == "all"}
+    assert list(overall) == [
+        "none", "none (blind)", "none (option orders)",
+        "scalingvis", "scalingvis (random attention)", "scalingvis (option orders)",
+        "head_adaptvis", "head_adaptvis (random heads)", "head_adaptvis (random attention)",
+        "head_adaptvis (option orders)",
+        "emphasize", "emphasize (random heads)", "emphasize (option orders)"]
+    assert {r["group"] for r in rows if r["method"] == "none (blind)"} >= {"prior=violating", "relation=left"}
+    params = json.loads(overall["scalingvis (random attention)"]["params"])
+    assert params["draws"] == 2 and params["spread"] == pytest.approx(abs(math.log(0.8)), abs=1e-6)
+    assert json.loads(overall["emphasize (option orders)"]["params"])["orders"] == 4
+    controls = json.loads((out / "metadata.json").read_text())["controls"]["organism:controlled"]
+    assert len(controls["head_adaptvis (random attention)"]["seeds"]) == 2
+    assert controls["head_adaptvis (random attention)"]["heads"] == json.loads(
+        (out / "interventions.json").read_text())["organism:controlled"]["head_adaptvis"][0]["heads"]
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    for method, row in overall.items():
+        assert sum(s["methods"][method]["correct"] for s in samples) / len(samples) == pytest.approx(
+            float(row["accuracy"]), abs=1e-4), method
+    for method in ("none", "scalingvis", "head_adaptvis", "emphasize"):
+        for s in samples:
+            survived = s["methods"][f"{method} (option orders)"]
+            assert survived["correct"] == (survived["orders_right"] == 4)
+            assert survived["orders_right"] >= s["methods"][method]["correct"] and (
+                not survived["correct"] or s["methods"][method]["correct"])
+    # the blind row, by hand: the unmodified model on grey images of the same test examples
+    _, test = load_datasets(InterveneConfig(datasets=("organism:controlled",), n=40))["organism:controlled"]
+    right = []
+    for b in option_batches(organism, [blank(e) for e in test], 16):
+        with torch.no_grad():
+            logits = organism.last_logits(b.inputs).float().gather(1, b.option_ids)
+        right += (logits.argmax(1) == b.answer).tolist()
+    assert sum(right) / len(right) == pytest.approx(float(overall["none (blind)"]["accuracy"]), abs=1e-6)
+    assert [s["methods"]["none (blind)"]["correct"] for s in samples] == right
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--method", "emphasize", "--random-attention", "2"], "--random-attention has no effect here"),
+    (["--method", "emphasize", "--blind"], "add --method none"),
+    (["--option-orders", "shuffled"], "invalid choice"),
+])
+def test_controls_that_control_nothing_are_refused(tmp_path, locate_run, capsys, argv, message):
+    assert main(["--heads-from", str(locate_run), "--dataset", "organism:controlled", *argv,
+                 "--out", str(tmp_path / "iv")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "iv").exists()
+
+
 def test_each_head_method_keeps_its_own_k(tmp_path, locate_run):
     """--emphasize top-2 --ablate top-5 emphasises 2 heads and ablates 5 (it once ablated 2)."""
     out = tmp_path / "iv"

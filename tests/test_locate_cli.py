@@ -353,7 +353,8 @@ def test_target_prior_scores_flips_and_breaks_on_the_default_organism(tmp_path, 
     assert ("suppress", "prior=violating") in groups and ("none", "prior=violating") in groups
     # its control: the same suppression on 2 draws of as many heads that were not located
     assert ("suppress (random heads)", "prior=violating") in groups and ("none (random heads)", "all") not in groups
-    drawn = json.loads((iv / "metadata.json").read_text())["random_head_controls"]["organism:controlled"]["suppress"]
+    drawn = json.loads((iv / "metadata.json").read_text())["controls"]["organism:controlled"]["suppress (random heads)"][
+        "heads"]
     located = {(h["layer"], h["head"]) for h in info["heads"]}
     assert len(drawn) == 2 and all(len(d) == len(located) and not located & {tuple(h) for h in d} for d in drawn)
     capsys.readouterr()

@@ -36,7 +36,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from .controls import CONTROLS, Chosen, Skip, random_head_sets  # noqa: F401 (random_head_sets: re-exported)
 from .data import load
+from .data.option_order import SCHEMES
 from .interventions import (Ablate, AdaptVis, Emphasize, Intervention, ScalingVis, Steer, Suppress, VisionBoost,
                             adaptvis_logits, apply)
 from .methods.batches import metric, option_batches
@@ -60,6 +62,7 @@ class InterveneMethod:
     tunes_k: bool = False  # with --sweep, k (the top-k located heads) is tuned too
     fit: str | None = None  # "steering" | "layout": directions fitted on the validation split
     shared_prefix: bool = False  # AdaptVis: confidence and scaled pass share the prompt's KV cache
+    scales_attention: bool = False  # scales image-key attention logits by alpha (the random-attention control)
     default: bool = True  # run when no --method is given (opt-in methods are named with --method)
 
 
@@ -70,12 +73,13 @@ _ADAPTVIS_GRID = tuple([{"alpha_low": 0.5, "alpha_high": 1.5, "threshold": 0.4}]
 # the first point of each grid is the published default (AdaptVis's Controlled_A settings; gamma 2)
 INTERVENE_METHODS.register("none", InterveneMethod(lambda p, heads, fitted: []))
 INTERVENE_METHODS.register("scalingvis", InterveneMethod(
-    lambda p, heads, fitted: [ScalingVis(**p)], grid=tuple({"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0))))
+    lambda p, heads, fitted: [ScalingVis(**p)], grid=tuple({"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0)),
+    scales_attention=True))
 INTERVENE_METHODS.register("adaptvis", InterveneMethod(
-    lambda p, heads, fitted: [AdaptVis(**p)], grid=_ADAPTVIS_GRID, shared_prefix=True))
+    lambda p, heads, fitted: [AdaptVis(**p)], grid=_ADAPTVIS_GRID, shared_prefix=True, scales_attention=True))
 INTERVENE_METHODS.register("head_adaptvis", InterveneMethod(
     lambda p, heads, fitted: [AdaptVis(heads=heads, **p)], grid=_ADAPTVIS_GRID, uses_heads=True, tunes_k=True,
-    shared_prefix=True))
+    shared_prefix=True, scales_attention=True))
 INTERVENE_METHODS.register("emphasize", InterveneMethod(
     lambda p, heads, fitted: [Emphasize(heads, **p)], grid=tuple({"gamma": g} for g in (2.0, 1.5, 3.0)),
     uses_heads=True, tunes_k=True))
@@ -84,7 +88,7 @@ INTERVENE_METHODS.register("attenuate", InterveneMethod(  # the located heads tu
     uses_heads=True, tunes_k=True))
 INTERVENE_METHODS.register("head_scalingvis", InterveneMethod(  # ScalingVis on the located heads only
     lambda p, heads, fitted: [ScalingVis(heads=heads, **p)],
-    grid=tuple({"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0)), uses_heads=True, tunes_k=True))
+    grid=tuple({"alpha": a} for a in (0.8, 0.5, 1.2, 1.5, 2.0)), uses_heads=True, tunes_k=True, scales_attention=True))
 INTERVENE_METHODS.register("ablate", InterveneMethod(  # the diagnostic: keeps its k
     lambda p, heads, fitted: [Ablate(heads)], uses_heads=True))
 INTERVENE_METHODS.register("visionboost", InterveneMethod(
@@ -118,6 +122,9 @@ class InterveneConfig(ModelOptions):
     batch_size: int = 64
     n: int | None = None  # at most this many examples of each split (None: the protocol's whole splits)
     random_heads: int = 0  # --random-heads N: each head method also run on N draws of as many random heads
+    random_attention: int = 0  # --random-attention N: each attention-scaling method beside N random scalings
+    blind: bool = False  # --blind: the unmodified model on blank images
+    option_orders: str | None = None  # --option-orders circular|all: each method on every order of the options
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -126,8 +133,13 @@ class InterveneConfig(ModelOptions):
             INTERVENE_METHODS[m]
         if not self.datasets:
             raise InputError("no datasets")
-        if self.random_heads < 0:
-            raise InputError(f"--random-heads must be 0 or more, got {self.random_heads}")
+        for name, value in (("--random-heads", self.random_heads), ("--random-attention", self.random_attention)):
+            if value < 0:
+                raise InputError(f"{name} must be 0 or more, got {value}")
+        if self.option_orders is not None and self.option_orders not in SCHEMES:
+            raise InputError(f"--option-orders is {' or '.join(SCHEMES)}, got {self.option_orders!r}")
+        if self.blind and "none" not in self.methods:
+            raise InputError("--blind reports the unmodified model on blank images: add --method none")
         for name, value in (("--batch-size", self.batch_size), ("bootstrap", self.bootstrap), ("--n", self.n or 1)):
             if value < 1:
                 raise InputError(f"{name} must be at least 1, got {value}")
@@ -191,7 +203,7 @@ class InterveneResult:
     probe_accuracy: dict = field(default_factory=dict)  # dataset -> VisionBoost layout probe accuracy
     datasets: dict = field(default_factory=dict)  # dataset -> {"val": identity, "test": identity}
     skipped: dict = field(default_factory=dict)  # "dataset|method" -> reason
-    controls: dict = field(default_factory=dict)  # dataset -> method -> the random head sets of its control
+    controls: dict = field(default_factory=dict)  # dataset -> control row ("METHOD (control)") -> what it drew
     samples: dict = field(default_factory=dict)  # (dataset, example id) -> its record in samples.jsonl
     timings: dict = field(default_factory=dict)
     resumed: list = field(default_factory=list)  # stages loaded from a previous run's stages_dir
@@ -266,10 +278,14 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
             record["methods"][method_name] = outcome
         log(f"{name:<22} {method_name:<16} test {done['accuracy']:.3f}  params {done['chosen']}"
             + ("  (resumed)" if was_loaded else ""))
-        if "control" in done:
-            result.controls.setdefault(name, {})[method_name] = done["control"]["heads"]
-            log(f"{name:<22} {method_name:<16} on {len(done['control']['heads'])} draws of random heads: test "
-                f"{done['control']['accuracy']:.3f}")
+        for row, control in done.get("controls", {}).items():
+            result.controls.setdefault(name, {})[row] = control["detail"]
+            for e, outcome in zip((e for b in test_b for e in b.examples), control["samples"]):
+                result.samples[(name, e.id)]["methods"][row] = outcome
+            log(f"{name:<22} {row:<32} test {control['accuracy']:.3f}")
+        for row, why in done.get("skipped", {}).items():
+            result.skipped[f"{name}|{row}"] = why
+            log(f"{name:<22} {row:<32} skipped: {why}")
         bar.update()
     result.resumed += store.resumed
     result.timings[name] = time.time() - t0
@@ -289,25 +305,23 @@ def _score_method(loaded: LoadedModel, config: InterveneConfig, name: str, metho
     done = {"chosen": chosen, "applied": [iv.to_json() for iv in ivs], "rows": rows, "accuracy": float(correct.mean()),
             "samples": [{"prediction": e.options[int(p)], "p_correct": round(float(q), 6), "correct": bool(c)}
                         for e, p, q, c in zip(examples, outcome["prediction"], outcome["p_correct"], correct)]}
-    if config.random_heads and method.uses_heads and not method.fit and heads:
-        # the head-selective claim's fair baseline: the same method, the same parameters, on k random heads
-        draws = random_head_sets(loaded.geometry, heads, config.random_heads, seed=config.seed)
-        per_draw = torch.stack([_correct(loaded, test_b, method, method.build(params, d, fitted)) for d in draws])
-        control = f"{method_name} (random heads)"
-        done["rows"] += _rows(config, name, control, per_draw.float().mean(0), examples, float("nan"),
-                              {**chosen, "draws": len(draws)})  # per example: the share of draws it is right in
-        done["control"] = {"name": control, "heads": [[list(h) for h in d] for d in draws],
-                           "accuracy": float(per_draw.float().mean())}
+    chosen_method = Chosen(loaded, config, method_name, method, params, heads, fitted, test_b, correct,
+                           score=lambda batches, m, ivs: _outcomes(loaded, batches, m, ivs),
+                           plain=INTERVENE_METHODS["none"])
+    for control in CONTROLS.values():
+        if not (control.wanted(config) and control.applies(chosen_method)):
+            continue
+        row = f"{method_name} ({control.label})"
+        try:
+            out = control.run(chosen_method)
+        except Skip as why:
+            done.setdefault("skipped", {})[row] = str(why)
+            continue
+        done["rows"] += _rows(config, name, row, out["correct"], examples, float("nan"), {**chosen, **out["params"]})
+        done.setdefault("controls", {})[row] = {
+            "detail": out["detail"], "accuracy": float(out["correct"].float().mean()),
+            "samples": out.get("samples") or [{"correct": round(float(x), 6)} for x in out["correct"]]}
     return done
-
-
-def random_head_sets(geometry, located, draws: int, seed: int = 0) -> list[tuple]:
-    """``draws`` sets of ``len(located)`` heads drawn uniformly from the heads not located (sorted; seeded)."""
-    import random
-
-    pool = [(l, h) for l in range(geometry.n_layers) for h in range(geometry.n_heads) if (l, h) not in set(located)]
-    rng = random.Random(seed)
-    return [tuple(sorted(rng.sample(pool, min(len(located), len(pool))))) for _ in range(draws)]
 
 
 def _fit(loaded: LoadedModel, config: InterveneConfig, val: list, name: str, log: Callable[[str], None]) -> dict:
@@ -383,12 +397,15 @@ def write_outputs(result: InterveneResult, run_dir: Path) -> None:
     rows = [r for r in result.rows if r["group"] == "all"]
     for method in dict.fromkeys(r["method"] for r in rows):
         rs = [r for r in rows if r["method"] == method]
+        control = method.endswith(")")  # "METHOD (control)": hatched, grouped with its method in the legend
         fig.add_trace(go.Bar(name=method, x=[r["dataset"] for r in rs], y=[r["accuracy"] for r in rs],
+                             legendgroup=method.split(" (")[0], marker_pattern_shape="/" if control else "",
                              error_y={"type": "data", "symmetric": False,
                                       "array": [r["ci_high"] - r["accuracy"] for r in rs],
                                       "arrayminus": [r["accuracy"] - r["ci_low"] for r in rs]},
                              hovertext=[f"params {r['params']}<br>n {r['n']}" for r in rs]))
-    fig.update_layout(barmode="group", title="test accuracy (95% bootstrap CI), tuned on validation",
+    fig.update_layout(barmode="group", title="test accuracy (95% bootstrap CI), tuned on validation; hatched: "
+                                             "controls (random heads / attention, blind, option orders)",
                       yaxis={"range": [0, 1], "title": "accuracy"}, template="plotly_white")
     write_text_atomic(run_dir / "comparison.html", fig.to_html(include_plotlyjs=True, full_html=True))
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from vlmheads.data import organism_examples
-from vlmheads.interventions import Ablate, AdaptVis, Emphasize, ScalingVis, adaptvis_alpha, adaptvis_logits, apply
+from vlmheads.interventions import (Ablate, AdaptVis, Emphasize, RandomScaling, ScalingVis, adaptvis_alpha,
+                                    adaptvis_logits, apply)
 from vlmheads.sites import attention
 from vlmheads.models import wrap_model
 from vlmheads.testing import TINY_BUILDERS
@@ -24,7 +25,8 @@ def _logits(loaded, inputs, ivs=()):
 
 
 @pytest.mark.parametrize("iv", [ScalingVis(1.0), ScalingVis(1.0, heads=[(0, 1)]), Emphasize([(1, 2), (3, 0)], 1.0),
-                                Emphasize(None, 1.0), Ablate([]), Emphasize([], 5.0)])
+                                Emphasize(None, 1.0), Ablate([]), Emphasize([], 5.0), RandomScaling(0.0),
+                                RandomScaling(0.0, heads=[(1, 2)], seed=7)])
 def test_identities_are_bit_identical(organism, batch, iv):
     assert torch.equal(_logits(organism, batch, [iv]), _logits(organism, batch))
 
@@ -63,6 +65,57 @@ def test_hand_computed_attention_case():
     torch.testing.assert_close(probs[0, 0, 1], expected_last)
     torch.testing.assert_close(probs[0, 0, 0], torch.softmax(s_first, 0))
     torch.testing.assert_close(out[0, 1, 0], expected_last @ v[0, 0])
+
+
+def test_random_attention_factors_by_hand():
+    """The random-attention control on a hand case: two heads, four keys (keys 1 and 2 are image tokens).
+    From the last row's probabilities each key's factor is read back (log p_j - log p_0 = f_j s_j - s_0):
+    the text keys keep factor 1, each image key gets its own factor within [e^-s, e^s], the two heads draw
+    different factors, the same seed draws the same ones and another seed others."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(1, 2, 2, 4), torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)  # [B, H, Q/K, D]
+    mask, image = torch.zeros(1, 1, 2, 4), torch.tensor([[False, True, True, False]])
+    spread, scale = 0.5, 0.5
+
+    class Mod(torch.nn.Module):
+        layer_idx = 0
+
+    def factors(seed):
+        spec = attention.ScaleSpec(layers={0: None}, alpha=torch.tensor([1.0]), image_keys=image, prompt_len=4,
+                                   noise=(spread, seed))
+        with attention.scaling(spec):
+            _, probs = attention.scaled_attention(Mod().eval(), q, k, v, mask, scaling=scale)
+        s = (q[0, :, -1:] @ k[0].transpose(1, 2))[:, 0] * scale  # [H, K] unscaled last-row logits
+        logp = probs[0, :, -1].double().log()  # [H, K]
+        # softmax is shift-invariant: f_j s_j = log p_j - log p_0 + s_0 (key 0 is text: factor 1)
+        return (logp - logp[:, :1] + s[:, :1].double()) / s.double()  # [H, K]
+
+    f = factors(seed=3)
+    torch.testing.assert_close(f[:, [0, 3]], torch.ones(2, 2, dtype=torch.float64), atol=1e-4, rtol=0)
+    image_f = f[:, [1, 2]]
+    assert bool((image_f.log().abs() <= spread + 1e-4).all()) and bool(((image_f - 1).abs() > 1e-3).all())
+    assert abs(float(image_f[0, 0] - image_f[1, 0])) > 1e-3  # a factor of its own per head
+    torch.testing.assert_close(factors(seed=3), f)
+    assert not torch.allclose(factors(seed=4)[:, [1, 2]], image_f, atol=1e-3)
+    expected = attention.random_factors((spread, 3), 0, torch.empty(1, 2, 4))[0][:, [1, 2]].double()
+    torch.testing.assert_close(image_f, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_random_attention_touches_only_its_heads(organism, batch):
+    """RandomScaling on one head changes that head's output at the last position and no other head's."""
+    o_proj = organism.adapter.o_proj_module(organism.model, 1)
+    seen = {}
+    handle = o_proj.register_forward_pre_hook(lambda m, a: seen.__setitem__(len(seen), a[0].detach().clone()))
+    try:
+        _logits(organism, batch)
+        _logits(organism, batch, [RandomScaling(1.0, heads=[(1, 2)], seed=1)])
+    finally:
+        handle.remove()
+    g = organism.geometry
+    base, noisy = (seen[i].view(*seen[i].shape[:2], g.n_heads, g.head_dim) for i in (0, 1))
+    changed = (base[:, -1] != noisy[:, -1]).any(-1).any(0)  # [H] at the last position, layer 1
+    assert changed.tolist() == [h == 2 for h in range(g.n_heads)]
+    assert torch.equal(base[:, :-1], noisy[:, :-1])
 
 
 def test_heads_are_selected_and_others_untouched(organism, batch):

@@ -9,7 +9,7 @@ import torch
 
 from vlmheads import site
 from vlmheads.interventions import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, InterventionError,
-                                    ScalingVis, Steer, Suppress, VisionBoost, apply, from_json)
+                                    RandomScaling, ScalingVis, Steer, Suppress, VisionBoost, apply, from_json)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,8 @@ VALUES = [
     Ablate([(0, 4), (2, 1)]), Ablate([(1, 3)], mode="resample"), Emphasize([(2, 3)], 0.5), Emphasize(None, 1.5),
     ScalingVis(1.7), ScalingVis(0.6, heads=[(2, 1)]), AdaptVis(0.5, 1.5, 0.4), AdaptVis(0.8, 2.0, 0.9, heads=[(2, 1)]),
     Steer(3.0, {(0, 4): (torch.linspace(-1, 1, 16), 0.7)}), VisionBoost(2.0, torch.eye(128)[:3]),
-    Suppress([(0, 4), (2, 1)]), Suppress([(0, 7)], factor=0.25),
+    Suppress([(0, 4), (2, 1)]), Suppress([(0, 7)], factor=0.25), RandomScaling(0.7, seed=3),
+    RandomScaling(1.2, heads=[(2, 1)]),
 ]
 
 

@@ -6,8 +6,8 @@ Directions for ``Steer`` and ``VisionBoost`` are fitted by ``vlmheads.methods.di
 
 from .core import adaptvis_alpha, adaptvis_logits, apply
 from .installation import Installation
-from .values import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, InterventionError, ScalingVis, Steer,
-                     Suppress, VisionBoost, from_json)
+from .values import (INTERVENTIONS, Ablate, AdaptVis, Emphasize, Intervention, InterventionError, RandomScaling,
+                     ScalingVis, Steer, Suppress, VisionBoost, from_json)
 
 __all__ = ["INTERVENTIONS", "Ablate", "AdaptVis", "Emphasize", "Installation", "Intervention", "InterventionError",
-           "ScalingVis", "Steer", "Suppress", "VisionBoost", "adaptvis_alpha", "adaptvis_logits", "apply", "from_json"]
+           "RandomScaling", "ScalingVis", "Steer", "Suppress", "VisionBoost", "adaptvis_alpha", "adaptvis_logits", "apply", "from_json"]

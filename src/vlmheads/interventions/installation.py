@@ -4,7 +4,8 @@ The few ways an intervention can act:
 
     head_hook(layer, fn)       fn(z) edits the head outputs of one layer (``vlmheads.site.hook``)
     scale_attention(...)       switch the text decoder to the registered ``vlmheads_scaled`` attention
-                               and scale the last prompt query's logits over the image keys
+                               and scale the last prompt query's logits over the image keys (by alpha,
+                               or by seeded random factors: the random-attention control)
     image_hook(fn)             hidden = fn(hidden, image_mask) at the first decoder layer's input
     confidence(inputs)         top-1 probability of the first answer token from an unmodified pass
 """
@@ -35,17 +36,17 @@ class Installation:
         self.image: torch.Tensor | None = None  # [B, S] image-token mask of the batch being run
         self.busy = False  # inside a confidence pass: image hooks stay out of it
         self.needs_batch = False
-        self._scaler: tuple[object, Callable, object] | None = None
+        self._scaler: tuple[object, Callable, object, object] | None = None
         self.check_after: Callable[[], None] | None = None  # run when the block ends without an error
 
     def head_hook(self, layer: int, fn: site.ZFn) -> None:
         self.stack.enter_context(site.hook(self.loaded, layer, fn, clone=True))
 
-    def scale_attention(self, owner, alpha_for: Callable, heads) -> None:
+    def scale_attention(self, owner, alpha_for: Callable, heads, noise: tuple[float, int] | None = None) -> None:
         if self._scaler is not None:
-            raise InterventionError(f"only one attention-logit intervention (ScalingVis or AdaptVis) at a time: "
+            raise InterventionError(f"only one attention-logit intervention (ScalingVis, AdaptVis or RandomScaling) at a time: "
                                     f"{type(self._scaler[0]).__name__} and {type(owner).__name__} were given")
-        self._scaler = (owner, alpha_for, heads)
+        self._scaler = (owner, alpha_for, heads, noise)
         self.needs_batch = True
         self.stack.enter_context(text_attention(self.loaded, attention.register()))
         self._watch_for_no_op(type(owner).__name__)
@@ -86,8 +87,8 @@ class Installation:
         """Set the image mask (and the scaling spec) for a batch: its prompt, before any decoding step."""
         self.image = self.loaded.image_token_mask(inputs)
         if self._scaler is not None:
-            _, alpha_for, heads = self._scaler
-            attention._SPEC.set(scale_spec(self.loaded, inputs, alpha_for(inputs), heads))
+            _, alpha_for, heads, noise = self._scaler
+            attention._SPEC.set(scale_spec(self.loaded, inputs, alpha_for(inputs), heads, noise))
 
     def watch_calls(self) -> None:
         """Prepare each forward call's own batch (``input_ids`` of a prompt; decoding steps keep the mask)."""

@@ -14,6 +14,8 @@ Heads are ``(layer, head)`` pairs of query heads. ``heads=None`` means every hea
                                         token from an unmodified pass; below ``threshold`` use alpha_low
                                         (smooth), else alpha_high (sharpen). ``heads`` given = the
                                         head-selective AdaptVis this suite proposes.
+    RandomScaling(spread, heads, seed)  the random-attention control: the same logits scaled by seeded random
+                                        factors exp(spread x u), u ~ U[-1, 1], one per layer, head, row and key
     Steer(alpha, directions)            add alpha x std x direction to chosen heads at the last position
     VisionBoost(alpha, directions)      boost layout directions in image tokens at the first decoder layer
 
@@ -220,6 +222,31 @@ class AdaptVis(Intervention):
 
     def install(self, ctx: "Installation") -> None:
         ctx.scale_attention(self, lambda inputs: self.alpha_for(ctx.confidence(inputs)), self.heads)
+
+
+@intervention
+@dataclass(frozen=True)
+class RandomScaling(Intervention):
+    """The random-attention control of ScalingVis and AdaptVis: the last prompt query's pre-softmax logits over
+    the image keys multiplied by ``exp(spread * u)``, ``u`` uniform in [-1, 1] and drawn anew for every layer,
+    head, batch row and image key from ``seed`` (``vlmheads.sites.attention.random_factors``). With ``spread`` =
+    |ln alpha| of the method it stands beside, the logits move as far as the method moves them, in no chosen
+    direction: a gain the method shares with its random-attention control is not the method's (arXiv
+    2605.05668). ``spread`` 0 is the identity."""
+
+    spread: float
+    heads: Heads = None
+    seed: int = 0
+    touches_image: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heads", _heads(self.heads, "RandomScaling"))
+        object.__setattr__(self, "spread", _number(self.spread, "spread", "RandomScaling", minimum=0))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise InterventionError(f"RandomScaling: seed must be a whole number, got {self.seed!r}")
+
+    def install(self, ctx: "Installation") -> None:
+        ctx.scale_attention(self, lambda inputs: 1.0, self.heads, noise=(self.spread, self.seed))
 
 
 @intervention

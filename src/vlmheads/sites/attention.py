@@ -14,6 +14,8 @@ silently dropped). Only the text decoder switches to it (``set_attn_implementati
     scores[b, h, -1, image keys of b] *= alpha[b]   chosen layers and heads; only in the call whose
                                                     last query is the prompt's last position (K equals
                                                     the prompt length): prefill, not decoding steps
+                                                    (the random-attention control: alpha[b] x a seeded
+                                                    random factor per b, h and key)
     scores + mask -> softmax (float32) -> @ v
 
 Only the last query row is scaled, so on a model whose own attention is not eager (SDPA, flash) the
@@ -44,6 +46,7 @@ class ScaleSpec:
     alpha: torch.Tensor  # [B] per-row factor
     image_keys: torch.Tensor  # [B, prompt_len] bool
     prompt_len: int
+    noise: tuple[float, int] | None = None  # (spread, seed): alpha x exp(spread x u), u ~ U[-1, 1] per row, head, key
 
 
 _SPEC: contextvars.ContextVar[ScaleSpec | None] = contextvars.ContextVar("vlmheads_scale", default=None)
@@ -140,12 +143,14 @@ def scaled_attention(module, query, key, value, attention_mask, scaling=None, dr
     if active:
         heads = spec.layers[layer]
         alpha = spec.alpha.to(weights.dtype)[:, None, None]  # [B, 1, 1]
-        scaled = torch.where(spec.image_keys[:, None, :], alpha, torch.ones_like(alpha))  # [B, 1, K]
+        if spec.noise is not None:  # the random-attention control: a factor of its own per row, head and key
+            alpha = alpha * random_factors(spec.noise, layer, weights[:, :, -1]).to(weights.device, weights.dtype)
+        scaled = torch.where(spec.image_keys[:, None, :], alpha, torch.ones_like(alpha))  # [B, 1 or H, K]
         factor = torch.ones_like(weights[:, :, -1])  # [B, H, K]
         if heads is None:
             factor = factor * scaled
         else:
-            factor[:, heads] = scaled
+            factor[:, heads] = scaled.expand_as(factor)[:, heads]
         weights = torch.cat([weights[:, :, :-1], (weights[:, :, -1] * factor)[:, :, None]], dim=2)
     if attention_mask is not None:
         weights = weights + attention_mask[:, :, :, : key_states.shape[-2]]
@@ -155,6 +160,15 @@ def scaled_attention(module, query, key, value, attention_mask, scaling=None, dr
     weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
     out = torch.matmul(weights, value_states).transpose(1, 2).contiguous()
     return out, weights
+
+
+def random_factors(noise: tuple[float, int], layer: int, like: torch.Tensor) -> torch.Tensor:
+    """``exp(spread * u)`` with ``u`` uniform in [-1, 1], one per entry of ``like`` (``[B, H, K]``): drawn on the
+    CPU from a generator seeded by (seed, layer), so a batch of the same shape draws the same factors."""
+    spread, seed = noise
+    generator = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(layer))
+    u = torch.rand(tuple(like.shape), generator=generator, dtype=torch.float32) * 2 - 1  # [B, H, K]
+    return torch.exp(float(spread) * u)
 
 
 def register() -> str:
@@ -190,9 +204,11 @@ def by_layer(heads) -> dict[int, list[int]]:
     return out
 
 
-def scale_spec(loaded: "LoadedModel", inputs: Mapping[str, torch.Tensor], alpha, heads) -> ScaleSpec:
+def scale_spec(loaded: "LoadedModel", inputs: Mapping[str, torch.Tensor], alpha, heads,
+               noise: tuple[float, int] | None = None) -> ScaleSpec:
     """What ``scaling`` scales for one batch: ``alpha`` (a number or ``[B]``) on the image keys of the last
-    prompt query, in ``heads`` (``(layer, head)`` pairs; None: every head of every layer)."""
+    prompt query, in ``heads`` (``(layer, head)`` pairs; None: every head of every layer); with ``noise``
+    ``(spread, seed)`` each row, head and image key is scaled by its own random factor too (``random_factors``)."""
     g = loaded.geometry
     image = loaded.image_token_mask(inputs)  # [B, S]
     alpha = torch.as_tensor(alpha, dtype=torch.float32, device=image.device)
@@ -202,7 +218,7 @@ def scale_spec(loaded: "LoadedModel", inputs: Mapping[str, torch.Tensor], alpha,
         layers = {layer: None for layer in range(g.n_layers)}
     else:
         layers = {layer: torch.tensor(hs, device=image.device) for layer, hs in by_layer(heads).items()}
-    return ScaleSpec(layers=layers, alpha=alpha, image_keys=image, prompt_len=int(image.shape[1]))
+    return ScaleSpec(layers=layers, alpha=alpha, image_keys=image, prompt_len=int(image.shape[1]), noise=noise)
 
 
 def attention_probabilities(loaded: "LoadedModel", inputs: Mapping[str, torch.Tensor]
