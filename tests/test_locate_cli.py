@@ -32,7 +32,7 @@ def organism_run(tmp_path_factory):
 
 
 def test_run_directory_holds_every_output(organism_run):
-    for name in ("config.json", "metadata.json", "scores.csv", "heads.json", "headmap.html"):
+    for name in ("config.json", "metadata.json", "scores.csv", "heads.json", "headmap.html", "samples.jsonl"):
         assert (organism_run / name).is_file(), name
     meta = json.loads((organism_run / "metadata.json").read_text())
     assert meta["status"] == "finished" and meta["model"]["family"] == "llava"
@@ -61,6 +61,23 @@ def test_selected_heads_and_check(organism_run):
     check = heads["check"]["functions"]["spatial_perception"]
     assert set(check) >= {"unablated", "selected_ablated", "random_ablated"}
     assert set(heads["summary"]["attribution_vs_exact_noising"]) == set(heads["summary"]["top_heads_by_function"])
+
+
+def test_samples_list_what_the_located_heads_carry_item_by_item(organism_run):
+    """samples.jsonl: every example once, the unmodified answer and the answer with the selected heads
+    ablated, adding up to the check's accuracies function by function."""
+    samples = [json.loads(line) for line in (organism_run / "samples.jsonl").read_text().splitlines()]
+    check = json.loads((organism_run / "heads.json").read_text())["check"]["functions"]
+    assert len({(s["function"], s["id"]) for s in samples}) == len(samples)  # a scene asks each function once
+    assert {s["function"] for s in samples} == set(check)
+    for function, c in check.items():
+        mine = [s for s in samples if s["function"] == function]
+        assert len(mine) == c["unablated"]["n"]
+        for name, key in (("none", "unablated"), ("ablate", "selected_ablated")):
+            assert sum(s["methods"][name]["correct"] for s in mine) / len(mine) == pytest.approx(
+                c[key]["accuracy"], abs=1e-4)
+        assert all(s["methods"]["none"]["correct"] == (s["methods"]["none"]["prediction"] == s["answer"])
+                   and set(s["methods"]) == {"none", "ablate"} for s in mine)
 
 
 def test_headmap_is_self_contained_with_menus(organism_run):
@@ -339,6 +356,15 @@ def test_target_prior_scores_flips_and_breaks_on_the_default_organism(tmp_path, 
     assert [info["heads"][0]["layer"], info["heads"][0]["head"]] == list(best)
     printed = capsys.readouterr().out
     assert "prior-driven errors flipped to the grounded answer" in printed
+    # samples.jsonl: the selected heads zeroed at the answer position, item by item; with one head selected,
+    # the prior-driven errors it fixes are its flip score
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    driven = [s for s in samples if s["function"] == "relational_reasoning" and s["prior"] == "violating"
+              and not s["methods"]["none"]["correct"]]
+    assert len(driven) == prior["prior_driven_errors"] and all("suppress" in s["methods"] for s in samples)
+    if len(info["heads"]) == 1:
+        flipped = sum(s["methods"]["suppress"]["correct"] for s in driven) / len(driven)
+        assert flipped == pytest.approx(target[("prior_flip", *best)], abs=1e-4)
     # act on them: suppress the located prior heads at the answer position, reported per prior group
     from heads.intervene import main as intervene_main
 

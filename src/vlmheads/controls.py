@@ -29,6 +29,7 @@ from .data.option_order import listing, orders, reorder
 from .interventions import RandomScaling
 from .methods.batches import option_batches
 from .registry import Registry
+from .samples import entries
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,7 @@ def _blind(c: Chosen) -> dict:
     batches = option_batches(c.loaded, [blank(e) for e in examples], c.config.batch_size)
     out = c.score(batches, c.method, c.interventions())
     return {"correct": out["correct"], "params": {"image": "grey"}, "detail": {"image": f"uniform RGB {BLANK}"},
-            "samples": [{"prediction": e.options[int(p)], "p_correct": round(float(q), 6), "correct": bool(ok)}
-                        for e, p, q, ok in zip(examples, out["prediction"], out["p_correct"], out["correct"])]}
+            "samples": entries(examples, out)}
 
 
 def _option_orders(c: Chosen) -> dict:

@@ -46,6 +46,7 @@ from .methods.directions import layout_directions, steering_directions
 from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 from .registry import Registry
+from .samples import entries, outcomes, record, write_samples
 from .runs import ModelOptions, StageStore, slug, write_csv, write_json, write_text_atomic
 from .world.scenes import Rendering
 from .errors import InputError
@@ -166,28 +167,9 @@ def _logits(loaded: LoadedModel, batch, method: InterveneMethod, ivs: list[Inter
 
 
 def _outcomes(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[Intervention]) -> dict:
-    """Per test example: the predicted option (argmax of the options' first-token logits), the probability
-    of the correct option among the options, and correctness: ``{"prediction", "p_correct", "correct"}``, each ``[N]``."""
-    preds, probs = [], []
-    for b in batches:
-        opts = _logits(loaded, b, method, ivs).float().gather(1, b.option_ids)  # [B, K]
-        preds.append(opts.argmax(1).cpu())
-        probs.append(opts.softmax(1).gather(1, b.answer[:, None])[:, 0].cpu())
-    pred, answer = torch.cat(preds), torch.cat([b.answer.cpu() for b in batches])
-    return {"prediction": pred, "p_correct": torch.cat(probs), "correct": (pred == answer).float()}
-
-
-def example_digest(example) -> str:
-    """sha256 (16 hex digits) of what the model saw: the prompt, the options and the image's pixels."""
-    import hashlib
-
-    from .data import as_pil
-
-    digest = hashlib.sha256("\0".join([example.prompt, *example.options]).encode())
-    if example.image is not None:
-        image = as_pil(example.image)
-        digest.update(f"{image.mode}{image.size}".encode() + image.tobytes())
-    return digest.hexdigest()[:16]
+    """Per test example: the predicted option, the probability of the correct option among the options, and
+    correctness: ``{"prediction", "p_correct", "correct"}``, each ``[N]``."""
+    return outcomes(batches, lambda b: _logits(loaded, b, method, ivs).float().gather(1, b.option_ids))
 
 
 def _correct(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[Intervention]) -> torch.Tensor:
@@ -272,10 +254,8 @@ def _run_dataset(loaded: LoadedModel, config: InterveneConfig, name: str, splits
         result.applied.setdefault(name, {})[method_name] = done["applied"]
         result.rows += done["rows"]
         for e, outcome in zip((e for b in test_b for e in b.examples), done["samples"]):
-            record = result.samples.setdefault((name, e.id), {
-                "dataset": name, "id": e.id, "digest": example_digest(e), "options": list(e.options),
-                "answer": e.answer, "prior": e.meta.get("prior"), "methods": {}})
-            record["methods"][method_name] = outcome
+            line = result.samples.setdefault((name, e.id), record(e, dataset=name))
+            line["methods"][method_name] = outcome
         log(f"{name:<22} {method_name:<16} test {done['accuracy']:.3f}  params {done['chosen']}"
             + ("  (resumed)" if was_loaded else ""))
         for row, control in done.get("controls", {}).items():
@@ -303,8 +283,7 @@ def _score_method(loaded: LoadedModel, config: InterveneConfig, name: str, metho
     examples = [e for b in test_b for e in b.examples]
     rows = _rows(config, name, method_name, correct, examples, val_acc, chosen)
     done = {"chosen": chosen, "applied": [iv.to_json() for iv in ivs], "rows": rows, "accuracy": float(correct.mean()),
-            "samples": [{"prediction": e.options[int(p)], "p_correct": round(float(q), 6), "correct": bool(c)}
-                        for e, p, q, c in zip(examples, outcome["prediction"], outcome["p_correct"], correct)]}
+            "samples": entries(examples, outcome)}
     chosen_method = Chosen(loaded, config, method_name, method, params, heads, fitted, test_b, correct,
                            score=lambda batches, m, ivs: _outcomes(loaded, batches, m, ivs),
                            plain=INTERVENE_METHODS["none"])
@@ -392,7 +371,7 @@ def write_outputs(result: InterveneResult, run_dir: Path) -> None:
 
     write_csv(run_dir / "results.csv", result.rows)
     write_json(run_dir / "interventions.json", result.applied)
-    write_text_atomic(run_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in result.samples.values()))
+    write_samples(run_dir / "samples.jsonl", result.samples.values())
     fig = go.Figure()
     rows = [r for r in result.rows if r["group"] == "all"]
     for method in dict.fromkeys(r["method"] for r in rows):

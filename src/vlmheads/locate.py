@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from .data import canonical_function, load, organism_pairs
+from .interventions import Ablate, Suppress
 from .world.scenes import Rendering
 from .methods.attention import image_attention
 from .methods.attribution import attribution_effects
@@ -47,6 +48,7 @@ from .methods.sweep import LayerSweep
 from .models.loading import LoadedModel
 from .registry import Registry
 from .runs import ModelOptions, StageStore
+from .samples import entries, record, under, write_samples
 from .scores import HeadScores
 from .errors import InputError
 
@@ -377,8 +379,30 @@ def _select_and_check(state: LocateState, bar) -> None:
     bar.set_postfix_str("ablation check")
     result.check = ablation_check(state.loaded, state.batches, result.selected, draws=config.random_draws,
                                   seed=config.seed, mode=config.ablation, means=state.means)
+    result.samples = located_samples(state)
     bar.update()
     result.timings["check"] = time.time() - t
+
+
+def located_samples(state: LocateState) -> list[dict]:
+    """samples.jsonl of a locate run: every example with the unmodified model's answer ("none"), with the
+    selected heads ablated as the check ablates them ("ablate", every position), and for a prior target with
+    them zeroed at the answer position only ("suppress", as the prior scores measure): which items the
+    located heads carry, and which prior-driven answers removing them flips."""
+    config, selected = state.config, tuple(state.result.selected)
+    variants = {"none": [], "ablate": [Ablate(selected, config.ablation)]}
+    if config.select_by.startswith("prior"):
+        variants["suppress"] = [Suppress(selected, 0.0)]
+    lines = []
+    for f in state.functions:
+        examples = from_batches(state.batches[f])
+        got = {name: entries(examples, under(state.loaded, state.batches[f], ivs, means=state.means))
+               for name, ivs in variants.items()}
+        for i, e in enumerate(examples):
+            line = record(e)
+            line["methods"] = {name: got[name][i] for name in variants}
+            lines.append(line)
+    return lines
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -527,10 +551,12 @@ def _agreement(estimate: torch.Tensor, exact: torch.Tensor) -> dict:
 
 
 def write_outputs(result: HeadScores, run_dir: Path) -> None:
-    """scores.csv and heads.json (``HeadScores.save``), then the head map drawn from what was saved."""
+    """scores.csv and heads.json (``HeadScores.save``), samples.jsonl (``located_samples``), then the head map
+    drawn from what was saved."""
     from .plots.headmap import write_headmap
 
     result.save(run_dir)
+    write_samples(run_dir / "samples.jsonl", result.samples)
     write_headmap(HeadScores.load(run_dir), run_dir / "headmap.html")
 
 

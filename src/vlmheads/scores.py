@@ -59,6 +59,7 @@ class HeadScores:
     skipped: dict = field(default_factory=dict)  # method -> reason
     timings: dict = field(default_factory=dict)
     model_files: dict | None = None  # models.identity.source_identity of the model it ran on (None: not known)
+    samples: list = field(default_factory=list, repr=False)  # samples.jsonl lines of the run (not in heads.json)
     format: int = FORMAT  # heads.json's format version, as read (1: a run from before versions)
     run_dir: Path | None = None
     _ranks: dict = field(default_factory=dict, repr=False)  # (method, function) -> [Head] as saved
