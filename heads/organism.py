@@ -1,4 +1,4 @@
-"""python -m heads.organism train|eval: retrain or evaluate the model organism.
+"""python -m heads.organism train|eval|twin: retrain or evaluate the model organism, or run the twin test.
 
     python -m heads.organism eval                       # the shipped organism on fresh held-out scenes
     python -m heads.organism eval --model DIR           # any saved organism-format model
@@ -9,6 +9,8 @@
     python -m heads.organism train --recipe setting --init RUN/model --install   # the default organism
     python -m heads.organism train --resume RUN         # continue an interrupted run from its checkpoint
     python -m heads.organism train --micro              # a few steps of a micro model (checks the loop)
+    python -m heads.organism twin                       # the prior-head finder on the prior organism and
+                                                        # its prior-free twin (vlmheads.methods.twin)
 
 Each run writes config.json + metadata.json into its run directory (results/organism/<run_id>/).
 Training saves the model there; only ``--install`` copies it over the shipped organism, after the
@@ -27,7 +29,8 @@ def _parser():
     from vlmheads.organism.train import RECIPES
 
     parser = _cli.command_parser("python -m heads.organism", __doc__)
-    sub = parser.add_subparsers(dest="action", metavar="{train,eval}", required=True, parser_class=_cli._Parser)
+    sub = parser.add_subparsers(dest="action", metavar="{train,eval,twin}", required=True,
+                                parser_class=_cli._Parser)
     train = sub.add_parser("train", help="train the organism (a recipe: from scratch, or fine-tuning a saved one)")
     train.add_argument("--recipe", choices=tuple(RECIPES), default="competent",
                        help="competent: the clean organism from scratch (default); prior: fine-tune organism-competent "
@@ -54,6 +57,18 @@ def _parser():
     ev.add_argument("--batch-size", type=_cli.positive(), default=None, help="default 64")
     ev.add_argument("--seed", type=int, default=None, help="scene seed (default 20000, never used in training)")
     ev.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
+    twin = sub.add_parser("twin", help="locate prior heads by margin on one set of scenes and zero them at the "
+                                       "answer position on another, on both twins, beside random heads")
+    twin.add_argument("--models", type=_cli.comma_list, default=("organism", "organism-competent"),
+                      help="the model with the prior, then its prior-free twin (default organism,organism-competent)")
+    twin.add_argument("--n", type=_cli.positive(), default=320, help="scenes per set (default 320)")
+    twin.add_argument("--k", type=_cli.positive(), default=1, help="heads to zero (default 1: the best)")
+    twin.add_argument("--draws", type=_cli.positive(), default=5, help="random head sets (default 5)")
+    twin.add_argument("--locate-seed", type=int, default=1, help="scene seed of the locating set (default 1)")
+    twin.add_argument("--seed", type=int, default=0, help="scene seed of the applying set, and the draws' (default 0)")
+    twin.add_argument("--batch-size", type=_cli.positive(), default=64)
+    twin.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or mps")
+    twin.add_argument("--out", default=None, help="run directory (default: results/organism/<run_id>)")
     return parser
 
 
@@ -209,8 +224,72 @@ def _eval(args) -> int:
     return 0
 
 
+def _twin(args) -> int:
+    from types import SimpleNamespace
+
+    from vlmheads.data import load
+    from vlmheads.methods.twin import twin_test
+    from vlmheads.models import load_model
+    from vlmheads.runs import RunRecord, write_json
+
+    if len(args.models) != 2:
+        raise _cli.UsageError(f"--models takes two models, the one with the prior and its twin, got "
+                              f"{len(args.models)}: {','.join(args.models)}")
+    for model in args.models:
+        geometry = _cli.declared_geometry(SimpleNamespace(model=model))  # a missing model is refused here
+        if geometry and args.k >= geometry[0] * geometry[1]:
+            raise _cli.UsageError(f"--k {args.k} leaves no random heads to compare with on {model} "
+                                  f"({geometry[0] * geometry[1]} heads)")
+    config = {"models": list(args.models), "n": args.n, "k": args.k, "draws": args.draws,
+              "locate_seed": args.locate_seed, "seed": args.seed, "batch_size": args.batch_size, "device": args.device,
+              "dataset": "organism:controlled", "locate_split": "test", "apply_split": "test"}
+    if args.locate_seed == args.seed:
+        raise _cli.UsageError("--locate-seed and --seed draw the same scenes: locate on other scenes than the ones "
+                              "the heads are applied to")
+    loaded = [load_model(m, device=args.device) for m in args.models]
+    reports = []
+    with _cli.run_directory("organism", "twin", args.out) as run_dir:
+        args.run_dir = run_dir
+        print(f"run directory: {run_dir}")
+        with RunRecord(run_dir, "organism twin", config, argv=args.argv, seed=args.seed,
+                       model={m.name: m.identity() for m in loaded},
+                       dataset={"name": "organism:controlled", "seeds": [args.locate_seed, args.seed], "n": args.n}
+                       ) as record:
+            for m in loaded:
+                def scenes(seed, m=m):
+                    return list(load("organism:controlled", split="test", seed=seed, limit=args.n,
+                                     rendering=m.rendering))
+                reports.append(twin_test(m, scenes(args.locate_seed), scenes(args.seed), k=args.k, draws=args.draws,
+                                         seed=args.seed, batch_size=args.batch_size))
+            record.meta["twin"] = [{"model": r["model"], "heads": r["located"]["heads"]} for r in reports]
+            with record.writing_outputs():
+                write_json(run_dir / "twin.json", {"reports": reports})
+    print("\n" + "\n".join(twin_lines(reports)))
+    return 0
+
+
+def twin_lines(reports: list) -> list[str]:
+    def pct(x):
+        return "  n/a" if x is None else f"{x:5.2f}"
+
+    lines = [f"{'model':<20} {'heads':<10} {'z':>5}  {'':<7} {'margin shift':>12} {'(of |margin|)':>13} {'flip':>5} "
+             f"{'cost':>5} {'violating acc':>13}"]
+    for r in reports:
+        a = r["applied"]
+        heads = ",".join(f"L{l}H{h}" for l, h in a["heads"])
+        for who, label in (("located", heads), ("random", f"{len(a['heads'])} random")):
+            e = a[who]
+            lines.append(f"{r['model']:<20} {label:<10} {r['located']['z'] if who == 'located' else '':>5}  "
+                         f"{who:<7} {e['margin_shift']:>12.3f} {pct(e['relative_shift']):>13} {pct(e['flip'])} "
+                         f"{pct(e.get('cost'))} {a['base_violating_accuracy']:.3f} -> {e['violating_accuracy']:.3f}")
+        lines.append(f"{'':<20} {a['prior_driven_errors']} prior-driven errors of {a['n_violating']} violating "
+                     f"scenes; mean margin {a['base_margin']:.2f}")
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return _cli.run_command(lambda args: _train(args) if args.action == "train" else _eval(args), _parser, argv)
+    actions = {"train": _train, "eval": _eval, "twin": _twin}
+    return _cli.run_command(lambda args: actions[args.action](args), _parser, argv)
 
 
 if __name__ == "__main__":

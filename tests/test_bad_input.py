@@ -324,7 +324,7 @@ CLI_CASES = [
     ("tiny", ["llava", "{root}/full"], "already holds files"),
     ("tiny", ["llava"], "the following arguments are required: dir"),
     # heads.organism
-    ("organism", [], "required: {train,eval}"),
+    ("organism", [], "required: {train,eval,twin}"),
     ("organism", ["train", "--steps", "0"], "argument --steps: must be at least 1"),
     ("organism", ["train", "--steps", "-5"], "argument --steps: must be at least 1"),
     ("organism", ["train", "--micro", "--install"], "would replace the shipped organism"),
@@ -340,6 +340,11 @@ CLI_CASES = [
     ("organism", ["eval", "--generate", "-1"], "argument --generate: must be at least 0"),
     ("organism", ["eval", "--model", "{root}/nowhere"], "no model directory"),
     ("organism", ["eval", "--device", "cuda"], "no CUDA device is usable here"),
+    ("organism", ["twin", "--models", "organism"], "--models takes two models"),
+    ("organism", ["twin", "--models", "organism,{root}/nowhere"], "no model directory"),
+    ("organism", ["twin", "--seed", "1"], "--locate-seed and --seed draw the same scenes"),
+    ("organism", ["twin", "--k", "64"], "leaves no random heads"),
+    ("organism", ["twin", "--device", "cuda"], "no CUDA device is usable here"),
 ]
 
 
