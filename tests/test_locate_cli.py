@@ -106,6 +106,17 @@ def test_locate_and_intervene_on_every_family_tiny_model(tmp_path, family):
     assert set(heads["summary"]["head_roles"]["heads"]) == {f"L{h['layer']}H{h['head']}" for h in heads["heads"]}
     shares = [float(r["score"]) for r in rows if r["method"] == "image_share"]
     assert all(0 <= s <= 1 for s in shares) and max(shares) > 0
+    # the prior locator too: a random model errs on violating scenes, so every head gets its flip / break / net
+    prior = tmp_path / "prior"
+    assert main(["--model", str(tmp_path / "tiny"), "--target", "prior", "--n", "24", "--random-draws", "1",
+                 "--batch-size", "24", "--out", str(prior)]) == 0
+    rows = list(csv.DictReader((prior / "scores.csv").open()))
+    g = meta["model"]["geometry"]
+    for method in ("prior_flip", "prior_break", "prior_net", "prior_flip_all", "prior_break_all", "prior_net_all"):
+        scores = [float(r["score"]) for r in rows if r["method"] == method and r["function"] == "relational_reasoning"]
+        assert len(scores) == g["n_layers"] * g["n_heads"] and all(-1 <= s <= 1 for s in scores), method
+    assert json.loads((prior / "heads.json").read_text())["summary"]["prior"]["relational_reasoning"][
+        "prior_driven_errors"] > 0
     methods = ["none", "scalingvis", "adaptvis", "head_adaptvis", "emphasize", "ablate"]
     iv = tmp_path / "iv"
     assert intervene_main(["--model", str(tmp_path / "tiny"), "--heads-from", str(out), "--batch-size", "32",
