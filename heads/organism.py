@@ -235,6 +235,9 @@ def _twin(args) -> int:
     if len(args.models) != 2:
         raise _cli.UsageError(f"--models takes two models, the one with the prior and its twin, got "
                               f"{len(args.models)}: {','.join(args.models)}")
+    if args.locate_seed == args.seed:
+        raise _cli.UsageError("--locate-seed and --seed draw the same scenes: locate on other scenes than the ones "
+                              "the heads are applied to")
     for model in args.models:
         geometry = _cli.declared_geometry(SimpleNamespace(model=model))  # a missing model is refused here
         if geometry and args.k >= geometry[0] * geometry[1]:
@@ -243,9 +246,6 @@ def _twin(args) -> int:
     config = {"models": list(args.models), "n": args.n, "k": args.k, "draws": args.draws,
               "locate_seed": args.locate_seed, "seed": args.seed, "batch_size": args.batch_size, "device": args.device,
               "dataset": "organism:controlled", "locate_split": "test", "apply_split": "test"}
-    if args.locate_seed == args.seed:
-        raise _cli.UsageError("--locate-seed and --seed draw the same scenes: locate on other scenes than the ones "
-                              "the heads are applied to")
     loaded = [load_model(m, device=args.device) for m in args.models]
     reports = []
     with _cli.run_directory("organism", "twin", args.out) as run_dir:

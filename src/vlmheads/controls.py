@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,6 +27,7 @@ import torch
 from .data.option_order import listing, orders, reorder
 from .interventions import RandomScaling
 from .methods.batches import option_batches
+from .methods.selection import random_head_sets
 from .registry import Registry
 from .samples import entries
 
@@ -69,13 +69,6 @@ class Control:
 
 
 CONTROLS: Registry[Control] = Registry("control")
-
-
-def random_head_sets(geometry, located, draws: int, seed: int = 0) -> list[tuple]:
-    """``draws`` sets of ``len(located)`` heads drawn uniformly from the heads not located (sorted; seeded)."""
-    pool = [(l, h) for l in range(geometry.n_layers) for h in range(geometry.n_heads) if (l, h) not in set(located)]
-    rng = random.Random(seed)
-    return [tuple(sorted(rng.sample(pool, min(len(located), len(pool))))) for _ in range(draws)]
 
 
 def _random_heads(c: Chosen) -> dict:

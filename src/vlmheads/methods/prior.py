@@ -46,7 +46,7 @@ class PriorEffects:
     n_grounded: int  # grounded examples (before keeping the correct ones)
 
 
-def _answer_only(layer: int, head: int, sweep, b_index: int) -> torch.Tensor:
+def zero_at_answer(layer: int, head: int, sweep, b_index: int) -> torch.Tensor:
     """The head's clean output with its answer position zeroed: ``[B, S, D]`` (the other positions as they were)."""
     value = sweep.z[layer][:, :, head].clone()  # [B, S, D]
     value[:, -1] = 0.0
@@ -59,7 +59,7 @@ def prior_effects(loaded: LoadedModel, violating: Sequence, grounded: Sequence, 
     zeroed at ``positions`` ("answer" or "all")."""
     if positions not in POSITIONS:
         raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
-    replace = _answer_only if positions == "answer" else (lambda layer, head, sweep, b: 0.0)
+    replace = zero_at_answer if positions == "answer" else (lambda layer, head, sweep, b: 0.0)
 
     def sweep(examples, sign):
         r = head_sweep(loaded, option_batches(loaded, examples, batch_size), replace, metric_name="accuracy",

@@ -6,10 +6,12 @@
     specificity(top_sets)       Jaccard overlap of the top heads of each pair of functions
     bootstrap_ci(per_example)   95% interval of the mean per head, resampling examples
     accuracy_summary(correct)   accuracy of 0/1 outcomes with that interval, rounded for reports
+    random_head_sets(g, located, draws)   seeded sets of as many heads, none of them located (the controls)
 """
 
 from __future__ import annotations
 
+import random
 from itertools import combinations
 
 import torch
@@ -96,3 +98,10 @@ def accuracy_summary(correct: torch.Tensor, n_boot: int = 1000, seed: int = 0) -
     lo, hi = bootstrap_ci(correct.float()[:, None], n_boot=n_boot, seed=seed)
     return {"accuracy": round(float(correct.float().mean()), 4), "ci_low": round(float(lo[0]), 4),
             "ci_high": round(float(hi[0]), 4), "n": int(correct.numel())}
+
+
+def random_head_sets(geometry, located, draws: int, seed: int = 0) -> list[tuple]:
+    """``draws`` sets of ``len(located)`` heads drawn uniformly from the heads not located (sorted; seeded)."""
+    pool = [(l, h) for l in range(geometry.n_layers) for h in range(geometry.n_heads) if (l, h) not in set(located)]
+    rng = random.Random(seed)
+    return [tuple(sorted(rng.sample(pool, min(len(located), len(pool))))) for _ in range(draws)]

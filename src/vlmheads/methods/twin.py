@@ -24,15 +24,16 @@ prior-driven errors; on its prior-free twin nothing comparable exists.
 
 from __future__ import annotations
 
-import random
 from typing import Sequence
 
 import torch
 
 from ..interventions import Suppress, apply
 from ..world.scenes import prior_relation
-from .batches import option_batches
-from .prior import prior_split
+from .batches import OptionBatch, option_batches
+from .effects import head_sweep
+from .prior import prior_split, zero_at_answer
+from .selection import random_head_sets
 
 
 def prior_answer(example) -> str | None:
@@ -73,17 +74,28 @@ class _Set:
     def margin(self, logits: torch.Tensor) -> torch.Tensor:  # [N, K] -> [N]
         return logits.gather(1, self.answer[:, None])[:, 0] - logits.gather(1, self.prior[:, None])[:, 0]
 
+    def margin_batches(self) -> list[OptionBatch]:
+        """The violating batches cut to two options, the grounded answer (index 0) and the prior's: their
+        ``logit_diff`` is the margin, so the locator's own sweep scores it."""
+        out, start = [], 0
+        for b in self.v_batches:
+            rows = slice(start, start + b.size)
+            pair = torch.stack([self.answer[rows], self.prior[rows]], 1)  # [B, 2] option indices
+            out.append(OptionBatch(inputs=b.inputs, option_ids=b.option_ids.gather(1, pair),  # [B, 2] token ids
+                                   answer=torch.zeros(b.size, dtype=torch.long), examples=b.examples))
+            start += b.size
+        return out
+
 
 def rank_heads(loaded, examples: Sequence, batch_size: int = 64) -> dict:
-    """Step 1: every head's mean margin shift on the violating examples when zeroed at the answer position:
+    """Step 1: every head's mean margin shift on the violating examples when zeroed at the answer position (the
+    sweep and the replacement ``heads.locate --target prior`` scores with):
     ``{"shift": [L, H], "ranking": [(layer, head)] best first, "z": of the best head, "base_margin": mean}``."""
     s = _Set(loaded, examples, batch_size)
-    base = s.margin(_option_logits(loaded, s.v_batches, ()))
     g = loaded.geometry
-    shift = torch.zeros(g.n_layers, g.n_heads)
-    for layer in range(g.n_layers):
-        for head in range(g.n_heads):
-            shift[layer, head] = (s.margin(_option_logits(loaded, s.v_batches, [(layer, head)])) - base).mean()
+    swept = head_sweep(loaded, s.margin_batches(), zero_at_answer, metric_name="logit_diff", sign=-1.0)
+    shift = swept.effects.mean(0)  # [N, L, H] edited - base margin -> [L, H]
+    base = swept.base  # [N]
     flat = shift.flatten()
     order = flat.argsort(descending=True).tolist()
     ranking = [(i // g.n_heads, i % g.n_heads) for i in order]
@@ -112,10 +124,7 @@ def apply_heads(loaded, examples: Sequence, heads: Sequence, draws: int = 5, see
     s = _Set(loaded, examples, batch_size)
     base_logits = _option_logits(loaded, s.v_batches, ())
     base_g = (_option_logits(loaded, s.g_batches, ()).argmax(1) == s.g_answer) if s.g_batches else None
-    g = loaded.geometry
-    pool = [(l, h) for l in range(g.n_layers) for h in range(g.n_heads) if (l, h) not in set(map(tuple, heads))]
-    rng = random.Random(seed)
-    random_sets = [sorted(rng.sample(pool, len(heads))) for _ in range(draws)]
+    random_sets = random_head_sets(loaded.geometry, [tuple(h) for h in heads], draws, seed=seed)
     located = _effect(loaded, s, heads, base_logits, base_g)
     per_draw = [_effect(loaded, s, d, base_logits, base_g) for d in random_sets]
     control = {}
