@@ -15,6 +15,7 @@ check that needs no model runs before a model is loaded.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from contextlib import contextmanager
@@ -195,9 +196,11 @@ def declared_geometry(args) -> tuple[int, int] | None:
 
 
 def check_out(out: str | None) -> None:
+    from vlmheads import parallel
     from vlmheads.runs import check_out as check
 
-    check(out)
+    if parallel.world().main:  # rank 0 alone makes the directory (the others may find it made already)
+        check(out, _meeting_place())
 
 
 def model_rendering(model: str | None) -> dict | None:
@@ -219,7 +222,10 @@ def load(args):
     args.threads_choice = choose_threads(getattr(args, "threads", None),
                                          "cpu" if args.device_map is None and args.device == "cpu" else "accelerator",
                                          reason=getattr(args, "threads_reason", "--threads"))
-    loaded = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
+    from vlmheads import parallel
+
+    loaded = load_model(args.model, device=parallel.rank_device(args.device), dtype=args.dtype,
+                        device_map=args.device_map,
                         max_memory=parse_max_memory(args.max_memory),
                         attn_implementation=args.attn_implementation,
                         allow_random_init=getattr(args, "allow_random_init", False))
@@ -233,16 +239,89 @@ def load(args):
 @contextmanager
 def run_directory(command: str, name: str, out: str | None):
     """A fresh run directory, locked for this process (``runs.RunLock``: a second run given the same --out
-    is refused with who holds it); removed again if the block leaves it empty (nothing finished to keep)."""
+    is refused with who holds it); removed again if the block leaves it empty (nothing finished to keep).
+    Several processes (``vlmheads.parallel``): rank 0 makes and locks it, the others are told its path."""
+    from vlmheads import parallel
     from vlmheads.runs import RunLock, new_run_dir
 
-    run_dir = new_run_dir(command, name, out=out)
+    if not parallel.world().main:
+        yield Path(parallel.broadcast(None, "the run directory"))
+        return
+    run_dir = new_run_dir(command, name, out=out, allow=_meeting_place())
     try:
         with RunLock(run_dir, f"heads {command}"):
+            parallel.broadcast(str(run_dir), "the run directory")
             yield run_dir
     finally:
         if run_dir.is_dir() and not any(run_dir.iterdir()):
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _meeting_place() -> tuple[str, ...]:
+    """What a fresh run directory may already hold: ``shards/`` when this is a sharded run."""
+    from vlmheads import parallel
+
+    return ("shards",) if parallel.world().launcher == "shards" else ()
+
+
+class _Bystander:
+    """What a rank other than 0 holds in place of a ``RunRecord``: the same calls, nothing written."""
+
+    def __init__(self) -> None:
+        self.meta: dict = {"timings": {}}
+
+    def time(self, name: str, seconds: float) -> None:
+        self.meta["timings"][name] = round(seconds, 3)
+
+    @contextmanager
+    def writing_outputs(self, then: str = ""):
+        yield
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def run_record(run_dir: Path, command: str, config: dict, **identity):
+    """``runs.RunRecord`` on rank 0 (a ``_Bystander`` on the others); with several processes its metadata
+    records them (``parallel.describe``: world size, launcher, each rank's host, device and threads)."""
+    from vlmheads import parallel
+    from vlmheads.runs import RunRecord
+
+    world = parallel.world()
+    if world.size > 1:
+        same_job(config, identity.get("model"))
+        identity["parallel"] = parallel.describe()  # a gather: every rank calls it
+    return RunRecord(run_dir, command, config, **identity) if world.main else _Bystander()
+
+
+def same_job(config: dict, model: dict | None) -> None:
+    """Refuse, on every rank, a job whose ranks differ in config, code version or model (its files' digests,
+    class, dtype and geometry; not the device): shards started with other options, another checkout or
+    other weights would write outputs that no single process computes."""
+    from vlmheads import parallel
+    from vlmheads.runs import code_version, fingerprint
+
+    mine = {"config": fingerprint(config), "code": code_version(),
+            "model": {k: v for k, v in (model or {}).items() if k not in ("devices", "notes")}}
+    every = parallel.gather(mine, "checking that every rank runs the same job")
+    for rank, theirs in enumerate(every):
+        for key in ("config", "code", "model"):
+            if theirs[key] != every[0][key]:
+                what = {"config": "options (config.json)", "code": "code version (vlmheads source)",
+                        "model": "model (files, class, dtype or geometry)"}[key]
+                raise UsageError(f"rank {rank} runs another {what} than rank 0: start every rank (shard) with the same "
+                                 f"command line, checkout and model files")
+
+
+def main_only(action: Callable[[], None]) -> None:
+    """Run ``action`` on rank 0 only (what writes files or prints a run's report)."""
+    from vlmheads import parallel
+
+    if parallel.world().main:
+        action()
 
 
 MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation", "threads",
@@ -305,7 +384,10 @@ def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]
         raise UsageError(f"--resume {run_dir}: the run has already finished; nothing to resume")
     from vlmheads.runs import RunLock
 
-    RunLock(run_dir, "").check()  # still being written by another process: refused before any model loads
+    from vlmheads import parallel
+
+    if parallel.world().main:  # rank 0 holds the lock once it runs: the others would find it taken
+        RunLock(run_dir, "").check()  # still being written by another process: refused before any model loads
     return saved, meta
 
 
@@ -345,9 +427,15 @@ def resumed_from(previous: dict) -> dict:
 def existing_directory(run_dir: Path, command: str = "resume"):
     """An existing run directory, continued in place (``--resume``), locked for this process: a second
     ``--resume`` of a run still in progress is refused with who holds it; a killed run's lock is taken over."""
+    from vlmheads import parallel
     from vlmheads.runs import RunLock
 
+    if not parallel.world().main:
+        parallel.broadcast(None, "the resumed run directory")
+        yield Path(run_dir)
+        return
     with RunLock(Path(run_dir), f"heads {command} --resume"):
+        parallel.broadcast(str(run_dir), "the resumed run directory")
         yield Path(run_dir)
 
 
@@ -402,12 +490,18 @@ def _one_line(err: BaseException) -> str:
 
 def run_command(body: Callable[[argparse.Namespace], int],
                 parser: argparse.ArgumentParser | Callable[[], argparse.ArgumentParser],
-                argv: Sequence[str] | None) -> int:
+                argv: Sequence[str] | None, parallel_ok: bool = False) -> int:
     """Parse ``argv`` and run ``body(args)``: bad input -> one line + 2; Ctrl-C -> one line + 130.
     ``parser`` may be the function that builds it: its imports (torch, transformers) then run inside the
-    guard too, so Ctrl-C while the command is still importing is one line, not a traceback."""
+    guard too, so Ctrl-C while the command is still importing is one line, not a traceback.
+
+    Started by a launcher (torchrun, accelerate launch: ``vlmheads.parallel``), a command that is
+    ``parallel_ok`` joins the process group first; ranks other than 0 print nothing on stdout. A failed
+    rank ends every rank with one line naming it and exit status 1. A command that is not refuses to run
+    as several processes (each would do all the work and write the same files)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     ctrl_c = _CtrlC()
+    started = None
     try:
         if callable(parser):
             parser = parser()
@@ -416,6 +510,7 @@ def run_command(body: Callable[[argparse.Namespace], int],
         except SystemExit as exit_:  # --help, or argparse's own exit
             return int(exit_.code or 0)
         args.argv = argv
+        started = _join(parser.prog, parallel_ok, args)
         return body(args)
     except KeyboardInterrupt:
         print(_interrupted_line(args if "args" in locals() else None), file=sys.stderr)
@@ -427,9 +522,72 @@ def run_command(body: Callable[[argparse.Namespace], int],
         if isinstance(err, _bad_input_types()):
             print(f"error: {_one_line(err)}", file=sys.stderr)
             return 2
+        from vlmheads.parallel import CollectiveFailed, RankFailed
+
+        if isinstance(err, (RankFailed, CollectiveFailed)):
+            print(f"error: {_one_line(err)}", file=sys.stderr)
+            return 1
         raise
     finally:
         ctrl_c.restore()
+        if started is not None:
+            _leave(started)
+
+
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """--shard and --shard-job: one job of a job array (torchrun and accelerate launch need no option)."""
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="run as shard I (from 0) of N jobs started separately (a SLURM array: --shard "
+                             "$SLURM_ARRAY_TASK_ID/N); all N share --out and meet in its shards/ folder, must run at "
+                             "the same time, and shard 0 writes the outputs, the same as one process would")
+    parser.add_argument("--shard-job", default=None, metavar="ID",
+                        help="names one attempt of a sharded run (default: $SLURM_ARRAY_JOB_ID, else 0); a new "
+                             "attempt into the same directory (--resume) needs a new one")
+
+
+def _shard_dir(args) -> Path:
+    """``RUN_DIR/shards/JOB``: where the shards of one attempt meet."""
+    where = getattr(args, "resume", None) or getattr(args, "out", None)
+    if not where:
+        raise UsageError(f"--shard {args.shard} needs --out RUN_DIR (the same for every shard: they meet in it)")
+    job = args.shard_job or os.environ.get("SLURM_ARRAY_JOB_ID") or "0"
+    if not job.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"--shard-job {job!r}: use letters, digits, - and _ only")
+    return Path(where) / "shards" / job
+
+
+def _join(prog: str, parallel_ok: bool, args=None):
+    """Join the launcher's process group or the shards' folder (``parallel.start``); None in a world of
+    one. Ranks other than 0 write their stdout to nowhere (their stderr stays: warnings and tracebacks)."""
+    from vlmheads import parallel
+
+    shard = getattr(args, "shard", None)
+    if getattr(args, "shard_job", None) and not shard:
+        raise UsageError("--shard-job names one attempt of a sharded run: add --shard I/N, or drop it")
+    found = parallel.shard_world(shard, Path("."), {}) if shard else parallel.from_environment()
+    if found.size == 1 and not shard:
+        return None
+    if not parallel_ok:
+        raise UsageError(f"{prog} runs as one process, and this is process {found.rank} of {found.size} "
+                         f"({found.launcher}): start it without torchrun / accelerate launch")
+    world = parallel.start(shard=shard, shard_dir=_shard_dir(args) if shard else None)
+    saved = sys.stdout
+    if not world.main:
+        sys.stdout = open(os.devnull, "w")
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # one "Loading weights" bar, rank 0's
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    return saved
+
+
+def _leave(stdout) -> None:
+    from vlmheads import parallel
+
+    if sys.stdout is not stdout:
+        sys.stdout.close()
+        sys.stdout = stdout
+    parallel.stop()
 
 
 class _CtrlC:

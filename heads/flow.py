@@ -36,6 +36,7 @@ def _parser():
                         "function is drawn with a note")
     _cli.add_foreign_heads_option(p)
     _cli.add_run_options(p, batch_size=default["batch_size"])
+    _cli.add_parallel_options(p)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
                         "finished stages are loaded, not re-run")
@@ -77,7 +78,6 @@ def _run(args) -> int:
 
     from vlmheads.data import canonical_function
     from vlmheads.flow.run import FlowConfig, flow_examples, report_lines, run_flow, write_outputs
-    from vlmheads.runs import RunRecord
 
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
@@ -111,11 +111,11 @@ def _run(args) -> int:
         args.resume_hint = f"python -m heads.flow --resume {run_dir}"
         print(f"run directory: {run_dir}" + (" (resumed)" if resume else ""))
         extra = {"resumed": _cli.resumed_from(previous)} if previous else {}
-        with RunRecord(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed,
-                       threads=args.threads_choice, model=loaded.identity(),
-                       dataset={"name": config.dataset, "root": config.data_root, "n": len(examples),
-                                "function": config.function},
-                       **({"foreign_heads": foreign} if foreign else {}), **extra) as record:
+        with _cli.run_record(run_dir, "flow", config.to_dict(), argv=args.argv, seed=config.seed,
+                             threads=args.threads_choice, model=loaded.identity(),
+                             dataset={"name": config.dataset, "root": config.data_root, "n": len(examples),
+                                      "function": config.function},
+                             **({"foreign_heads": foreign} if foreign else {}), **extra) as record:
             result = run_flow(loaded, config, examples, log=lambda s: print(s, flush=True), progress=True,
                               stages_dir=run_dir / "stages")
             for stage, seconds in result.timings.items():
@@ -125,8 +125,9 @@ def _run(args) -> int:
             if result.resumed:
                 record.meta["resumed_stages"] = result.resumed
             with record.writing_outputs(f"continue with: python -m heads.flow --resume {run_dir}"):
-                write_outputs(result, run_dir, title=f"{loaded.name}: where the {config.function} answer comes from")
-        shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
+                _cli.main_only(lambda: write_outputs(
+                    result, run_dir, title=f"{loaded.name}: where the {config.function} answer comes from"))
+        _cli.main_only(lambda: shutil.rmtree(run_dir / "stages", ignore_errors=True))  # the outputs hold every stage
     print("\n".join(report_lines(result)))
     print(f"\nwrote {run_dir}/knockout.csv" + (", probes.csv" if result.probes else "")
           + (", rollout.csv" if result.rollout else "") + ", flow.html")
@@ -134,7 +135,7 @@ def _run(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _cli.run_command(_run, _parser, argv)
+    return _cli.run_command(_run, _parser, argv, parallel_ok=True)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ def _parser():
     p.add_argument("--sweep", action="store_true",
                    help="tune alpha / threshold / gamma (and k) on the validation split (default: published defaults)")
     _cli.add_run_options(p, batch_size=_cli.defaults(InterveneConfig)["batch_size"])
+    _cli.add_parallel_options(p)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
                         "finished methods are loaded, not re-run")
@@ -212,7 +213,6 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
     import shutil
 
     from vlmheads.intervene import run_intervene, table_lines, write_outputs
-    from vlmheads.runs import RunRecord
 
     with directory as run_dir:
         args.run_dir = run_dir
@@ -220,9 +220,9 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
         print(f"run directory: {run_dir}" + (" (resumed)" if resumed else ""))
         extra = {"resumed": resumed} if resumed else {}
         # a failed or interrupted run keeps its directory, its finished stages and metadata.json saying why
-        with RunRecord(run_dir, "intervene", config.to_dict(), argv=args.argv, seed=config.seed,
-                       threads=args.threads_choice, model=loaded.identity(), locate_run=locate_run,
-                       dataset={"names": list(config.datasets), "root": config.data_root}, **extra) as record:
+        with _cli.run_record(run_dir, "intervene", config.to_dict(), argv=args.argv, seed=config.seed,
+                             threads=args.threads_choice, model=loaded.identity(), locate_run=locate_run,
+                             dataset={"names": list(config.datasets), "root": config.data_root}, **extra) as record:
             result = run_intervene(loaded, config, log=lambda s: print(s, flush=True), data=data, progress=True,
                                    stages_dir=run_dir / "stages")
             for stage, seconds in result.timings.items():
@@ -232,12 +232,12 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
                 record.meta["controls"] = result.controls  # per control row: the heads, seeds or orders it drew
             result.skipped.update(skipped or {})
             record.meta["skipped"] = result.skipped
-            record.meta["dataset"]["identity"] = result.datasets
+            record.meta.setdefault("dataset", {})["identity"] = result.datasets
             if result.resumed:
                 record.meta["resumed_stages"] = result.resumed
             with record.writing_outputs(f"continue with: python -m heads.intervene --resume {run_dir}"):
-                write_outputs(result, run_dir)
-        shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
+                _cli.main_only(lambda: write_outputs(result, run_dir))
+        _cli.main_only(lambda: shutil.rmtree(run_dir / "stages", ignore_errors=True))  # the outputs hold every stage
     print("\n" + "\n".join(table_lines(result, ("all", "prior=consistent", "prior=violating"))))
     by_reason: dict[str, list[str]] = {}
     for what, why in result.skipped.items():
@@ -249,7 +249,7 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _cli.run_command(_run, _parser, argv)
+    return _cli.run_command(_run, _parser, argv, parallel_ok=True)
 
 
 if __name__ == "__main__":

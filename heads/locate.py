@@ -39,6 +39,7 @@ def _parser():
     p.add_argument("--verify", type=_cli.positive(), default=default["verify"],
                    help=f"heads the exact ablation verifies after the screen (default {default['verify']})")
     _cli.add_run_options(p, batch_size=default["batch_size"])
+    _cli.add_parallel_options(p)
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue an interrupted run in RUN_DIR with its own config (other options are ignored); "
                         "finished stages are loaded, not re-run")
@@ -62,7 +63,6 @@ def _run(args) -> int:
     import shutil
 
     from vlmheads.locate import examples_by_function, report_lines, run_locate, write_outputs
-    from vlmheads.runs import RunRecord
 
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
@@ -108,25 +108,25 @@ def _run(args) -> int:
         print(f"run directory: {run_dir}" + (" (resumed)" if resume else ""))
         extra = {"resumed": _cli.resumed_from(previous)} if previous else {}
         # a failed run keeps its directory, with metadata.json saying why
-        with RunRecord(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed,
-                       threads=args.threads_choice, model=loaded.identity(),
-                       dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n},
-                       **extra) as record:
+        with _cli.run_record(run_dir, "locate", config.to_dict(), argv=args.argv, seed=config.seed,
+                             threads=args.threads_choice, model=loaded.identity(),
+                             dataset={"name": config.dataset, "root": config.data_root, "n_per_function": config.n},
+                             **extra) as record:
             result = run_locate(loaded, config, log=lambda s: print(s, flush=True), examples=examples,
                                 stages_dir=run_dir / "stages", progress=True)
             for stage, seconds in result.timings.items():
                 record.time(stage, seconds)
             record.meta["selected"] = [list(h) for h in result.selected]
             with record.writing_outputs(f"continue with: python -m heads.locate --resume {run_dir}"):
-                write_outputs(result, run_dir)
-        shutil.rmtree(run_dir / "stages", ignore_errors=True)  # finished: the outputs hold every stage
+                _cli.main_only(lambda: write_outputs(result, run_dir))
+        _cli.main_only(lambda: shutil.rmtree(run_dir / "stages", ignore_errors=True))  # the outputs hold every stage
     print("\n".join(report_lines(result)))
     print(f"\nwrote {run_dir}/scores.csv, heads.json, headmap.html")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return _cli.run_command(_run, _parser, argv)
+    return _cli.run_command(_run, _parser, argv, parallel_ok=True)
 
 
 if __name__ == "__main__":

@@ -49,12 +49,32 @@ def test_threads_asked_for_win_then_the_environment_then_the_free_cores(monkeypa
             choose_threads(None)
         monkeypatch.delenv("VLMHEADS_THREADS")
         monkeypatch.setattr(machine, "_AUTO", None)
-        monkeypatch.setattr(machine, "auto_threads", lambda: {"threads": 1, "chosen_by": "free cores: 2 usable"})
+        monkeypatch.setattr(machine, "auto_threads", lambda **kw: {"threads": 1, "chosen_by": "free cores: 2 usable"})
         assert choose_threads(None)["threads"] == 1 == torch.get_num_threads()
-        monkeypatch.setattr(machine, "auto_threads", lambda: {"threads": 2, "chosen_by": "changed"})
+        monkeypatch.setattr(machine, "auto_threads", lambda **kw: {"threads": 2, "chosen_by": "changed"})
         assert choose_threads(None)["threads"] == 1  # decided once per process
         assert choose_threads(None, "accelerator")["chosen_by"] == "torch default (accelerator run)"
     finally:
+        torch.set_num_threads(before)
+
+
+def test_processes_of_a_data_parallel_job_share_the_free_cores(monkeypatch):
+    from vlmheads import parallel
+
+    assert machine.auto_threads(cores=2, load=0.0, processes=2)["threads"] == 1
+    assert machine.auto_threads(cores=16, load=0.0, processes=8)["threads"] == 2
+    assert machine.auto_threads(cores=16, load=8.0, processes=2)["threads"] == 4
+    assert machine.auto_threads(cores=2, load=1.9, processes=2)["threads"] == 1  # never below one
+    assert "shared by 8 processes" in machine.auto_threads(cores=16, load=0.0, processes=8)["chosen_by"]
+    before = torch.get_num_threads()
+    previous = parallel.use(parallel.World(rank=0, size=8, local_size=8))
+    try:
+        monkeypatch.setattr(machine, "usable_cores", lambda: 16)
+        monkeypatch.delenv("VLMHEADS_THREADS", raising=False)
+        assert machine.choose_threads(None, "cuda:0") == {
+            "threads": 2, "chosen_by": "cuda:0 run: 16 cores shared by 8 processes on this node"}
+    finally:
+        parallel.use(previous)
         torch.set_num_threads(before)
 
 

@@ -47,6 +47,7 @@ from .methods.selection import accuracy_summary
 from .models.loading import LoadedModel
 from .registry import Registry
 from .samples import entries, outcomes, record, write_samples
+from . import parallel
 from .runs import ModelOptions, StageStore, slug, write_csv, write_json, write_text_atomic
 from .world.scenes import Rendering
 from .errors import InputError
@@ -173,8 +174,9 @@ def _outcomes(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[I
 
 
 def _correct(loaded: LoadedModel, batches, method: InterveneMethod, ivs: list[Intervention]) -> torch.Tensor:
-    return torch.cat([metric(_logits(loaded, b, method, ivs), b.option_ids, b.answer, "accuracy").cpu()
-                      for b in batches])
+    return torch.cat(parallel.map_batches(
+        lambda b: metric(_logits(loaded, b, method, ivs), b.option_ids, b.answer, "accuracy").cpu(), batches,
+        "validation accuracy"))
 
 
 @dataclass
@@ -214,7 +216,7 @@ def run_intervene(loaded: LoadedModel, config: InterveneConfig, log: Callable[[s
     result = InterveneResult()
     data = data if data is not None else load_datasets(config)
     bar = tqdm(total=len(config.datasets) * len(config.methods), desc="intervene", unit="method",
-               disable=not progress, dynamic_ncols=True)
+               disable=not (progress and parallel.world().main), dynamic_ncols=True)
     try:
         for name in config.datasets:
             _run_dataset(loaded, config, name, data[name], result, log, bar, stages_dir)

@@ -30,6 +30,7 @@ from typing import Callable
 
 import torch
 
+from . import parallel
 from .data import canonical_function, load, organism_pairs
 from .interventions import Ablate, Suppress
 from .world.scenes import Rendering
@@ -409,7 +410,8 @@ def _progress(total: int, desc: str, enabled: bool):
     """A tqdm bar with ETA on stderr (a silent stand-in when ``enabled`` is False)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="stage", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit="stage", disable=not (enabled and parallel.world().main),
+                dynamic_ncols=True)
 
 
 # -- the methods ---------------------------------------------------------------------------------------
@@ -466,12 +468,14 @@ def _attribution_agreement(state: LocateState) -> None:
 
 def _probe(state: LocateState, f: str) -> None:
     if "probe" not in state.cache:  # every function's answer-position head outputs, once per run
-        feats, labels = [], []
-        for function in state.functions:
-            for b in state.batches[function]:
-                z = LayerSweep(state.loaded, b.inputs, check=False).z  # L x [B, S, H, D]
-                feats.append(torch.stack([zl[:, -1] for zl in z], 1).cpu())  # [B, L, H, D]
-                labels += [function] * b.size
+        every = [(function, b) for function in state.functions for b in state.batches[function]]
+
+        def answer_z(item) -> torch.Tensor:
+            z = LayerSweep(state.loaded, item[1].inputs, check=False).z  # L x [B, S, H, D]
+            return torch.stack([zl[:, -1] for zl in z], 1).cpu()  # [B, L, H, D]
+
+        feats = parallel.map_batches(answer_z, every, "probe features")
+        labels = [function for function, b in every for _ in range(b.size)]
         state.cache["probe"] = (torch.cat(feats), labels)
     features, labels = state.cache["probe"]
     state.put_descriptive("probe", f, probe_scores(features, labels, f, seed=state.config.seed))

@@ -23,6 +23,7 @@ from functools import lru_cache
 from typing import Iterable
 
 import torch
+from . import parallel
 from .errors import InputError
 
 # instructions that give torch fast CPU kernels for a half type (x86 /proc/cpuinfo "flags", arm "Features")
@@ -86,13 +87,16 @@ def _load_average() -> float:
         return 0.0
 
 
-def auto_threads(cores: int | None = None, load: float | None = None) -> dict:
-    """The automatic choice (nothing is set): usable cores less the 1-minute load average, rounded, at
-    least 1. ``{"threads": n, "chosen_by": "free cores: ..."}``."""
+def auto_threads(cores: int | None = None, load: float | None = None, processes: int = 1) -> dict:
+    """The automatic choice (nothing is set): usable cores less the 1-minute load average, shared by the
+    ``processes`` of a data-parallel job on this node, rounded, at least 1.
+    ``{"threads": n, "chosen_by": "free cores: ..."}``."""
     cores = usable_cores() if cores is None else cores
     load = _load_average() if load is None else load
-    return {"threads": max(1, min(cores, round(cores - load))),
-            "chosen_by": f"free cores: {cores} usable, load {load:.2f}"}
+    processes = max(1, int(processes))
+    shared = f", shared by {processes} processes on this node" if processes > 1 else ""
+    return {"threads": max(1, min(cores // processes or 1, round((cores - load) / processes))),
+            "chosen_by": f"free cores: {cores} usable, load {load:.2f}{shared}"}
 
 
 _AUTO: dict | None = None  # the process's first automatic choice: later runs in the same process keep it
@@ -114,9 +118,13 @@ def choose_threads(requested: int | None, device: str = "cpu", reason: str = "--
             raise InputError(f"VLMHEADS_THREADS={env!r} is not a whole number >= 1; unset it or fix it")
         choice = {"threads": int(env), "chosen_by": "VLMHEADS_THREADS"}
     elif not str(device).startswith("cpu"):
-        return {"threads": torch.get_num_threads(), "chosen_by": f"torch default ({device} run)"}
+        processes = parallel.world().local_size
+        if processes == 1:
+            return {"threads": torch.get_num_threads(), "chosen_by": f"torch default ({device} run)"}
+        choice = {"threads": max(1, usable_cores() // processes),
+                  "chosen_by": f"{device} run: {usable_cores()} cores shared by {processes} processes on this node"}
     else:
-        _AUTO = _AUTO or auto_threads()
+        _AUTO = _AUTO or auto_threads(processes=parallel.world().local_size)
         choice = dict(_AUTO)
     torch.set_num_threads(choice["threads"])
     return choice

@@ -20,6 +20,7 @@ from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import parallel
 from .errors import UserError
 
 try:
@@ -41,23 +42,25 @@ class RunDirTaken(UserError, FileExistsError):
     """An ``--out`` that is a file or already holds files."""
 
 
-def check_out(out: str | Path | None) -> None:
-    """Refuse an ``--out`` that is a file or already holds files (runs are never overwritten)."""
+def check_out(out: str | Path | None, allow: Sequence[str] = ()) -> None:
+    """Refuse an ``--out`` that is a file or already holds files (runs are never overwritten); entries named in
+    ``allow`` do not count (``shards``: where the jobs of a sharded run meet before shard 0 makes the run)."""
     if out is None:
         return
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunDirTaken(f"--out {out} is a file; pass a directory path (it is created if missing)")
     RunLock(out, "").check()
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(entry.name not in allow for entry in out.iterdir()):
         raise RunDirTaken(f"--out {out} already holds files; runs are never overwritten: "
                           f"choose a new directory or leave --out unset")
 
 
-def new_run_dir(command: str, name: str, out: str | Path | None = None, root: str | Path | None = None) -> Path:
-    """Create and return a fresh run directory."""
+def new_run_dir(command: str, name: str, out: str | Path | None = None, root: str | Path | None = None,
+                allow: Sequence[str] = ()) -> Path:
+    """Create and return a fresh run directory (``allow``: as in ``check_out``)."""
     if out is not None:
-        check_out(out)
+        check_out(out, allow)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         return out
@@ -231,10 +234,66 @@ class StageStore:
 
     def __call__(self, name: str, compute: Callable[[], Any], label: str | None = None) -> tuple[Any, bool]:
         path = None if self.dir is None else Path(self.dir) / f"{name}.pt"
-        value, loaded = saved_stage(path, compute, self.fingerprint, self.log, self.code)
+        if parallel.world().size == 1:
+            value, loaded = saved_stage(path, compute, self.fingerprint, self.log, self.code)
+        else:
+            value, loaded = self._shared(path, compute, label or name)
         if loaded:
             self.resumed.append(label or name)
         return value, loaded
+
+    def items(self, names: Sequence[str], compute: Callable[[int], Any], step: str) -> list:
+        """Stages that are one batch each (``names[i]`` holds ``compute(i)``), computed as one
+        ``parallel.map_batches``: the saved ones are loaded (rank 0 reads them and sends them to every rank),
+        the others shared out. One process saves each as it finishes; several save theirs (rank 0) after
+        the gather."""
+        world = parallel.world()
+        paths = [None if self.dir is None else Path(self.dir) / f"{name}.pt" for name in names]
+        saved: dict[int, Any] = {}
+        if world.main:
+            for i, path in enumerate(paths):
+                if path is not None and path.is_file():
+                    value, why = load_torch_checked(path, self.fingerprint, self.code)
+                    if why is None:
+                        saved[i] = value
+                    elif self.log is not None:
+                        self.log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
+        saved = parallel.broadcast(saved, f"{step}: which stages are saved")
+        todo = [i for i in range(len(names)) if i not in saved]
+
+        def one(i: int) -> Any:
+            value = compute(i)
+            if world.size == 1 and paths[i] is not None:
+                save_torch_atomic(paths[i], value, self.fingerprint, self.code)
+            return value
+
+        computed = dict(zip(todo, parallel.map_batches(one, todo, step)))
+        if world.size > 1 and world.main:
+            for i, value in computed.items():
+                if paths[i] is not None:
+                    save_torch_atomic(paths[i], value, self.fingerprint, self.code)
+        self.resumed += [names[i] for i in sorted(saved)]
+        return [saved[i] if i in saved else computed[i] for i in range(len(names))]
+
+    def _shared(self, path: Path | None, compute: Callable[[], Any], label: str) -> tuple[Any, bool]:
+        """Several processes: rank 0 alone reads and writes the stages. A saved stage that checks out is
+        sent to every rank; otherwise every rank computes (each its share) and rank 0 saves. A stage holds
+        the reduced results, the same for any number of processes, so a run resumes with another."""
+        world = parallel.world()
+        saved = None
+        if world.main and path is not None and path.is_file():
+            value, why = load_torch_checked(path, self.fingerprint, self.code)
+            if why is None:
+                saved = (value,)
+            elif self.log is not None:
+                self.log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
+        saved = parallel.broadcast(saved, f"stage {label}: which stages are saved")
+        if saved is not None:
+            return saved[0], True
+        value = compute()
+        if world.main and path is not None:
+            save_torch_atomic(path, value, self.fingerprint, self.code)
+        return value, False
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from . import parallel
 from .interventions import apply
 from .runs import write_text_atomic
 
@@ -39,11 +40,12 @@ def record(example, **extra) -> dict:
 def outcomes(batches, option_logits: Callable) -> dict:
     """Per example of ``batches``: ``{"prediction", "p_correct", "correct"}``, each ``[N]``, from
     ``option_logits(batch) -> [B, K]`` (the options' first-token logits at the answer position)."""
-    preds, probs = [], []
-    for b in batches:
+    def one(b) -> tuple[torch.Tensor, torch.Tensor]:
         opts = option_logits(b).float()  # [B, K]
-        preds.append(opts.argmax(1).cpu())
-        probs.append(opts.softmax(1).gather(1, b.answer[:, None].to(opts.device))[:, 0].cpu())
+        return opts.argmax(1).cpu(), opts.softmax(1).gather(1, b.answer[:, None].to(opts.device))[:, 0].cpu()
+
+    done = parallel.map_batches(one, batches, "answers")
+    preds, probs = [d[0] for d in done], [d[1] for d in done]
     pred, answer = torch.cat(preds), torch.cat([b.answer.cpu() for b in batches])
     return {"prediction": pred, "p_correct": torch.cat(probs), "correct": (pred == answer).float()}
 

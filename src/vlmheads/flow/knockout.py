@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 import torch
 
+from .. import parallel
 from ..sites import attention
 from ..sites.attention import text_attention
 from ..methods.batches import OptionBatch, metric
@@ -117,8 +118,9 @@ def knockout_effects(loaded: LoadedModel, batches: Sequence[OptionBatch], edge: 
     batch; None when the batches cannot say which tokens the edge class means (objects without a layout).
     ``plain``: a dict the caller keeps across calls, holding each batch's uncut last-position logits."""
     plain = {} if plain is None else plain
-    out: dict[str, list] = {m: [] for m in metrics}
-    for index, batch in enumerate(batches):
+
+    def one(index: int) -> dict | None:
+        batch = batches[index]
         inputs: Mapping[str, torch.Tensor] = batch.inputs
         objects = object_tokens(loaded, batch) if edge in NEEDS_OBJECTS else None
         if edge in NEEDS_OBJECTS and objects is None:
@@ -129,10 +131,13 @@ def knockout_effects(loaded: LoadedModel, batches: Sequence[OptionBatch], edge: 
                 plain[index] = loaded.last_logits(inputs)
             with knockout(loaded, layers, blocked):
                 cut = loaded.last_logits(inputs)
-        for m in metrics:
-            out[m].append((metric(plain[index], batch.option_ids, batch.answer, m)
-                           - metric(cut, batch.option_ids, batch.answer, m)).cpu())
-    return {m: torch.cat(parts) for m, parts in out.items()}
+        return {m: (metric(plain[index], batch.option_ids, batch.answer, m)
+                    - metric(cut, batch.option_ids, batch.answer, m)).cpu() for m in metrics}  # each [B]
+
+    done = parallel.map_batches(one, range(len(batches)), f"knockout {edge}")
+    if any(d is None for d in done):
+        return None
+    return {m: torch.cat([d[m] for d in done]) for m in metrics}
 
 
 def knockout_drops(loaded: LoadedModel, batches: Sequence[OptionBatch], edge: str, layers: Sequence[int],

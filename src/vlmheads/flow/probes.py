@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from .. import parallel
 from ..methods.batches import OptionBatch
 from ..methods.probing import fit_softmax_probe
 from ..methods.selection import accuracy_summary
@@ -111,21 +112,25 @@ def relation_probes(loaded: LoadedModel, batches: Sequence[OptionBatch], seed: i
     """Rows ``{site, layer, position, accuracy, ci_low, ci_high, chance, n_test}``, and a note on what was
     skipped. Without scene layouts only the positions that need none are probed (the decoder's answer
     position, the vision encoder's mean over all patches)."""
-    decoder, vision, labels, notes = {}, {}, [], []
-    for batch in batches:
+    def one(batch: OptionBatch) -> tuple[bool, dict, dict | None]:
         positions = object_positions(loaded, batch)
-        if positions is None and "layouts" not in " ".join(notes):
+        v = vision_features(loaded, batch, positions)
+        return (positions is None, {k: x.cpu() for k, x in decoder_features(loaded, batch, positions).items()},
+                None if v is None else {k: x.cpu() for k, x in v.items()})
+
+    decoder, vision, labels, notes = {}, {}, [], []
+    for batch, (no_positions, d, v) in zip(batches, parallel.map_batches(one, batches, "relation probe features")):
+        if no_positions and "layouts" not in " ".join(notes):
             notes.append("no object positions (no scene layouts, or image tokens not one square grid): "
                          "objects and background not probed")
-        for key, value in decoder_features(loaded, batch, positions).items():
-            decoder.setdefault(key, []).append(value.cpu())
-        v = vision_features(loaded, batch, positions)
+        for key, value in d.items():
+            decoder.setdefault(key, []).append(value)
         if v is None:
             if "vision" not in " ".join(notes):
                 notes.append("vision encoder: its patches do not map one to one onto the image tokens")
         else:
             for key, value in v.items():
-                vision.setdefault(key, []).append(value.cpu())
+                vision.setdefault(key, []).append(value)
         labels += [e.relation for e in batch.examples]
     if len(set(labels)) < 2:
         return [], "probes need examples of at least two relations"

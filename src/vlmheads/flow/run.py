@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .. import parallel
 from ..data import canonical_function, load, organism_examples
 from ..world.scenes import Rendering
 from ..methods.batches import option_batches
@@ -22,7 +23,7 @@ from ..models.loading import LoadedModel
 from ..runs import ModelOptions, StageStore, write_csv
 from .knockout import EDGES, knockout_effects, windows
 from .probes import relation_probes
-from .rollout import FLOW_EXAMPLES, agreement_of, image_positions, rollout_batch
+from .rollout import FLOW_EXAMPLES, MAX_FLOW_TOKENS, agreement_of, image_positions, rollout_batch
 from ..errors import InputError
 
 
@@ -98,8 +99,8 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
     notes, rows, timings = {}, [], {}
     plain: dict = {}  # each batch's uncut logits, computed once for every cut
     t = time.time()
-    with tqdm(total=len(config.edges) * len(spans), desc="flow knockout", unit="cut", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(total=len(config.edges) * len(spans), desc="flow knockout", unit="cut",
+              disable=not (progress and parallel.world().main), dynamic_ncols=True) as bar:
         for edge in config.edges:
             for start, end in spans:
                 bar.set_postfix_str(f"{edge} L{start}-{end - 1}")
@@ -140,12 +141,15 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
             + (f" (from {config.heads_from})" if config.heads_from else ""))
     try:
         if config.rollout:
-            parts = []
-            for index, batch in enumerate(tqdm(batches, desc="rollout vs per-patch knockout", unit="batch",
-                                               disable=not progress, dynamic_ncols=True)):
-                flowed = sum(len(p["flow"]) for p in parts if p["flow"] is not None)  # flow: the first examples only
-                parts.append(stage(f"rollout-batch{index}",
-                                   lambda: rollout_batch(loaded, batch, flow_examples=FLOW_EXAMPLES - flowed)))
+            budget = flow_budgets(batches)  # attention flow: the first FLOW_EXAMPLES examples only
+            with tqdm(total=len(parallel.world().share(len(batches))), desc="rollout vs per-patch knockout", unit="batch",
+                      disable=not (progress and parallel.world().main), dynamic_ncols=True) as rolled:
+                def one(index):
+                    part = rollout_batch(loaded, batches[index], flow_examples=budget[index])
+                    rolled.update()
+                    return part
+
+                parts = store.items([f"rollout-batch{i}" for i in range(len(batches))], one, "rollout")
             agreement = agreement_of(parts)
             rollout = {"rollout_mean": agreement["rollout"].mean(0).tolist(),
                        "knockout_mean": agreement["knockout"].mean(0).tolist(),
@@ -169,6 +173,20 @@ def run_flow(loaded: LoadedModel, config: FlowConfig, examples: list, log: Calla
     return FlowResult(rows, probes, notes, timings, rollout, attention, store.resumed)
 
 
+def flow_budgets(batches) -> list[int]:
+    """Per batch, how many of its examples get attention flow (what ``rollout_batch`` is given): the first
+    ``FLOW_EXAMPLES`` examples of the run, among batches with prompts of at most ``MAX_FLOW_TOKENS`` tokens;
+    known from the batches' shapes alone, so every batch can be computed on its own."""
+    budgets, flowed = [], 0
+    for batch in batches:
+        budget = FLOW_EXAMPLES - flowed
+        budgets.append(budget)
+        take = max(0, min(budget, batch.size))
+        if take and batch.inputs["input_ids"].shape[1] <= MAX_FLOW_TOKENS:
+            flowed += take
+    return budgets
+
+
 def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 3) -> dict:
     """The answer position's attention over the image grid per layer (heads averaged), for correctly and
     wrongly answered examples; the image tokens' share of attention and of the sequence; and for each of
@@ -182,19 +200,26 @@ def image_attention_maps(loaded: LoadedModel, batches, heads=(), gallery: int = 
 
     for layer, head in heads:
         loaded.geometry.check_head(layer, head)
-    maps, right, share, seq_share, per_head, examples = [], [], [], [], [], []
-    for batch in batches:
+    def one(batch) -> tuple:
         logits, attentions = attention_probabilities(loaded, batch.inputs)  # [B, S, V], L x [B, H, S, S]
         image = loaded.image_token_mask(batch.inputs).cpu()
         positions = image_positions(loaded, batch.inputs).cpu()  # [B, n_image]
         last = [a[:, :, -1].float().cpu() for a in attentions]  # L x [B, H, S]
-        maps.append(torch.stack([a.mean(1).gather(1, positions) for a in last], 1))  # [B, L, n_image]
-        share.append(torch.stack([(a.mean(1) * image).sum(1) for a in last], 1))  # [B, L]
-        seq_share.append(image.sum(1).float() / batch.inputs["attention_mask"].sum(1).cpu())
+        return (torch.stack([a.mean(1).gather(1, positions) for a in last], 1),  # [B, L, n_image]
+                torch.stack([(a.mean(1) * image).sum(1) for a in last], 1),  # [B, L]
+                image.sum(1).float() / batch.inputs["attention_mask"].sum(1).cpu(),  # [B]
+                torch.stack([last[l][:, h].gather(1, positions) for l, h in heads], 1) if heads else None,  # [B, K, n]
+                metric(logits[:, -1], batch.option_ids, batch.answer, "accuracy").bool().cpu())  # [B]
+
+    maps, right, share, seq_share, per_head, examples = [], [], [], [], [], []
+    for batch, (m, s, q, h, r) in zip(batches, parallel.map_batches(one, batches, "attention maps")):
+        maps.append(m)
+        share.append(s)
+        seq_share.append(q)
         if heads:
-            per_head.append(torch.stack([last[l][:, h].gather(1, positions) for l, h in heads], 1))  # [B, K, n_image]
+            per_head.append(h)
             examples += list(batch.examples)
-        right.append(metric(logits[:, -1], batch.option_ids, batch.answer, "accuracy").bool().cpu())
+        right.append(r)
     maps, right = torch.cat(maps), torch.cat(right)
     n_image = maps.shape[-1]
     side = int(round(n_image ** 0.5))

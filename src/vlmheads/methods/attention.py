@@ -14,6 +14,7 @@ from typing import Sequence
 
 import torch
 
+from .. import parallel
 from ..models.loading import LoadedModel
 from ..sites.attention import attention_probabilities
 from .batches import OptionBatch
@@ -28,8 +29,7 @@ def answer_attention(loaded: LoadedModel, inputs) -> tuple[torch.Tensor, torch.T
 
 def image_attention(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean ``(image_share, image_entropy)``, each ``[n_layers, n_heads]``, over the batches' examples."""
-    shares, entropies = [], []
-    for batch in batches:
+    def one(batch: OptionBatch) -> tuple[torch.Tensor, torch.Tensor]:
         _, attention = answer_attention(loaded, batch.inputs)  # [B, L, H, S]
         image = loaded.image_token_mask(batch.inputs)  # [B, S]
         n_image = image.sum(1).clamp(min=2).float()  # [B]
@@ -42,6 +42,7 @@ def image_attention(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> tupl
             ent = -(p * p.clamp(min=1e-12).log()).sum(-1) / n_image.log()[:, None]
             layer_share.append(share)
             layer_entropy.append(ent)
-        shares.append(torch.stack(layer_share, 1))  # [B, L, H]
-        entropies.append(torch.stack(layer_entropy, 1))
-    return torch.cat(shares).mean(0).cpu(), torch.cat(entropies).mean(0).cpu()
+        return torch.stack(layer_share, 1).cpu(), torch.stack(layer_entropy, 1).cpu()  # each [B, L, H]
+
+    done = parallel.map_batches(one, batches, "image attention")
+    return torch.cat([d[0] for d in done]).mean(0), torch.cat([d[1] for d in done]).mean(0)

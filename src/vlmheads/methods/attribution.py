@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 
+from .. import parallel
 from ..sites import heads as site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric, take_rows
@@ -73,13 +74,13 @@ def attribution_effects(loaded: LoadedModel, clean: Sequence[OptionBatch], corru
                         metric_name: str = "logit_diff", rows: int | None = None) -> torch.Tensor:
     """Estimated noising effects ``[n_examples, n_layers, n_heads]`` (pairs from ``pair_batches``), in
     sub-batches of ``rows`` (default from the free memory; ``by_sub_batches``)."""
-    out = []
+    def one(pair) -> torch.Tensor:
+        c, k = pair
+        B, S = c.inputs["input_ids"].shape
+        return by_sub_batches(loaded, B, S, lambda take: _noising_estimate(loaded, c, k, take, metric_name), rows)
+
     with _frozen(loaded):
-        for c, k in zip(clean, corrupt):
-            B, S = c.inputs["input_ids"].shape
-            out.append(by_sub_batches(loaded, B, S, lambda take: _noising_estimate(loaded, c, k, take, metric_name),
-                                      rows))
-    return torch.cat(out)
+        return torch.cat(parallel.map_batches(one, list(zip(clean, corrupt)), "attribution patching"))
 
 
 def _noising_estimate(loaded: LoadedModel, c: OptionBatch, k: OptionBatch, rows: list[int],

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from .. import parallel
 from ..interventions import Ablate, apply
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
@@ -23,12 +24,12 @@ def correct_under(loaded: LoadedModel, batches: Sequence[OptionBatch], heads: Se
     """Per-example correctness ``[N]`` (float 0/1) with ``heads`` ablated in every position
     (the ``Ablate`` intervention, so the check ablates exactly as ``heads.intervene`` does)."""
     ablate = Ablate(tuple(heads), mode)
-    out = []
-    for batch in batches:
+    def one(batch: OptionBatch) -> torch.Tensor:
         with torch.no_grad(), apply(loaded, [ablate] if heads else [], means=means):
             logits = loaded.last_logits(batch.inputs)
-        out.append(metric(logits, batch.option_ids, batch.answer, "accuracy").cpu())
-    return torch.cat(out)
+        return metric(logits, batch.option_ids, batch.answer, "accuracy").cpu()  # [B]
+
+    return torch.cat(parallel.map_batches(one, batches, "ablation check"))
 
 
 def ablation_check(loaded: LoadedModel, batches_by_function: dict[str, Sequence[OptionBatch]],

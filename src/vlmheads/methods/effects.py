@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from .. import parallel
 from ..sites import heads as site
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
@@ -55,10 +56,10 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
         g.check_head(layer, head)
         chosen.setdefault(layer, []).append(head)
     budget = PassBudget(rows_per_pass or pass_rows(loaded, int(batches[0].inputs["input_ids"].shape[1])))
-    effects, bases, paths = [], [], []
-    for b_index, batch in enumerate(batches):
+
+    def one_batch(b_index: int) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        batch = batches[b_index]
         sweep = LayerSweep(loaded, batch.inputs)
-        paths.append((sweep.path, sweep.path_note))
         base = metric(sweep.logits, batch.option_ids, batch.answer, metric_name)  # [B]
         out = torch.full((batch.size, g.n_layers, g.n_heads), float("nan")) if heads is not None else \
             torch.zeros(batch.size, g.n_layers, g.n_heads)
@@ -87,12 +88,14 @@ def head_sweep(loaded: LoadedModel, batches: Sequence[OptionBatch], replace: Rep
                 edited = metric(logits.flatten(0, 1), batch.option_ids, batch.answer, metric_name).view(len(chunk), B)
                 out[:, layer, chunk] = (sign * (base[None] - edited)).T.cpu()
                 todo = todo[len(chunk):]
-        effects.append(out)
-        bases.append(base.cpu())
         if progress:
             progress(f"batch {b_index + 1}/{len(batches)}")
-    path, note = max(paths, key=lambda p: PATHS.index(p[0]))
-    return SweepResult(torch.cat(effects), torch.cat(bases), path, note)
+        return out, base.cpu(), (sweep.path, sweep.path_note)
+
+    # one batch is the unit of work: each rank sweeps its share, every rank gets all batches in order
+    done = parallel.map_batches(one_batch, range(len(batches)), "head sweep")
+    path, note = max((d[2] for d in done), key=lambda p: PATHS.index(p[0]))
+    return SweepResult(torch.cat([d[0] for d in done]), torch.cat([d[1] for d in done]), path, note)
 
 
 class PassBudget:

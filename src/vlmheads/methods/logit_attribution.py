@@ -27,6 +27,7 @@ from typing import Sequence
 
 import torch
 
+from .. import parallel
 from ..models.adapter import resolve
 from ..models.loading import LoadedModel
 from ..sites import heads as site
@@ -111,7 +112,7 @@ def direct_effects(loaded: LoadedModel, batch: OptionBatch) -> torch.Tensor:
 
 def dla_effects(loaded: LoadedModel, batches: Sequence[OptionBatch]) -> torch.Tensor:
     """``[N, L, H]`` over the batches' examples."""
-    return torch.cat([direct_effects(loaded, b) for b in batches])
+    return torch.cat(parallel.map_batches(lambda b: direct_effects(loaded, b).cpu(), batches, "direct logit attribution"))
 
 
 def head_roles(heads, direct: torch.Tensor, total: torch.Tensor, share: float = WRITING_SHARE) -> dict:

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from .. import parallel
 from ..interventions import Ablate, apply
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
@@ -31,19 +32,23 @@ from ..errors import InputError
 def subset_drops(loaded: LoadedModel, batches: Sequence[OptionBatch], masks: torch.Tensor, mode: str = "zero",
                  metric_name: str = "logit_diff", means: torch.Tensor | None = None) -> torch.Tensor:
     """``[n_subsets]``: mean metric drop over the examples with each set of ``masks [S, L, H]`` ablated."""
-    drops = torch.zeros(masks.shape[0])
-    n = 0
-    for batch in batches:
+    def one(batch: OptionBatch) -> list[float]:  # [n_subsets] summed drops of one batch
+        sums = []
         with torch.no_grad():
             base = metric(loaded.last_logits(batch.inputs), batch.option_ids,
                           batch.answer, metric_name)  # [B]
-            for s, mask in enumerate(masks):
+            for mask in masks:
                 heads = [tuple(h) for h in mask.nonzero().tolist()]
                 with apply(loaded, [Ablate(heads, mode)] if heads else [], means=means):
                     logits = loaded.last_logits(batch.inputs)
-                drops[s] += float((base - metric(logits, batch.option_ids, batch.answer, metric_name)).sum())
-        n += batch.size
-    return drops / n
+                sums.append(float((base - metric(logits, batch.option_ids, batch.answer, metric_name)).sum()))
+        return sums
+
+    drops = torch.zeros(masks.shape[0])
+    for sums in parallel.map_batches(one, batches, "redundancy subsets"):  # added in batch order, as one process does
+        for s, value in enumerate(sums):
+            drops[s] += value
+    return drops / sum(b.size for b in batches)
 
 
 def ridge_fit(masks: torch.Tensor, drops: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import torch
 
+from .. import parallel
 from ..sites import heads as site
 from ..models.loading import LoadedModel
 from .attribution import _frozen, _z_pass
@@ -40,13 +41,13 @@ def ablation_attribution(loaded: LoadedModel, batches: Sequence[OptionBatch], mo
     give each row what the whole batch gives it (``take_rows`` keeps the batch's padding). Resample
     ablation takes each row's replacement from its neighbour in the batch: its batches run whole."""
     site.check_ablation(mode)
-    out = []
+    def one(batch: OptionBatch) -> torch.Tensor:
+        B, S = batch.inputs["input_ids"].shape
+        return by_sub_batches(loaded, B, S, lambda take: _estimate(loaded, batch, take, mode, metric_name, means),
+                              rows, whole=mode == "resample")
+
     with _frozen(loaded):
-        for batch in batches:
-            B, S = batch.inputs["input_ids"].shape
-            out.append(by_sub_batches(loaded, B, S, lambda take: _estimate(loaded, batch, take, mode, metric_name,
-                                                                            means), rows, whole=mode == "resample"))
-    return torch.cat(out)  # [N, L, H]
+        return torch.cat(parallel.map_batches(one, batches, "ablation screen"))  # [N, L, H]
 
 
 def _estimate(loaded: LoadedModel, batch: OptionBatch, rows: list[int], mode: str, metric_name: str,

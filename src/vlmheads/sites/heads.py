@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from .. import parallel
 from ..errors import InputError
 from ..models.adapter import HeadGeometry
 from ..models.loading import LoadedModel
@@ -147,13 +148,15 @@ def ablate_(z: torch.Tensor, layer: int, heads: Sequence[int], mode: str, means:
 
 def head_means(loaded: LoadedModel, inputs_list: Iterable[Mapping[str, torch.Tensor]]) -> torch.Tensor:
     """Mean head output ``[n_layers, n_heads, head_dim]`` over the batches' non-pad positions."""
-    total, count = None, 0
-    for inputs in inputs_list:
+    def one(inputs) -> tuple[torch.Tensor, int]:
         z, _ = read(loaded, inputs)
         mask = inputs["attention_mask"].bool()  # [B, S]
-        s = torch.stack([z[layer][mask] for layer in sorted(z)]).float().sum(1)  # [L, H, D]
+        return torch.stack([z[layer][mask] for layer in sorted(z)]).float().sum(1).cpu(), int(mask.sum())  # [L, H, D]
+
+    total, count = None, 0
+    for s, n in parallel.map_batches(one, list(inputs_list), "head means"):  # summed in batch order on every rank
         total = s if total is None else total + s
-        count += int(mask.sum())
+        count += n
     if total is None:
         raise ValueError("head means need at least one batch")
-    return total / count
+    return (total / count).to(loaded.device)
