@@ -224,9 +224,14 @@ def load(args):
                                          reason=getattr(args, "threads_reason", "--threads"))
     from vlmheads import parallel
 
+    max_memory = parse_max_memory(args.max_memory)
+    if args.device_map is not None and parallel.world().size > 1:  # each rank's model on its own block of GPUs
+        import torch
+
+        max_memory = parallel.rank_max_memory(max_memory, torch.cuda.device_count(),
+                                              lambda i: torch.cuda.get_device_properties(i).total_memory)
     loaded = load_model(args.model, device=parallel.rank_device(args.device), dtype=args.dtype,
-                        device_map=args.device_map,
-                        max_memory=parse_max_memory(args.max_memory),
+                        device_map=args.device_map, max_memory=max_memory,
                         attn_implementation=args.attn_implementation,
                         allow_random_init=getattr(args, "allow_random_init", False))
     for note in loaded.notes:

@@ -51,6 +51,20 @@ def test_in_one_process_a_map_is_a_plain_loop_and_errors_are_raised_as_they_are(
     assert parallel.gather(5) == [5] and parallel.broadcast("a") == "a"
 
 
+def test_each_rank_of_a_node_spreads_its_model_over_its_own_block_of_gpus():
+    assert [parallel.gpu_block(r, 4, 8) for r in range(4)] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    assert [parallel.gpu_block(r, 3, 8) for r in range(3)] == [[0, 1], [2, 3], [4, 5]]  # 6 and 7 unused
+    with pytest.raises(InputError, match="4 processes on this node but 2 visible GPU"):
+        parallel.gpu_block(0, 4, 2)
+    previous = parallel.use(parallel.World(rank=3, size=4, local_rank=1, local_size=2))
+    try:
+        caps = parallel.rank_max_memory({2: "70GiB", 0: "10GiB", "cpu": "100GiB"}, 4, lambda i: 80 << 30)
+        assert caps == {2: "70GiB", 3: 80 << 30, "cpu": "100GiB"}  # GPUs 2 and 3; the cap given for 2 kept
+    finally:
+        parallel.use(previous)
+    assert parallel.rank_max_memory(None, 4, lambda i: 1) is None  # one process: the device map's own choice
+
+
 def test_a_command_that_runs_as_one_process_refuses_a_launcher(monkeypatch, capsys):
     from heads.organism import main as organism_main
 

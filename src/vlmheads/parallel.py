@@ -329,22 +329,6 @@ def broadcast(value: Any, step: str = "broadcast") -> Any:
     return box[0]
 
 
-def agree(error: BaseException | None, step: str) -> None:
-    """The collective success check: every rank says whether its part of ``step`` failed; a failed rank
-    re-raises its own error, every other rank raises ``RankFailed`` naming the first failed rank."""
-    if _ACTIVE.size == 1:
-        if error is not None:
-            raise error
-        return
-    said = None if error is None else f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
-    reports = gather(said, step)
-    if error is not None:
-        raise error
-    for rank, message in enumerate(reports):
-        if message is not None:
-            raise RankFailed(rank, step, message)
-
-
 def map_batches(fn: Callable[[T], R], items: Sequence[T], step: str = "batches") -> list[R]:
     """``[fn(item) for item in items]``, each rank computing its share (``World.share``) and every rank
     returned all results in item order. In a world of one, or inside another ``map_batches``'s share, a
@@ -408,3 +392,27 @@ def rank_device(device: str) -> str:
     if _ACTIVE.size == 1 or not str(device).startswith("cuda"):
         return device
     return f"cuda:{_ACTIVE.local_rank}"
+
+
+def gpu_block(local_rank: int, local_size: int, visible: int) -> list[int]:
+    """The GPUs (indices among the visible ones) a rank's device map may use when each process of a node
+    holds a model spread over several: the node's ``visible`` GPUs cut into ``local_size`` equal blocks
+    (left-over GPUs unused), block ``local_rank``. Refused when there are fewer GPUs than processes."""
+    if visible < local_size:
+        raise InputError(f"{local_size} processes on this node but {visible} visible GPU(s): a device map per "
+                         f"process needs at least one GPU each; start fewer processes (--nproc_per_node)")
+    size = visible // local_size
+    return list(range(local_rank * size, (local_rank + 1) * size))
+
+
+def rank_max_memory(caps: dict | None, visible: int, total_bytes: Callable[[int], int]) -> dict | None:
+    """``--max-memory`` for this rank's device map: only the GPUs of its block (``gpu_block``), each at the
+    cap given for it or its whole memory (``total_bytes(i)``), and the cpu/disk caps as given. A world of
+    one keeps ``caps`` as they are."""
+    if _ACTIVE.size == 1:
+        return caps
+    caps = dict(caps or {})
+    block = gpu_block(_ACTIVE.local_rank, _ACTIVE.local_size, visible)
+    out = {i: caps.get(i, total_bytes(i)) for i in block}
+    out.update({k: v for k, v in caps.items() if not isinstance(k, int)})
+    return out
