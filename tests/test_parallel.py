@@ -87,9 +87,9 @@ def torchrun(args: list[str], plant: str | None = None, command: str = "locate",
 
 LOCATE_OUTPUTS = ("scores.csv", "heads.json", "samples.jsonl")
 CASES = {
-    # every default method and the opt-in ones; batches of 3 and 1 (an uneven last share)
+    # every default method and direct logit attribution; batches of 2, 2 and 1: rank 0 takes two, rank 1 one
     "zero, every method": ["--methods", "ablation,patching,attribution,probe,attention,dla",
-                           "--n", "4", "--batch-size", "3"],
+                           "--n", "5", "--batch-size", "2"],
     # redundancy's random head sets, summed batch by batch (~128 passes a batch: the smallest batches)
     "redundancy": ["--methods", "redundancy", "--select-by", "redundancy", "--dataset", "organism:controlled",
                    "--function", "relational", "--n", "4", "--batch-size", "2"],
