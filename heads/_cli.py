@@ -166,33 +166,19 @@ def add_run_options(parser: argparse.ArgumentParser, batch_size: int) -> None:
                                                     "not hold files: runs are never overwritten")
 
 
-def check_model_options(args) -> None:
-    """Device, dtype, model source and --out, checked before anything is loaded."""
-    from vlmheads.models.loading import (ATTENTION_IMPLEMENTATIONS, _resolve_dtype, check_device,
-                                         check_device_map, check_model_source, parse_max_memory)
+def model_spec(args):
+    """The job's ``ModelSpec`` from the parsed options (a new run; ``--resume`` takes its run's config's)."""
+    from vlmheads.models.spec import ModelSpec
 
-    check_device(args.device)
-    _resolve_dtype(args.dtype)
-    if args.device_map is not None:
-        check_device_map(args.device_map)
-    if args.max_memory is not None:
-        if args.device_map is None:
-            raise UsageError("--max-memory caps what --device-map places on each device: add --device-map auto")
-        parse_max_memory(args.max_memory)
-    if args.attn_implementation is not None and args.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
-        raise UsageError(f"unknown --attn-implementation {args.attn_implementation!r}; use one of "
-                         f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
-    check_model_source(args.model)
+    return ModelSpec.of(args)
+
+
+def check_model_options(args, spec=None):
+    """The model's spec (default: from ``args``) and --out, checked before anything is loaded; returns the spec."""
+    spec = spec or model_spec(args)
+    spec.check()
     check_out(args.out)
-
-
-def declared_geometry(args) -> tuple[int, int] | None:
-    """``(n_layers, n_heads)`` that ``args.model``'s config declares (None when it does not say), read
-    without weights: what lets a head count or a layer window be refused before the model loads."""
-    from vlmheads.models.identity import declared_geometry as declared
-    from vlmheads.models.loading import check_model_source
-
-    return declared(check_model_source(args.model))
+    return spec
 
 
 def check_out(out: str | None) -> None:
@@ -206,38 +192,19 @@ def check_out(out: str | None) -> None:
 def model_rendering(model: str | None) -> dict | None:
     """The organism rendering a local model declares in its config.json (``vlmheads_rendering``), read
     before the model loads; None (clean scenes) for models that declare none and for hub ids."""
-    from vlmheads.models.loading import check_model_source
-    from vlmheads.world.scenes import declared_rendering
+    from vlmheads.models.spec import ModelSpec
 
-    source = check_model_source(model)
-    return declared_rendering(Path(source) / "config.json") if isinstance(source, Path) else None
+    return ModelSpec(model=model).rendering()
 
 
-def load(args):
-    """The model of ``args`` (checked by ``check_model_options``), with a processor."""
-    from vlmheads.machine import choose_threads
-    from vlmheads.models import load_model
-    from vlmheads.models.loading import parse_max_memory
-
-    args.threads_choice = choose_threads(getattr(args, "threads", None),
-                                         "cpu" if args.device_map is None and args.device == "cpu" else "accelerator",
-                                         reason=getattr(args, "threads_reason", "--threads"))
-    from vlmheads import parallel
-
-    max_memory = parse_max_memory(args.max_memory)
-    if args.device_map is not None and parallel.world().size > 1:  # each rank's model on its own block of GPUs
-        import torch
-
-        max_memory = parallel.rank_max_memory(max_memory, torch.cuda.device_count(),
-                                              lambda i: torch.cuda.get_device_properties(i).total_memory)
-    loaded = load_model(args.model, device=parallel.rank_device(args.device), dtype=args.dtype,
-                        device_map=args.device_map, max_memory=max_memory,
-                        attn_implementation=args.attn_implementation,
-                        allow_random_init=getattr(args, "allow_random_init", False))
+def load(args, spec=None):
+    """The model of ``spec`` (default: from ``args``; checked by ``check_model_options``), with a processor;
+    ``args.threads_choice`` says what threads it runs with (for metadata.json)."""
+    loaded, args.threads_choice = (spec or model_spec(args)).load()
     for note in loaded.notes:
         print(note, flush=True)
     if loaded.processor is None:
-        raise UsageError(f"{args.model} has no processor; save one beside the model (processor.save_pretrained)")
+        raise UsageError(f"{loaded.name} has no processor; save one beside the model (processor.save_pretrained)")
     return loaded
 
 
@@ -329,14 +296,10 @@ def main_only(action: Callable[[], None]) -> None:
         action()
 
 
-MODEL_OPTIONS = ("model", "device", "dtype", "device_map", "max_memory", "attn_implementation", "threads",
-                 "allow_random_init")
-
-
-def model_config(args) -> dict:
-    """The model options of a job's config (``runs.ModelOptions`` and ``model``), from the parsed arguments,
-    with the organism rendering the model declares: what every command's config starts from."""
-    return {**{option: getattr(args, option) for option in MODEL_OPTIONS}, "rendering": model_rendering(args.model)}
+def model_config(spec) -> dict:
+    """The model options of a job's config (``runs.ModelOptions`` and ``model``) from its ``ModelSpec``, with
+    the organism rendering the model declares: what every command's config starts from."""
+    return {**spec.options(), "rendering": spec.rendering()}
 
 
 def defaults(config_class) -> dict:
@@ -347,28 +310,18 @@ def defaults(config_class) -> dict:
             if f.default is not dataclasses.MISSING}
 
 
-def config_from(config_class, args, **given):
+def config_from(config_class, args, spec=None, **given):
     """A job's config built from the parsed arguments by its dataclass fields: each field from ``given``,
     else from ``args`` under the same name, else its default; the model options and the organism rendering
-    from ``model_config``. A new option is one parser line and one field."""
+    from the ``ModelSpec`` (default: ``model_spec(args)``; ``model_config``). A new option is one parser line
+    and one field."""
     import dataclasses
 
-    values = {**model_config(args), **given}
+    values = {**model_config(spec or model_spec(args)), **given}
     for f in dataclasses.fields(config_class):
         if f.name not in values and hasattr(args, f.name):
             values[f.name] = getattr(args, f.name)
     return config_class(**values)
-
-
-def adopt_model_options(args, config, previous: dict | None = None) -> None:
-    """``--resume``: the model options of the run being continued replace the command line's; a thread
-    count that was chosen automatically is the one the run used (``previous`` metadata), since another
-    count can change the last bits of the results."""
-    for option in MODEL_OPTIONS:
-        setattr(args, option, getattr(config, option))
-    used = (previous or {}).get("threads") or {}
-    if args.threads is None and isinstance(used.get("threads"), int):
-        args.threads, args.threads_reason = used["threads"], "the resumed run's"
 
 
 def interrupted_run(run_dir: Path, command: str, what: str) -> tuple[dict, dict]:

@@ -78,11 +78,12 @@ def _run(args) -> int:
 
     from vlmheads.data import canonical_function
     from vlmheads.flow.run import FlowConfig, flow_examples, report_lines, run_flow, write_outputs
+    from vlmheads.models.spec import ModelSpec
 
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         config, previous = _cli.resumed_config(resume, "flow", "a flow run", FlowConfig)
-        _cli.adopt_model_options(args, config, previous)
+        spec = ModelSpec.of(config).resumed(previous)  # the run's own model options, never the command line's
         args.out, geometry, foreign = None, None, {}
         heads_from = config.heads_from
     else:
@@ -91,12 +92,13 @@ def _run(args) -> int:
         heads, heads_from, geometry, foreign = _located_heads(args, canonical_function(args.function))
         config = _cli.config_from(FlowConfig, args, probes=not args.no_probes, rollout=not args.no_rollout,
                                   heads=heads, heads_from=heads_from, allow_foreign_heads=bool(foreign))
-    _cli.check_model_options(args)
-    declared = _cli.declared_geometry(args)
+        spec = ModelSpec.of(config)
+    _cli.check_model_options(args, spec)
+    declared = spec.declared_geometry()
     if declared and config.window is not None and config.window > declared[0]:
         raise _cli.UsageError(f"--window {config.window} is more than the model's {declared[0]} layers")
     examples = flow_examples(config)
-    loaded = _cli.load(args)
+    loaded = _cli.load(args, spec)
     if config.window is not None and config.window > loaded.geometry.n_layers:
         raise _cli.UsageError(f"--window {config.window} is more than the model's {loaded.geometry.n_layers} layers")
     g = loaded.geometry

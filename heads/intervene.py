@@ -147,7 +147,7 @@ def _run(args) -> int:
         "blind": ("none" in methods, f"the blind baseline is the unmodified model, and none is not among the "
                                      f"methods ({run_list}); add --method none"),
         "data_root": _cli.data_root_used(args.dataset or InterveneConfig.datasets)})
-    _cli.check_model_options(args)
+    spec = _cli.check_model_options(args)
     # head-free methods (none, ScalingVis, AdaptVis, VisionBoost) need no locate run at all
     wants_heads = any(INTERVENE_METHODS[m].uses_heads for m in methods) or args.heads_from or k_own
     run, skipped = None, {}
@@ -166,12 +166,12 @@ def _run(args) -> int:
         k_by_method = tuple((m, k if k is not None else len(located.selected)) for m, k in k_own.items())
     else:
         located, order, heads, k_by_method = None, (), (), ()
-    config = _cli.config_from(InterveneConfig, args, datasets=tuple(args.dataset or InterveneConfig.datasets),
+    config = _cli.config_from(InterveneConfig, args, spec, datasets=tuple(args.dataset or InterveneConfig.datasets),
                               methods=methods, heads=heads, heads_from=str(run) if run else None,
                               k=len(heads) if run else None, k_by_method=k_by_method, ranking=order,
                               allow_foreign_heads=bool(foreign))
     data = load_datasets(config)
-    loaded = _cli.load(args)
+    loaded = _cli.load(args, spec)
     g = loaded.geometry
     if located is None:
         print("heads: none (head-free methods only: " + ", ".join(methods) + ")")
@@ -198,11 +198,12 @@ def _resume(args, run_dir: Path) -> int:
 
     from vlmheads.intervene import InterveneConfig
 
+    from vlmheads.models.spec import ModelSpec
+
     config, previous = _cli.resumed_config(run_dir, "intervene", "an intervene run", InterveneConfig)
-    _cli.adopt_model_options(args, config, previous)
-    _cli.check_model_options(args)
+    spec = _cli.check_model_options(args, ModelSpec.of(config).resumed(previous))  # the run's own, not argv's
     data = load_datasets(config)
-    loaded = _cli.load(args)
+    loaded = _cli.load(args, spec)
     return _execute(args, config, data, loaded, _cli.existing_directory(run_dir, "intervene"),
                     previous.get("locate_run"), resumed=_cli.resumed_from(previous))
 

@@ -63,16 +63,18 @@ def _run(args) -> int:
     import shutil
 
     from vlmheads.locate import examples_by_function, report_lines, run_locate, write_outputs
+    from vlmheads.models.spec import ModelSpec
 
     resume = Path(args.resume) if args.resume else None
     if resume is not None:
         from vlmheads.locate import LocateConfig
 
         config, previous = _cli.resumed_config(resume, "locate", "a locate run", LocateConfig)
-        _cli.adopt_model_options(args, config, previous)
+        spec = ModelSpec.of(config).resumed(previous)  # the run's own model options, never the command line's
         args.out = None
     else:
         config, previous = _config(args), None
+        spec = ModelSpec.of(config)
         no_ablation = f"--methods has no ablation (now {','.join(config.methods)})"
         _cli.refuse_unused(args, {
             "screen": ("ablation" in config.methods, f"the screen is the ablation method's, and {no_ablation}"),
@@ -80,10 +82,10 @@ def _run(args) -> int:
                        f"it sets how many heads ablation verifies after its screen, and "
                        f"{'--screen is off' if 'ablation' in config.methods else no_ablation}"),
             "data_root": _cli.data_root_used([config.dataset])})
-    _cli.check_model_options(args)
-    declared = _cli.declared_geometry(args)
+    _cli.check_model_options(args, spec)
+    declared = spec.declared_geometry()
     if declared and config.top_k is not None and config.top_k > declared[0] * declared[1]:
-        raise _cli.UsageError(f"--top-k {config.top_k} is larger than the number of heads: {args.model} has "
+        raise _cli.UsageError(f"--top-k {config.top_k} is larger than the number of heads: {spec.model} has "
                               f"{declared[0] * declared[1]} ({declared[0]} layers x {declared[1]}); choose "
                               f"1..{declared[0] * declared[1]}")
     examples = examples_by_function(config)
@@ -95,7 +97,7 @@ def _run(args) -> int:
             raise _cli.UsageError(f"--select-by {config.select_by} needs {config.function} examples the prior and "
                                   f"the image disagree on and others (meta['prior'], as the organism's datasets "
                                   f"have); {config.dataset} has {len(violating)} and {len(grounded)}")
-    loaded = _cli.load(args)
+    loaded = _cli.load(args, spec)
     g = loaded.geometry
     if config.top_k is not None and config.top_k > g.n_total:
         raise _cli.UsageError(f"--top-k {config.top_k} is larger than the number of heads: {loaded.name} has "

@@ -225,11 +225,10 @@ def _eval(args) -> int:
 
 
 def _twin(args) -> int:
-    from types import SimpleNamespace
-
     from vlmheads.data import load
     from vlmheads.methods.twin import twin_test
     from vlmheads.models import load_model
+    from vlmheads.models.spec import ModelSpec
     from vlmheads.runs import RunRecord, write_json
 
     if len(args.models) != 2:
@@ -239,7 +238,7 @@ def _twin(args) -> int:
         raise _cli.UsageError("--locate-seed and --seed draw the same scenes: locate on other scenes than the ones "
                               "the heads are applied to")
     for model in args.models:
-        geometry = _cli.declared_geometry(SimpleNamespace(model=model))  # a missing model is refused here
+        geometry = ModelSpec(model=model).declared_geometry()  # a missing model is refused here
         if geometry and args.k >= geometry[0] * geometry[1]:
             raise _cli.UsageError(f"--k {args.k} leaves no random heads to compare with on {model} "
                                   f"({geometry[0] * geometry[1]} heads)")

@@ -124,17 +124,12 @@ def test_a_command_says_the_dtype_once_and_records_dtype_and_threads(bf16_checkp
 def test_a_resumed_run_keeps_the_thread_count_it_chose():
     """Another count can change the last bits of the scores (seen: 1 vs 2 threads, 6th decimal), so
     --resume of a run whose threads were chosen automatically uses the count it used."""
-    from argparse import Namespace
-
-    from heads._cli import adopt_model_options
     from vlmheads.locate import LocateConfig
+    from vlmheads.models.spec import ModelSpec
 
-    args = Namespace()
-    adopt_model_options(args, LocateConfig(), {"threads": {"threads": 1, "chosen_by": "free cores: 2 usable"}})
-    assert (args.threads, args.threads_reason) == (1, "the resumed run's")
-    pinned = Namespace()
-    adopt_model_options(pinned, LocateConfig(threads=2), {"threads": {"threads": 2, "chosen_by": "--threads"}})
-    assert pinned.threads == 2 and not hasattr(pinned, "threads_reason")
-    old = Namespace()
-    adopt_model_options(old, LocateConfig(), {})  # a run made before threads were recorded
+    chosen = ModelSpec.of(LocateConfig()).resumed({"threads": {"threads": 1, "chosen_by": "free cores: 2 usable"}})
+    assert (chosen.threads, chosen.threads_reason) == (1, "the resumed run's")
+    pinned = ModelSpec.of(LocateConfig(threads=2)).resumed({"threads": {"threads": 2, "chosen_by": "--threads"}})
+    assert (pinned.threads, pinned.threads_reason) == (2, "--threads")
+    old = ModelSpec.of(LocateConfig()).resumed({})  # a run made before threads were recorded
     assert old.threads is None
