@@ -50,21 +50,14 @@ def _located_heads(args, function: str):
     explicit run of another function (spatial heads on relational questions) is taken, with a note."""
     from pathlib import Path
 
-    from vlmheads.runs import DEFAULT_RESULTS
-    from vlmheads.scores import HeadScores, find_locate_runs
+    from vlmheads.scores import HeadScores, newest_locate_run
 
     if args.heads_from:
         run = Path(args.heads_from)
     else:
-        from vlmheads.models.identity import source_identity
-        from vlmheads.models.loading import check_model_source
-
-        runs = find_locate_runs(DEFAULT_RESULTS / "locate", model=args.model, function=function,
-                                warn=lambda s: print(s, file=sys.stderr),
-                                files=source_identity(check_model_source(args.model)))
-        if not runs:
+        run = newest_locate_run(args.model, function, warn=lambda s: print(s, file=sys.stderr))
+        if run is None:
             return (), None, None, {}
-        run = runs[-1]
     located = HeadScores.load(run)
     foreign = _cli.heads_fit(located, args, None if args.heads_from else function)
     if located.function != function:

@@ -82,21 +82,18 @@ class NoLocateRun(_cli.UsageError, FileNotFoundError):
 
 
 def newest_locate_run(model: str, function: str, root: Path | None = None) -> Path:
+    """``vlmheads.scores.newest_locate_run``, refused with the fix when there is none."""
     from vlmheads.data import canonical_function
     from vlmheads.runs import DEFAULT_RESULTS
-    from vlmheads.scores import find_locate_runs
+    from vlmheads.scores import newest_locate_run as newest
 
-    root = root or DEFAULT_RESULTS / "locate"
-    function = canonical_function(function)
-    from vlmheads.models.identity import source_identity
-    from vlmheads.models.loading import check_model_source
-
-    runs = find_locate_runs(root, model=model, function=function, warn=lambda s: print(s, file=sys.stderr),
-                            files=source_identity(check_model_source(model)))
-    if not runs:
-        raise NoLocateRun(f"no locate run for model {model!r} and function {function!r} under {root}; run "
-                                f"`python -m heads.locate --function {function}` first or pass --heads-from RUN")
-    return runs[-1]
+    run = newest(model, function, root, warn=lambda s: print(s, file=sys.stderr))
+    if run is None:
+        function = canonical_function(function)
+        raise NoLocateRun(f"no locate run for model {model!r} and function {function!r} under "
+                          f"{root or DEFAULT_RESULTS / 'locate'}; run `python -m heads.locate --function {function}` "
+                          f"first or pass --heads-from RUN")
+    return run
 
 
 def _head_methods_without_a_run(args, methods: tuple, k_own: dict) -> tuple[tuple, dict]:

@@ -50,7 +50,7 @@ from .samples import entries, outcomes, record, write_samples
 from . import parallel
 from .runs import ModelOptions, StageStore, slug, write_csv, write_json, write_text_atomic
 from .world.scenes import Rendering
-from .errors import InputError
+from .errors import InputError, MissingInput
 
 
 @dataclass(frozen=True)
@@ -406,3 +406,17 @@ def table_lines(result: InterveneResult, groups: Sequence[str] = ("all",)) -> li
                 cells.append(f"{r['accuracy']:.3f} [{r['ci_low']:.2f},{r['ci_high']:.2f}]" if r else "-")
             lines.append(f"{m:<{width}}" + "".join(f"{c:>26}" for c in cells))
     return lines
+
+
+def results_frame(run_dir: str | Path):
+    """An intervene run's results.csv as a pandas DataFrame, one row per (dataset, method, group): n, accuracy
+    and its interval, the validation accuracy of the tuned point (NaN without ``--sweep``) and ``params`` as
+    dicts; control rows are named ``METHOD (control)``."""
+    import pandas as pd
+
+    path = Path(run_dir) / "results.csv"
+    if not path.is_file():
+        raise MissingInput(f"{path}: no results.csv; pass a finished intervene run directory")
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    frame["params"] = frame["params"].map(json.loads)
+    return frame

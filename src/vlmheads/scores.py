@@ -97,6 +97,27 @@ class HeadScores:
                              else f"top-K needs K >= 1, got {k}")
         return order[:k]
 
+    def frame(self):
+        """Every score as a pandas DataFrame, one row per (method, function, layer, head): ``score``,
+        ``ci_low``, ``ci_high`` (unrounded; NaN where a head was not computed) and ``rank`` (1 = best, by that
+        method for that function): scores.csv as a table to query, e.g.
+        ``run.frame().query("method == 'ablation'").nsmallest(5, "rank")``."""
+        import pandas as pd
+
+        parts = []
+        for (method, function), v in sorted(self.scores.items()):
+            n_layers, n_heads = v["score"].shape
+            rank = torch.empty(n_layers * n_heads, dtype=torch.long)
+            for i, (layer, head) in enumerate(self.ranking(method, function)):
+                rank[layer * n_heads + head] = i + 1
+            parts.append(pd.DataFrame({
+                "layer": torch.arange(n_layers).repeat_interleave(n_heads).numpy(),  # [L*H], layer-major
+                "head": torch.arange(n_heads).repeat(n_layers).numpy(),
+                "method": method, "function": function,
+                **{k: v[k].double().flatten().numpy() for k in ("score", "ci_low", "ci_high")},
+                "rank": rank.numpy()}))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SCORE_FIELDS))
+
     # -- files ----------------------------------------------------------------------------------------
     def rows(self) -> list[dict]:
         rows = []
@@ -275,3 +296,18 @@ def find_locate_runs(root: Path, model: str | None = None, function: str | None 
                 continue
         runs.append(path.parent)
     return runs
+
+
+def newest_locate_run(model: str, function: str, root: Path | None = None, warn=None) -> Path | None:
+    """The newest locate run under ``root`` (default ``results/locate``) made for ``function`` on ``model``'s own
+    files (``find_locate_runs`` with the model's ``source_identity``), or None: how intervene and flow pick
+    the heads when no ``--heads-from`` is given. Checks the model's source exists; loads no weights."""
+    from .data import canonical_function
+    from .models.identity import source_identity
+    from .models.loading import check_model_source
+    from .runs import DEFAULT_RESULTS
+
+    runs = find_locate_runs(Path(root) if root is not None else DEFAULT_RESULTS / "locate", model=model,
+                            function=canonical_function(function), warn=warn,
+                            files=source_identity(check_model_source(model)))
+    return runs[-1] if runs else None

@@ -24,7 +24,7 @@ from ..runs import ModelOptions, StageStore, write_csv
 from .knockout import EDGES, knockout_effects, windows
 from .probes import relation_probes
 from .rollout import FLOW_EXAMPLES, MAX_FLOW_TOKENS, agreement_of, image_positions, rollout_batch
-from ..errors import InputError
+from ..errors import InputError, MissingInput
 
 
 @dataclass(frozen=True)
@@ -291,3 +291,16 @@ def report_lines(result: FlowResult, metric: str = "accuracy") -> list[str]:
             lines.append(f"  {site:<8} {position:<12} by layer: {' '.join(accs)}")
     return lines
 
+
+def flow_frames(run_dir) -> dict:
+    """A flow run's tables as pandas DataFrames, by name: ``knockout`` (edge, layer window, metric, drop and its
+    interval), and where the run wrote them ``probes`` (site, layer, position, held-out accuracy, chance) and
+    ``rollout`` (per image patch: mean rollout, knockout and flow importance)."""
+    import pandas as pd
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "knockout.csv").is_file():
+        raise MissingInput(f"{run_dir / 'knockout.csv'}: missing; pass a finished flow run directory")
+    return {name: pd.read_csv(run_dir / f"{name}.csv", keep_default_na=False, na_values=[""])
+            for name in ("knockout", "probes", "rollout") if (run_dir / f"{name}.csv").is_file()}
