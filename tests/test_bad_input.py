@@ -140,8 +140,9 @@ def _damaged_runs(root: Path, run: Path) -> None:
     copy("typed-run", lambda info: info.update(function=17))
     nan = copy("nan-run")
     lines = (nan / "scores.csv").read_text().splitlines()
+    at = lines[0].split(",").index("score")
     (nan / "scores.csv").write_text("\n".join(
-        [lines[0]] + [",".join(c if i != 4 or r.split(",")[2] != "ablation" else "nan" for i, c in
+        [lines[0]] + [",".join(c if i != at or r.split(",")[2] != "ablation" else "nan" for i, c in
                                enumerate(r.split(","))) for r in lines[1:]]) + "\n")
     for name, edit in (("edited-config-run", lambda c: {**c, "n": "abc"}),
                        ("typed-methods-run", lambda c: {**c, "methods": "ablation"}),
@@ -577,7 +578,7 @@ def test_foreign_heads_run_only_when_asked_and_are_recorded(world, tmp_path, cap
     assert len(warnings) == 1 and "was made on organism (config" in warnings[0], warnings
     assert json.loads((out / "config.json").read_text())["allow_foreign_heads"] is True
     locate_run = json.loads((out / "metadata.json").read_text())["locate_run"]
-    assert set(locate_run["foreign"]) == {"model"} and locate_run["format"] == 2
+    assert set(locate_run["foreign"]) == {"model"} and locate_run["format"] == 3
     assert locate_run["model_files"]["weights_digest"] != \
         json.loads((out / "metadata.json").read_text())["model"]["files"]["weights_digest"]
 

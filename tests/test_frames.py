@@ -25,7 +25,8 @@ def _scores() -> HeadScores:
 def test_a_locate_runs_frame_holds_every_score_with_its_rank_as_scores_csv_does(tmp_path):
     run = _scores()
     frame = run.frame()
-    assert list(frame.columns) == ["layer", "head", "method", "function", "score", "ci_low", "ci_high", "rank"]
+    assert list(frame.columns) == ["layer", "head", "method", "function", "kind", "score", "ci_low", "ci_high", "rank"]
+    assert frame.groupby("method")["kind"].first().to_dict() == {"ablation": "causal", "probe": "descriptive"}
     assert len(frame) == 2 * 6
     ablation = frame[frame.method == "ablation"].set_index(["layer", "head"])
     assert ablation.loc[(1, 2), "rank"] == 1 and ablation.loc[(0, 1), "rank"] == 2  # 3.0 first, then 2.0

@@ -50,6 +50,11 @@ def test_scores_cover_every_head_method_and_function(organism_run):
     one = [r for r in rows if r["method"] == "ablation" and r["function"] == "spatial_perception"]
     assert sorted(int(r["rank"]) for r in one) == list(range(1, 33))
     assert all(float(r["ci_low"]) <= float(r["score"]) + 1e-9 <= float(r["ci_high"]) + 2e-9 for r in one)
+    assert {r["method"]: r["kind"] for r in rows} == {
+        "ablation": "causal", "noising": "causal", "denoising": "causal", "attribution": "estimate",
+        "probe": "descriptive", "image_share": "descriptive", "image_entropy": "descriptive"}
+    assert all(r["ci_low"] == r["ci_high"] == "" for r in rows if r["kind"] == "descriptive")  # no made-up interval
+    assert all(r["ci_low"] != "" and r["ci_high"] != "" for r in rows if r["kind"] != "descriptive")
 
 
 def test_selected_heads_and_check(organism_run):

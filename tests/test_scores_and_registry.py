@@ -38,7 +38,49 @@ def test_save_load_round_trip(tmp_path):
     with pytest.raises(ValueError, match="more heads than the model has"):
         loaded.top(13)
     assert not list(tmp_path.glob(".*tmp*"))  # atomic writes leave no temporary files
-    assert loaded.format == 2 and loaded.model_files is None
+    assert loaded.format == 3 and loaded.model_files is None
+
+
+def test_every_score_has_its_kind_and_a_descriptive_one_no_made_up_interval(tmp_path):
+    import csv
+
+    from vlmheads.locate import LOCATE_METHODS, score_kind
+    from vlmheads.scores import KINDS
+
+    assert {score_kind(name) for method in LOCATE_METHODS.values() for name in method.scores} == set(KINDS)
+    assert (score_kind("ablation"), score_kind("attribution"), score_kind("probe")) == \
+        ("causal", "estimate", "descriptive")
+    run = _scores()
+    nan = torch.full((3, 4), float("nan"))
+    run.scores[("probe", "object")].update(ci_low=nan, ci_high=nan, kind="descriptive")
+    run.save(tmp_path)
+    rows = list(csv.DictReader((tmp_path / "scores.csv").open()))
+    probe = [r for r in rows if r["method"] == "probe"]
+    assert {r["kind"] for r in probe} == {"descriptive"} and {r["ci_low"] for r in probe} == {""}
+    assert {r["kind"] for r in rows if r["method"] == "ablation"} == {"causal"}
+    loaded = HeadScores.load(tmp_path)
+    assert loaded.kind("probe", "object") == "descriptive" and torch.isnan(loaded.scores[("probe", "object")]["ci_low"]).all()
+    assert loaded.frame().groupby("method")["kind"].first().to_dict() == {"ablation": "causal", "probe": "descriptive"}
+    # a run from before the kind column (format 2): read, with the kinds its methods had
+    import json
+
+    info = json.loads((tmp_path / "heads.json").read_text())
+    info["format"] = 2
+    (tmp_path / "heads.json").write_text(json.dumps(info))
+    with open(tmp_path / "scores.csv") as f:
+        old = [{k: v for k, v in r.items() if k != "kind"} for r in csv.DictReader(f)]
+    with open(tmp_path / "scores.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(old[0]))
+        writer.writeheader()
+        writer.writerows(old)
+    legacy = HeadScores.load(tmp_path)
+    assert legacy.format == 2 and legacy.kind("probe", "object") == "descriptive" and legacy.kind("ablation") == "causal"
+
+    info["format"] = 3
+    (tmp_path / "heads.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="header must have layer, head, method, function, kind"):
+        HeadScores.load(tmp_path)
+
 
 
 def test_whose_heads_they_are_is_read_before_a_model_loads(tmp_path):

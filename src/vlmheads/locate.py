@@ -65,7 +65,7 @@ class LocateMethod:
     once after all of its stages (cheap summaries only)."""
 
     run: Callable[["LocateState", str], None]
-    scores: tuple[str, ...]  # score names it writes (scores.csv's method column)
+    scores: dict[str, str]  # score names it writes (scores.csv's method column) -> kind (vlmheads.scores.KINDS)
     selectable: tuple[str, ...] = ()  # of those, the ones ``select_by`` may name
     needs_pairs: bool = False  # counterfactual pairs
     finish: Callable[["LocateState"], None] | None = None
@@ -161,10 +161,12 @@ class LocateState:
         """Mean over examples of ``per_example [N, L, H]`` with its bootstrap interval, as ``method`` scores."""
         lo, hi = bootstrap_ci(per_example, n_boot=self.config.bootstrap, seed=self.config.seed)
         self.put_scores(method, function, {"score": per_example.float().mean(0) / scale,
-                                       "ci_low": lo / scale, "ci_high": hi / scale})
+                                           "ci_low": lo / scale, "ci_high": hi / scale})
 
     def put_descriptive(self, method: str, function: str, score: torch.Tensor) -> None:
-        self.put_scores(method, function, {"score": score, "ci_low": score, "ci_high": score})
+        """One measurement per head ``[L, H]`` and no interval (NaN; scores.csv leaves it empty)."""
+        nan = torch.full_like(score, float("nan"))
+        self.put_scores(method, function, {"score": score, "ci_low": nan, "ci_high": nan})
 
     def note(self, key: str, function: str | None, value) -> None:
         """A summary entry (``summary[key][function]``, or ``summary[key]`` without a function)."""
@@ -176,7 +178,9 @@ class LocateState:
             self._writes["summary"].append((key, function, value))
 
     def put_scores(self, method: str, function: str, value: dict) -> None:
-        """Scores with their own intervals ``{"score", "ci_low", "ci_high"}``, each ``[L, H]``."""
+        """Scores with their own intervals ``{"score", "ci_low", "ci_high"}``, each ``[L, H]``; their kind is the
+        one the method that writes ``method`` declares (``LocateMethod.scores``)."""
+        value = {**value, "kind": score_kind(method)}
         self.result.scores[(method, function)] = value
         if self._writes is not None:
             self._writes["scores"][(method, function)] = value
@@ -525,18 +529,31 @@ def _attention(state: LocateState, f: str) -> None:
     state.put_descriptive("image_entropy", f, entropy)
 
 
-LOCATE_METHODS.register("ablation", LocateMethod(_ablation, ("ablation", "ablation_screen"), selectable=("ablation",)))
-LOCATE_METHODS.register("patching", LocateMethod(_patching, ("noising", "denoising"),
+LOCATE_METHODS.register("ablation", LocateMethod(_ablation, {"ablation": "causal", "ablation_screen": "estimate"},
+                                                 selectable=("ablation",)))
+LOCATE_METHODS.register("patching", LocateMethod(_patching, {"noising": "causal", "denoising": "causal"},
                                                  selectable=("noising", "denoising"), needs_pairs=True))
-LOCATE_METHODS.register("attribution", LocateMethod(_attribution, ("attribution",), selectable=("attribution",),
-                                                    needs_pairs=True, finish=_attribution_agreement))
-LOCATE_METHODS.register("probe", LocateMethod(_probe, ("probe",), selectable=("probe",)))
-LOCATE_METHODS.register("attention", LocateMethod(_attention, ("image_share", "image_entropy")))
-LOCATE_METHODS.register("redundancy", LocateMethod(_redundancy, ("redundancy",), selectable=("redundancy",)))
-LOCATE_METHODS.register("dla", LocateMethod(_dla, ("dla",), selectable=("dla",)))  # opt-in: one pass per batch
+LOCATE_METHODS.register("attribution", LocateMethod(_attribution, {"attribution": "estimate"},
+                                                    selectable=("attribution",), needs_pairs=True,
+                                                    finish=_attribution_agreement))
+LOCATE_METHODS.register("probe", LocateMethod(_probe, {"probe": "descriptive"}, selectable=("probe",)))
+LOCATE_METHODS.register("attention", LocateMethod(_attention, {"image_share": "descriptive",
+                                                               "image_entropy": "descriptive"}))
+LOCATE_METHODS.register("redundancy", LocateMethod(_redundancy, {"redundancy": "estimate"},
+                                                   selectable=("redundancy",)))
+LOCATE_METHODS.register("dla", LocateMethod(_dla, {"dla": "estimate"}, selectable=("dla",)))  # opt-in: a pass a batch
 LOCATE_METHODS.register("prior", LocateMethod(  # opt-in (--target prior): four head sweeps per function
-    _prior, ("prior_flip", "prior_break", "prior_net", "prior_flip_all", "prior_break_all", "prior_net_all"),
+    _prior, {name: "causal" for name in ("prior_flip", "prior_break", "prior_net", "prior_flip_all",
+                                         "prior_break_all", "prior_net_all")},
     selectable=("prior_net", "prior_flip", "prior_net_all")))
+
+
+def score_kind(name: str) -> str:
+    """The kind (``vlmheads.scores.KINDS``) of the score ``name``, as the method that writes it declares."""
+    for method in LOCATE_METHODS.values():
+        if name in method.scores:
+            return method.scores[name]
+    raise KeyError(f"no locate method writes a {name!r} score")
 METHODS = LOCATE_METHODS.names()
 DEFAULT_METHODS = LocateConfig.methods  # redundancy is opt-in: it costs ~4 forward passes per head and batch
 
@@ -571,8 +588,9 @@ def report_lines(result: HeadScores) -> list[str]:
     roles = result.summary.get("head_roles", {}).get("heads", {})
     for l, h in result.selected:
         role = roles.get(f"L{l}H{h}")
+        low, high = float(score["ci_low"][l, h]), float(score["ci_high"][l, h])
         lines.append(f"  L{l}H{h:<3} score {float(score['score'][l, h]):8.3f}  "
-                     f"[{float(score['ci_low'][l, h]):.3f}, {float(score['ci_high'][l, h]):.3f}]"
+                     + (f"[{low:.3f}, {high:.3f}]" if low == low else f"({result.kind(cfg.select_by)}: no interval)")
                      + (f"  {role['role']} (direct {role['direct']:.3f} of {role['total']:.3f})" if role else ""))
     prior = result.summary.get("prior", {}).get(cfg.function)
     if cfg.select_by.startswith("prior") and prior and "skipped" not in prior:

@@ -2,7 +2,7 @@
 
 A locate run directory holds
 
-    scores.csv    one row per (method, function, layer, head): score, 95% interval, rank
+    scores.csv    one row per (method, function, layer, head): the score's kind, score, 95% interval, rank
     heads.json    the selection (function, method, k and its rule, the heads), the evidence (summary,
                   ablation check, skipped methods), the model's head geometry, the identity of its
                   files (``models.identity.source_identity``) and the format version of the record
@@ -29,10 +29,20 @@ from .runs import write_csv, write_json
 from .typed import line_of
 from .errors import InputError
 
-SCORE_FIELDS = ("layer", "head", "method", "function", "score", "ci_low", "ci_high", "rank")
+SCORE_FIELDS = ("layer", "head", "method", "function", "kind", "score", "ci_low", "ci_high", "rank")
 HEADS_FIELDS = ("model", "function", "select_by", "k", "heads", "geometry")
-# heads.json's format: 1 = before it carried one (no model files); 2 = "format" and "model_files"
-FORMAT = 2
+# heads.json's format: 1 = before it carried one (no model files); 2 = "format" and "model_files";
+# 3 = scores.csv has a kind column, and scores without an interval leave ci_low / ci_high empty
+FORMAT = 3
+# what a score is (the locate methods declare it: ``LocateMethod.scores``):
+#   causal       measured by intervening on the head (ablation, patching, the prior's flips)
+#   estimate     an approximation of a causal effect (attribution, a screen, a fit over head sets, DLA)
+#   descriptive  read off the activations or attention (probes, attention to the image): no interval
+KINDS = ("causal", "estimate", "descriptive")
+# runs written before scores.csv carried the kind (format <= 2) are read with this (their descriptive scores
+# wrote their value as both interval ends; they are read as they are)
+KIND_BEFORE_FORMAT_3 = {"ablation": "causal", "noising": "causal", "denoising": "causal", "probe": "descriptive",
+                        "image_share": "descriptive", "image_entropy": "descriptive"}
 
 
 class LocateRunError(InputError):
@@ -51,7 +61,7 @@ class HeadScores:
     function: str  # the target function (canonical name)
     select_by: str  # the method whose scores chose the heads
     geometry: dict  # n_layers, n_heads, n_kv_heads, head_dim
-    scores: dict = field(default_factory=dict)  # (method, function) -> {"score", "ci_low", "ci_high"}: [L, H]
+    scores: dict = field(default_factory=dict)  # (method, function) -> {"score", "ci_low", "ci_high"}: [L, H], "kind"
     selected: list = field(default_factory=list)  # [(layer, head)], best first
     k_rule: str = ""
     summary: dict = field(default_factory=dict)
@@ -113,23 +123,36 @@ class HeadScores:
             parts.append(pd.DataFrame({
                 "layer": torch.arange(n_layers).repeat_interleave(n_heads).numpy(),  # [L*H], layer-major
                 "head": torch.arange(n_heads).repeat(n_layers).numpy(),
-                "method": method, "function": function,
+                "method": method, "function": function, "kind": self.kind(method, function),
                 **{k: v[k].double().flatten().numpy() for k in ("score", "ci_low", "ci_high")},
                 "rank": rank.numpy()}))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SCORE_FIELDS))
 
+    def kind(self, method: str, function: str | None = None) -> str:
+        """``causal``, ``estimate`` or ``descriptive`` (``KINDS``): what the score of ``method`` is."""
+        entry = self.scores.get((method, function or self.function)) or \
+            next((v for (m, _), v in self.scores.items() if m == method), {})
+        return entry.get("kind") or KIND_BEFORE_FORMAT_3.get(method, "causal")
+
     # -- files ----------------------------------------------------------------------------------------
     def rows(self) -> list[dict]:
+        """scores.csv's rows; an interval end that does not exist (a descriptive score's) is left empty, a score
+        that was not computed (a head a screen did not verify) is nan."""
+        def cell(x: torch.Tensor, score: torch.Tensor):
+            return "" if torch.isnan(x) and not torch.isnan(score) else round(float(x), 6)
+
         rows = []
         for (method, function), v in sorted(self.scores.items()):
             order = {h: i + 1 for i, h in enumerate(self.ranking(method, function))}
             n_layers, n_heads = v["score"].shape
+            kind = self.kind(method, function)
             for layer in range(n_layers):
                 for head in range(n_heads):
-                    rows.append({"layer": layer, "head": head, "method": method, "function": function,
-                                 "score": round(float(v["score"][layer, head]), 6),
-                                 "ci_low": round(float(v["ci_low"][layer, head]), 6),
-                                 "ci_high": round(float(v["ci_high"][layer, head]), 6),
+                    score = v["score"][layer, head]
+                    rows.append({"layer": layer, "head": head, "method": method, "function": function, "kind": kind,
+                                 "score": round(float(score), 6),
+                                 "ci_low": cell(v["ci_low"][layer, head], score),
+                                 "ci_high": cell(v["ci_high"][layer, head], score),
                                  "rank": order[(layer, head)]})
         return rows
 
@@ -200,19 +223,26 @@ class HeadScores:
             raise LocateRunError(f"{scores_path}: not UTF-8 text (byte {err.start}); the run is damaged: re-run "
                                  f"heads.locate") from None
         reader = csv.DictReader(io.StringIO(score_text, newline=""))
-        if reader.fieldnames is None or set(SCORE_FIELDS) - set(reader.fieldnames):
-            raise LocateRunError(f"{scores_path}:1: header must have {', '.join(SCORE_FIELDS)}")
+        wanted = [f for f in SCORE_FIELDS if f != "kind" or version >= 3]  # the kind column: format 3 on
+        if reader.fieldnames is None or set(wanted) - set(reader.fieldnames):
+            raise LocateRunError(f"{scores_path}:1: header must have {', '.join(wanted)}")
+        kinds: dict = {}
         for lineno, row in enumerate(reader, 2):
             try:
                 layer, head = int(row["layer"]), int(row["head"])
-                numbers = [float(row[k]) for k in ("score", "ci_low", "ci_high")]
+                numbers = [float(row["score"])] + [float(row[k]) if row[k] != "" else float("nan")
+                                                   for k in ("ci_low", "ci_high")]  # empty: no interval
                 rank = int(row["rank"])
             except (TypeError, ValueError):
                 raise LocateRunError(f"{scores_path}:{lineno}: malformed row {row!r}") from None
+            if version >= 3 and row["kind"] not in KINDS:
+                raise LocateRunError(f"{scores_path}:{lineno}: kind must be one of {', '.join(KINDS)}, got "
+                                     f"{row['kind']!r}")
             if not (0 <= layer < n_layers and 0 <= head < n_heads):
                 raise LocateRunError(f"{scores_path}:{lineno}: head L{layer}H{head} is outside the model's "
                                      f"{n_layers} x {n_heads} heads")
             key = (row["method"], row["function"])
+            kinds[key] = row["kind"] if version >= 3 else KIND_BEFORE_FORMAT_3.get(row["method"], "causal")
             cell, seen = values.setdefault(key, (torch.zeros(3, n_layers, n_heads),
                                                  torch.zeros(n_layers, n_heads, dtype=torch.bool)))
             cell[:, layer, head] = torch.tensor(numbers)  # NaN stays NaN: a head that was not computed
@@ -222,7 +252,7 @@ class HeadScores:
         for key, (cell, seen) in values.items():
             if not seen.all():
                 raise LocateRunError(f"{scores_path}: {key[0]}/{key[1]} lacks rows for some heads; the run is damaged")
-            scores[key] = {"score": cell[0], "ci_low": cell[1], "ci_high": cell[2]}
+            scores[key] = {"score": cell[0], "ci_low": cell[1], "ci_high": cell[2], "kind": kinds[key]}
         selected = []
         for h in info["heads"]:
             pair = (h.get("layer"), h.get("head")) if isinstance(h, dict) else (None, None)

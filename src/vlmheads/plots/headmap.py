@@ -17,7 +17,6 @@ import plotly.graph_objects as go
 from ..runs import write_text_atomic
 from ..scores import HeadScores
 
-DESCRIPTIVE = ("probe", "image_share", "image_entropy")
 
 
 def headmap_html(result: HeadScores, title: str | None = None) -> str:
@@ -39,14 +38,16 @@ def headmap_html(result: HeadScores, title: str | None = None) -> str:
             custom = [[[float(v["ci_low"][l, h]), float(v["ci_high"][l, h]), rank[(l, h)],
                         float(share[l, h]) if share is not None else float("nan")] for h in range(n_heads)]
                       for l in range(n_layers)]
-            kind = "descriptive" if m in DESCRIPTIVE else "causal"
+            kind = result.kind(m, f)  # causal | estimate | descriptive (descriptive: one-sided colours, no interval)
+            descriptive = kind == "descriptive"
             index[f"{m}|{f}"] = len(fig.data)
+            interval = "" if descriptive else "<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]"
             fig.add_trace(go.Heatmap(
                 z=score.tolist(), x=[f"H{h}" for h in range(n_heads)], y=[f"L{l}" for l in range(n_layers)],
-                customdata=custom, colorscale="RdBu_r" if m not in DESCRIPTIVE else "Viridis",
-                zmid=0 if m not in DESCRIPTIVE else None, visible=False, name=f"{m} / {f}",
+                customdata=custom, colorscale="RdBu_r" if not descriptive else "Viridis",
+                zmid=0 if not descriptive else None, visible=False, name=f"{m} / {f}",
                 colorbar={"title": f"{m}<br>({kind})"},
-                hovertemplate=("%{y} %{x}<br>score %{z:.4f}<br>95% CI [%{customdata[0]:.4f}, %{customdata[1]:.4f}]"
+                hovertemplate=("%{y} %{x}<br>score %{z:.4f}" + interval +
                                "<br>rank %{customdata[2]}<br>image attention share %{customdata[3]:.3f}"
                                f"<extra>{m} / {f}</extra>")))
     sel = result.selected
