@@ -88,3 +88,26 @@ def test_every_family_has_one_adapter_and_a_tiny_model():
     assert not set(ADAPTERS) & {f.model_type for f in GENERIC_FAMILIES}
     architectures = [a for adapter in ADAPTERS.values() for a in adapter.architectures]
     assert len(architectures) == len(set(architectures))
+
+
+def test_a_layers_parts_are_found_by_the_names_the_adapter_declares():
+    """The head sweep's fast path restarts a layer from its parts; their names are the adapter's, not the sweep's."""
+    from dataclasses import replace
+
+    import torch
+
+    from vlmheads.models.adapter import LayerParts
+    from vlmheads.models.registry import ADAPTERS
+
+    adapter = ADAPTERS["llava"]
+
+    class Renamed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pre, self.self_attn, self.post, self.ffn = (torch.nn.LayerNorm(4), torch.nn.Linear(4, 4),
+                                                             torch.nn.LayerNorm(4), torch.nn.Linear(4, 4))
+
+    layer = Renamed()
+    assert adapter.layer_parts(layer) is None  # the default names (input_layernorm, ...) are not there
+    renamed = replace(adapter, input_norm="pre", post_attention_norm="post", mlp="ffn")
+    assert renamed.layer_parts(layer) == LayerParts(layer.pre, layer.self_attn, layer.post, layer.ffn)

@@ -11,8 +11,9 @@ LM head at the last position only:
     run_from(L):            [recorded input of L, x copies] -> L .. L{n-1} -> norm -> head[-1]
 
 so scoring all H heads of layer L costs one pass over ``n - L`` layers with an H-times larger
-batch instead of H full passes. Two more savings apply to Llama-style layers (``input_layernorm``,
-``self_attn``, ``post_attention_layernorm``, ``mlp``; Llama, Qwen2, Idefics3's text model):
+batch instead of H full passes. Two more savings apply to pre-norm residual layers whose parts the
+adapter names (``Adapter.layer_parts``: input norm, attention, post-attention norm, MLP; Llama, Qwen2,
+Idefics3's text model):
 
 * layer L starts at its ``o_proj`` from the recorded (edited) ``z``: its attention is not recomputed;
 * the last layer runs its MLP on the last position only (the only one the metric reads).
@@ -158,11 +159,13 @@ class LayerSweep:
             gap = self.layer_inputs[i + 1][0][0] - outputs[i]
             if gap.abs().max() > 0:
                 self.injections[i] = gap
-        llama_like = all(all(hasattr(m, a) for a in ("input_layernorm", "self_attn", "post_attention_layernorm", "mlp"))
-                         for m in self.layers)
+        self.parts = [adapter.layer_parts(m) for m in self.layers]  # None: a layer without the declared parts
+        llama_like = all(p is not None for p in self.parts)
         self.path = "fast" if llama_like else "layers"
         self.last_query = llama_like and self._plain_llama_attention()
-        self.path_note = None if llama_like else "layers without Llama's parts (input_layernorm, self_attn, ...)"
+        self.path_note = None if llama_like else \
+            (f"layers without the parts the adapter names ({adapter.input_norm}, {adapter.attention}, "
+             f"{adapter.post_attention_norm}, {adapter.mlp})")
         if check:
             # restarting at the first and the last layer must reproduce the plain forward pass; checked
             # once per model and batch size (shapes decide which tensors _repeat treats as batch-major)
@@ -190,7 +193,7 @@ class LayerSweep:
         (no query/key norms, 1-D rotary; Qwen's multimodal rotary and others fail the check below)."""
         import sys
 
-        attn = self.layers[-1].self_attn
+        attn = self.parts[-1].attention
         module = sys.modules[type(attn).__module__]
         return (all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
                 and not hasattr(attn, "q_norm") and hasattr(module, "apply_rotary_pos_emb")
@@ -274,20 +277,20 @@ class LayerSweep:
             edit(z)
         last = len(self.layers) - 1
         with torch.no_grad():
-            module = self.layers[layer]
+            parts = self.parts[layer]
             if layer == last:  # nothing after this layer reads the other positions
                 z, residual = z[:, -1:], residual[:, -1:]
             attn = self.loaded.adapter.o_proj_module(self.model, layer)(z.flatten(-2))
-            hidden = self._inject(layer, self._mlp(module, residual + attn, only_last=layer == last), rows, copies)
+            hidden = self._inject(layer, self._mlp(parts, residual + attn, only_last=layer == last), rows, copies)
             for i in range(layer + 1, last + 1):
-                module = self.layers[i]
-                normed = module.input_layernorm(hidden)
+                parts = self.parts[i]
+                normed = parts.input_norm(hidden)
                 if i == last and self.last_query:
-                    attn = self._last_query_attention(module.self_attn, normed, kwargs_of(i))
-                    hidden = self._mlp(module, hidden[:, -1:] + attn, only_last=True)
+                    attn = self._last_query_attention(parts.attention, normed, kwargs_of(i))
+                    hidden = self._mlp(parts, hidden[:, -1:] + attn, only_last=True)
                 else:
-                    attn = module.self_attn(hidden_states=normed, **kwargs_of(i))[0]
-                    hidden = self._inject(i, self._mlp(module, hidden + attn, only_last=i == last), rows, copies)
+                    attn = parts.attention(hidden_states=normed, **kwargs_of(i))[0]
+                    hidden = self._inject(i, self._mlp(parts, hidden + attn, only_last=i == last), rows, copies)
             return self.lm_head(self.norm(hidden[:, -1:])).float()[:, 0]
 
     def _inject(self, layer: int, hidden: torch.Tensor, rows: torch.Tensor | None, copies: int) -> torch.Tensor:
@@ -319,10 +322,10 @@ class LayerSweep:
         return attn.o_proj(out.reshape(n, 1, -1).contiguous())
 
     @staticmethod
-    def _mlp(module, hidden: torch.Tensor, only_last: bool) -> torch.Tensor:
+    def _mlp(parts, hidden: torch.Tensor, only_last: bool) -> torch.Tensor:
         if only_last:
             hidden = hidden[:, -1:]
-        return hidden + module.mlp(module.post_attention_layernorm(hidden))
+        return hidden + parts.mlp(parts.post_attention_norm(hidden))
 
     def _full(self, layer: int, edit: ZEdit | None, copies: int) -> torch.Tensor:
         # every input is batch-major or holds all images' patches/tiles in one tensor, row by row (Qwen's

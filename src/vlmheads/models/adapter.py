@@ -76,6 +76,11 @@ class Adapter:
     projector: str | None
     attention: str = "self_attn"  # inside a decoder layer
     o_proj: str = "o_proj"  # inside the attention module
+    # a pre-norm decoder layer's other parts, inside the layer: what the head sweep's fast path restarts
+    # (``LayerParts``; a layer without them is run whole)
+    input_norm: str = "input_layernorm"
+    post_attention_norm: str = "post_attention_layernorm"
+    mlp: str = "mlp"
     image_token_attrs: tuple[str, ...] = ("image_token_id", "image_token_index")
     lm_head: str = "lm_head"
     final_norm: str = ""  # "" = the decoder's ``norm`` beside its layer list
@@ -108,6 +113,17 @@ class Adapter:
 
     def o_proj_module(self, model, layer: int) -> torch.nn.Module:
         return resolve(model, self.o_proj_path(layer))
+
+    def layer_parts(self, layer: torch.nn.Module) -> "LayerParts | None":
+        """One decoder layer's parts as a pre-norm residual block, ``x + attention(input_norm(x))`` then
+        ``h + mlp(post_attention_norm(h))`` (Llama, Qwen2, Idefics3's text model), by the declared names;
+        None when the layer lacks one of them (it is then run whole)."""
+        try:
+            parts = [resolve(layer, name) for name in (self.input_norm, self.attention, self.post_attention_norm,
+                                                       self.mlp)]
+        except (AttributeError, IndexError):
+            return None
+        return LayerParts(*parts)
 
     def check(self, model) -> HeadGeometry:
         """Resolve every declared path and check the head geometry the config gives against the modules
@@ -169,6 +185,16 @@ class Adapter:
         """Bool ``[batch, pos]``: True where the token is an image placeholder (per row; padding moves them)."""
         ids = inputs["input_ids"]
         return ids == self.image_token_id(config)
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """The modules of one pre-norm decoder layer (``Adapter.layer_parts``)."""
+
+    input_norm: torch.nn.Module
+    attention: torch.nn.Module
+    post_attention_norm: torch.nn.Module
+    mlp: torch.nn.Module
 
 
 def _shape(shape: tuple[int, int, int]) -> str:
