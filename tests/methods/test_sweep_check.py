@@ -80,3 +80,17 @@ def test_batch_axes_are_declared_where_the_size_would_mislead():
     # merged cos [B, S, D] (this transformers release) stays on the size rule: axis 0
     assert _repeat({"position_embeddings": (torch.zeros(3, 5, 4),)}, batch=3, copies=2)["position_embeddings"][0] \
         .shape == (6, 5, 4)
+
+
+def test_a_guessed_batch_axis_is_logged_once(caplog):
+    import logging
+
+    from vlmheads.methods import sweep
+
+    sweep._GUESSED.clear()
+    with caplog.at_level(logging.INFO, logger="vlmheads.methods.sweep"):
+        for _ in range(2):
+            sweep._repeat({"attention_mask": torch.zeros(3, 1, 5, 5), "position_ids": torch.zeros(3, 3, 5)},
+                          batch=3, copies=2)
+    guessed = [r.getMessage() for r in caplog.records]
+    assert len(guessed) == 1 and "attention_mask (3, 1, 5, 5) at batch 3 guessed from its sizes: axis 0" in guessed[0]

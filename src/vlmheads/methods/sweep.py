@@ -35,6 +35,7 @@ why a path slower than "fast" was taken.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from contextlib import contextmanager
 from typing import Callable, Mapping
@@ -69,20 +70,29 @@ def check_tolerance(dtype: torch.dtype, reference: torch.Tensor) -> tuple[float,
 # their cos/sin [3, B, S, D] in the transformers releases that pass them to the layers unmerged; at a
 # batch of 3 the size guess below would take their first axis
 BATCH_AXES: dict[str, dict[int, int]] = {"position_ids": {3: 1}, "position_embeddings": {4: 1}}
+_LOG = logging.getLogger(__name__)
+_GUESSED: set = set()  # (name, rank, shape, batch) of the guesses already logged
 
 
 def _batch_axis(value: torch.Tensor, batch: int, name: str | None) -> int | None:
     """The batch axis of one recorded tensor: declared (``BATCH_AXES``, by name and rank) when it is, else
     the guess: axis 0 when its size is the batch, else axis 1 (not behind a broadcast axis of size 1);
-    None when neither (a tensor shared by every row)."""
+    None when neither (a tensor shared by every row). A guess is logged once per name, rank and shape
+    (``logging``, ``vlmheads.methods.sweep``, level INFO): the restart check still guards it."""
     declared = BATCH_AXES.get(name or "", {}).get(value.dim())
     if declared is not None:
         return declared if value.shape[declared] == batch else None
+    guess = None
     if value.dim() >= 1 and value.shape[0] == batch:
-        return 0
-    if value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
-        return 1
-    return None
+        guess = 0
+    elif value.dim() >= 2 and value.shape[1] == batch and value.shape[0] != 1:
+        guess = 1
+    key = (name, value.dim(), tuple(value.shape), batch)
+    if guess is not None and key not in _GUESSED:
+        _GUESSED.add(key)
+        _LOG.info("batch axis of %s %s at batch %d guessed from its sizes: axis %d (declare it in BATCH_AXES "
+                  "if that is wrong)", name or "a recorded tensor", tuple(value.shape), batch, guess)
+    return guess
 
 
 def _map_batch(value, batch: int, op: Callable[[torch.Tensor, int], torch.Tensor], name: str | None = None):
