@@ -105,3 +105,14 @@ def test_saved_stage_leaves_nothing_when_the_computation_fails(tmp_path):
     except KeyboardInterrupt:
         pass
     assert not (tmp_path / "s").exists()
+
+
+def test_a_configs_rendering_is_parsed_once():
+    from vlmheads.locate import LocateConfig
+    from vlmheads.world.scenes import Rendering
+
+    config = LocateConfig(rendering={"cell": 16, "contrast": 0.4})
+    assert config.scene_rendering == Rendering.from_dict({"cell": 16, "contrast": 0.4})
+    assert config.scene_rendering is config.scene_rendering  # derived once, kept with the config
+    assert config == LocateConfig(rendering={"cell": 16, "contrast": 0.4})  # not a field: configs compare as before
+    assert LocateConfig().scene_rendering == Rendering.from_dict(None)

@@ -49,7 +49,6 @@ from .registry import Registry
 from .samples import entries, outcomes, record, write_samples
 from . import parallel
 from .runs import ModelOptions, StageStore, slug, write_csv, write_json, write_text_atomic
-from .world.scenes import Rendering
 from .errors import InputError, MissingInput
 
 
@@ -197,7 +196,7 @@ def load_datasets(config: InterveneConfig) -> dict:
     """``{name: (validation split, test split)}`` (no model needed: the command calls this before loading
     one, so a bad dataset or root fails before any weights are read)."""
     kwargs = {"root": config.data_root} if config.data_root else {}
-    kwargs["rendering"] = Rendering.from_dict(config.rendering)
+    kwargs["rendering"] = config.scene_rendering
     if config.n is not None:  # a smoke run: the first n of each split
         kwargs["limit"] = config.n
     return {name: (load(name, split="val", seed=config.seed, **kwargs), load(name, split="test", seed=config.seed,

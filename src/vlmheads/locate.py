@@ -33,7 +33,6 @@ import torch
 from . import parallel
 from .data import canonical_function, load, organism_pairs
 from .interventions import Ablate, Suppress
-from .world.scenes import Rendering
 from .methods.attention import image_attention
 from .methods.attribution import attribution_effects
 from .methods.batches import METRICS, option_batches
@@ -213,14 +212,14 @@ def examples_by_function(config: LocateConfig) -> dict[str, list]:
         from .world.questions import ORGANISM_FUNCTIONS
 
         by_function = {f: organism_examples(config.n, seed=config.seed, function=f, split="controlled",
-                                            rendering=Rendering.from_dict(config.rendering))
+                                            rendering=config.scene_rendering)
                        for f in ORGANISM_FUNCTIONS}
     else:
         kwargs = {"root": config.data_root} if config.data_root else {}
         if config.dataset.startswith("organism:"):
             kwargs["seed"] = config.seed
         by_function = {}
-        for e in load(config.dataset, rendering=Rendering.from_dict(config.rendering), **kwargs):
+        for e in load(config.dataset, rendering=config.scene_rendering, **kwargs):
             by_function.setdefault(e.function, []).append(e)
         by_function = {f: ex[:config.n] for f, ex in by_function.items()}
     if config.function not in by_function:
@@ -235,7 +234,7 @@ def _pairs(loaded: LoadedModel, config: LocateConfig, by_function: dict, result:
     pairs = {}
     if config.dataset.startswith("organism:"):
         for f in sorted(by_function):
-            p = organism_pairs(config.n, seed=config.seed, function=f, rendering=Rendering.from_dict(config.rendering))
+            p = organism_pairs(config.n, seed=config.seed, function=f, rendering=config.scene_rendering)
             clean = option_batches(loaded, [a for a, _ in p], config.batch_size)
             corrupt = option_batches(loaded, [b for _, b in p], config.batch_size)
             pairs[f] = pair_batches(clean, corrupt)

@@ -16,6 +16,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -329,6 +330,14 @@ class ModelOptions:
     threads: int | None = None  # --threads as given (None: chosen from the free cores; metadata.json says what)
     rendering: dict | None = None  # how the organism's scenes are drawn for this model (None: clean)
     allow_random_init: bool = False  # --allow-random-init: weights that do not cover the model were accepted
+
+    @cached_property
+    def scene_rendering(self):
+        """``rendering`` as a ``world.scenes.Rendering`` (the organism's scenes as this job's model sees them),
+        parsed once per config: what every loader the job calls is given."""
+        from .world.scenes import Rendering
+
+        return Rendering.from_dict(self.rendering)
 
 
 class RunInUse(UserError, OSError):

@@ -16,7 +16,6 @@ from typing import Callable
 
 from .. import parallel
 from ..data import canonical_function, load, organism_examples
-from ..world.scenes import Rendering
 from ..methods.batches import option_batches
 from ..methods.selection import accuracy_summary, bootstrap_ci
 from ..models.loading import LoadedModel
@@ -63,10 +62,10 @@ def flow_examples(config: FlowConfig) -> list:
     """The run's examples of the function (no model needed: checked before one is loaded)."""
     if config.dataset.strip().lower() == "organism:decomposed":
         return organism_examples(config.n, seed=config.seed, function=config.function, split="controlled",
-                                 rendering=Rendering.from_dict(config.rendering))
+                                 rendering=config.scene_rendering)
     kwargs = {"root": config.data_root} if config.data_root else {}
     return list(load(config.dataset, function=config.function, seed=config.seed, limit=config.n,
-                     rendering=Rendering.from_dict(config.rendering), **kwargs))
+                     rendering=config.scene_rendering, **kwargs))
 
 
 @dataclass
