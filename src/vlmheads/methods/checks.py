@@ -7,7 +7,6 @@ same number do, and hurt the other functions less.
 
 from __future__ import annotations
 
-import random
 from typing import Sequence
 
 import torch
@@ -16,7 +15,7 @@ from .. import parallel
 from ..interventions import Ablate, apply
 from ..models.loading import LoadedModel
 from .batches import OptionBatch, metric
-from .selection import Head, accuracy_summary
+from .selection import Head, accuracy_summary, random_head_sets
 
 
 def correct_under(loaded: LoadedModel, batches: Sequence[OptionBatch], heads: Sequence[Head],
@@ -36,12 +35,9 @@ def ablation_check(loaded: LoadedModel, batches_by_function: dict[str, Sequence[
                    selected: Sequence[Head], draws: int = 5, seed: int = 0, mode: str = "zero",
                    means: torch.Tensor | None = None) -> dict:
     """Accuracy of every function: unablated, with the selected heads ablated, with k random heads ablated."""
-    g = loaded.geometry
-    all_heads = [(layer, h) for layer in range(g.n_layers) for h in range(g.n_heads)]
-    rng = random.Random(seed)
-    others = [h for h in all_heads if h not in set(selected)]
     k = len(selected)
-    random_sets = [sorted(rng.sample(others if len(others) >= k else all_heads, k)) for _ in range(draws)]
+    # drawn among the heads not selected (all of them, fewer than k, when k is more than half the heads)
+    random_sets = [list(s) for s in random_head_sets(loaded.geometry, selected, draws, seed=seed)]
     report = {"k": k, "mode": mode, "selected": [list(h) for h in selected],
               "random_sets": [[list(h) for h in s] for s in random_sets], "functions": {}}
     for function, batches in batches_by_function.items():
