@@ -122,7 +122,7 @@ def test_locate_with_two_processes_writes_what_one_process_writes(tmp_path, case
 
 @pytest.mark.e2e
 def test_flow_with_two_processes_writes_what_one_process_writes(tmp_path):
-    argv = ["--function", "spatial", "--n", "6", "--batch-size", "4", "--window", "2", *ONE_THREAD]
+    argv = ["--function", "spatial", "--n", "6", "--batch-size", "4", "--window", "4", *ONE_THREAD]
     from heads.flow import main as flow_main
 
     assert flow_main([*argv, "--out", str(tmp_path / "one")]) == 0
@@ -136,17 +136,18 @@ def test_flow_with_two_processes_writes_what_one_process_writes(tmp_path):
 
 @pytest.mark.e2e
 def test_intervene_sweep_with_two_processes_writes_what_one_process_writes(tmp_path):
-    located = tmp_path / "loc"
-    assert locate_main(["--function", "spatial", "--n", "8", "--methods", "ablation", "--random-draws", "1",
-                        *ONE_THREAD, "--out", str(located)]) == 0
-    argv = ["--heads-from", str(located), "--dataset", "organism:controlled", "--n", "8", "--batch-size", "3",
-            "--method", "none", "--method", "scalingvis", "--method", "head_adaptvis", "--method", "emphasize",
-            "--emphasize", "top-2", "--sweep", "--random-heads", "1", "--blind", *ONE_THREAD]
+    """Head-free methods (no locate run to make first): the sweep over validation, AdaptVis's shared-cache path,
+    the random-attention and blind controls; batches of 3, 3 and 2 (uneven)."""
+    argv = ["--dataset", "organism:controlled", "--n", "8", "--batch-size", "3", "--method", "none",
+            "--method", "scalingvis", "--method", "adaptvis", "--sweep", "--random-attention", "1", "--blind",
+            *ONE_THREAD]
     assert intervene_main([*argv, "--out", str(tmp_path / "one")]) == 0
     done = torchrun([*argv, "--out", str(tmp_path / "two")], command="intervene")
     assert done.returncode == 0, done.stderr[-3000:]
     for name in ("results.csv", "interventions.json", "samples.jsonl"):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes(), name
+    rows = (tmp_path / "one" / "results.csv").read_text()
+    assert "scalingvis (random attention)" in rows and "none (blind)" in rows
 
 
 FAILING = ["--function", "spatial", "--n", "6", "--batch-size", "4", "--methods", "ablation", *ONE_THREAD]
