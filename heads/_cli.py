@@ -239,8 +239,8 @@ def _meeting_place() -> tuple[str, ...]:
 class _Bystander:
     """What a rank other than 0 holds in place of a ``RunRecord``: the same calls, nothing written."""
 
-    def __init__(self) -> None:
-        self.meta: dict = {"timings": {}}
+    def __init__(self, **identity) -> None:
+        self.meta: dict = {"timings": {}, **identity}
 
     def time(self, name: str, seconds: float) -> None:
         self.meta["timings"][name] = round(seconds, 3)
@@ -266,7 +266,7 @@ def run_record(run_dir: Path, command: str, config: dict, **identity):
     if world.size > 1:
         same_job(config, identity.get("model"))
         identity["parallel"] = parallel.describe()  # a gather: every rank calls it
-    return RunRecord(run_dir, command, config, **identity) if world.main else _Bystander()
+    return RunRecord(run_dir, command, config, **identity) if world.main else _Bystander(**identity)
 
 
 def same_job(config: dict, model: dict | None) -> None:

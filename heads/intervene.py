@@ -230,7 +230,7 @@ def _execute(args, config, data, loaded, directory, locate_run: dict | None, res
                 record.meta["controls"] = result.controls  # per control row: the heads, seeds or orders it drew
             result.skipped.update(skipped or {})
             record.meta["skipped"] = result.skipped
-            record.meta.setdefault("dataset", {})["identity"] = result.datasets
+            record.meta["dataset"]["identity"] = result.datasets
             if result.resumed:
                 record.meta["resumed_stages"] = result.resumed
             with record.writing_outputs(f"continue with: python -m heads.intervene --resume {run_dir}"):

@@ -23,6 +23,7 @@ heads.json) and draws the head map from it into a run directory. Methods are loo
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -185,7 +186,7 @@ class LocateState:
             self._writes["scores"][(method, function)] = value
 
     def stage(self, name: str, function: str, run: Callable[[], None]) -> bool:
-        """Run one stage, or load it if a previous run saved it and it checks out (``runs.saved_stage``);
+        """Run one stage, or load it if a previous run saved it and it checks out (``runs.StageStore``);
         True if loaded."""
         def compute() -> dict:
             self._writes = {"scores": {}, "summary": []}
@@ -589,7 +590,7 @@ def report_lines(result: HeadScores) -> list[str]:
         role = roles.get(f"L{l}H{h}")
         low, high = float(score["ci_low"][l, h]), float(score["ci_high"][l, h])
         lines.append(f"  L{l}H{h:<3} score {float(score['score'][l, h]):8.3f}  "
-                     + (f"[{low:.3f}, {high:.3f}]" if low == low else f"({result.kind(cfg.select_by)}: no interval)")
+                     + (f"[{low:.3f}, {high:.3f}]" if not math.isnan(low) else f"({result.kind(cfg.select_by)}: no interval)")
                      + (f"  {role['role']} (direct {role['direct']:.3f} of {role['total']:.3f})" if role else ""))
     prior = result.summary.get("prior", {}).get(cfg.function)
     if cfg.select_by.startswith("prior") and prior and "skipped" not in prior:

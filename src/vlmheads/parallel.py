@@ -25,8 +25,8 @@ alone decides (the run directory, which saved stages a resume may use). Rank 0 a
 and draws the progress bar (``World.main``).
 
 Failures: a rank whose share raises sends its error in place of results; every other rank then
-raises ``RankFailed`` with that rank's number and message (the failing rank re-raises its own error,
-with its traceback), so the job ends within seconds, not at the collective timeout. A collective that
+raises ``RankFailed`` with that rank's number and message (the failing rank re-raises its own error:
+its traceback, or its one line for bad input), so the job ends within seconds, not at the collective timeout. A collective that
 fails (a rank died, or ranks reached different steps and the timeout ran out) raises
 ``CollectiveFailed`` naming the step. The timeout is ``$VLMHEADS_COLLECTIVE_TIMEOUT`` seconds
 (default 1800): a rank waits at a gather for the slowest rank's share, so it must exceed one stage.
@@ -46,7 +46,6 @@ import os
 import socket
 import threading
 import time
-import traceback
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -65,7 +64,7 @@ class RankFailed(Exception):
     """Another rank's share raised; ``rank`` and ``message`` say which and what."""
 
     def __init__(self, rank: int, step: str, message: str) -> None:
-        super().__init__(f"rank {rank} failed in {step}: {message} (its traceback is in rank {rank}'s stderr)")
+        super().__init__(f"rank {rank} failed in {step}: {message} (rank {rank}'s own output says more)")
         self.rank, self.step, self.message = rank, step, message
 
 
@@ -353,8 +352,6 @@ def map_batches(fn: Callable[[T], R], items: Sequence[T], step: str = "batches")
     finally:
         _DEPTH -= 1
     said = None if error is None else f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:300]}"
-    if error is not None:
-        traceback.print_exception(error)
     parts = gather((said, mine), f"{step} (gathering {len(items)} results)")
     if error is not None:
         raise error

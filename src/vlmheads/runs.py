@@ -204,18 +204,29 @@ def load_torch_checked(path: Path, fingerprint: str | None = None, code: str | N
         return None, f"{path.name} cannot be read ({type(err).__name__}: {(str(err).splitlines() or [''])[0]})"
 
 
+def checked_stage(path: Path | None, fingerprint: str | None = None, log: Callable[[str], None] | None = None,
+                  code: str | None = None) -> tuple | None:
+    """``(value,)`` of the stage a previous run saved at ``path`` when it checks out (``load_torch_checked``),
+    else None; ``log`` says which stage is there but does not check out, and why."""
+    if path is None or not path.is_file():
+        return None
+    value, why = load_torch_checked(path, fingerprint, code)
+    if why is None:
+        return (value,)
+    if log is not None:
+        log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
+    return None
+
+
 def saved_stage(path: Path | None, compute: Callable[[], Any], fingerprint: str | None = None,
                 log: Callable[[str], None] | None = None, code: str | None = None) -> tuple[Any, bool]:
     """``(value, loaded)``: the value a previous run saved at ``path`` (``loaded`` True) when it checks out
-    (``load_torch_checked``), else ``compute()``, saved there as it finishes (``save_torch_atomic``); a saved
+    (``checked_stage``), else ``compute()``, saved there as it finishes (``save_torch_atomic``); a saved
     stage that does not check out is recomputed, and ``log`` says which and why. ``path`` None computes
     without saving. How ``--resume`` keeps finished work, and never trusts a damaged or foreign stage."""
-    if path is not None and path.is_file():
-        value, why = load_torch_checked(path, fingerprint, code)
-        if why is None:
-            return value, True
-        if log is not None:
-            log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
+    saved = checked_stage(path, fingerprint, log, code)
+    if saved is not None:
+        return saved[0], True
     value = compute()
     if path is not None:
         save_torch_atomic(path, value, fingerprint, code)
@@ -224,24 +235,38 @@ def saved_stage(path: Path | None, compute: Callable[[], Any], fingerprint: str 
 
 class StageStore:
     """One run's stages in ``stages_dir`` (None: computed, never saved), under its config's fingerprint:
-    ``store(name, compute, label)`` is ``saved_stage(stages_dir / f"{name}.pt", compute, fingerprint, log)``,
-    and ``resumed`` lists the labels (default: the names) of the stages a previous run had saved. A stage
-    computed by another version of the library (``code_version``) is recomputed, like one saved under
-    another config. What locate, intervene and flow keep their finished work in."""
+    ``store(name, compute, label)`` is ``saved_stage(stages_dir / f"{name}.pt", compute, fingerprint, log)``: a
+    saved stage that does not check out (damaged, another config, another version of the library:
+    ``code_version``) is recomputed, and ``log`` says which and why. ``resumed`` lists the labels (default:
+    the names) of the stages a previous run had saved. What locate, intervene and flow keep their finished
+    work in, and how ``--resume`` never trusts a damaged or foreign stage.
+
+    With several processes (``vlmheads.parallel``) rank 0 alone reads and writes the stages: what it found
+    saved is sent to every rank, otherwise every rank computes (each its share) and rank 0 saves. A stage
+    holds the reduced results, the same for any number of processes, so a run resumes with another."""
 
     def __init__(self, stages_dir: Path | None, config: dict, log: Callable[[str], None] | None = None):
         self.dir, self.log, self.resumed = stages_dir, log, []
         self.fingerprint, self.code = fingerprint(config), code_version()
 
+    def _path(self, name: str) -> Path | None:
+        return None if self.dir is None else Path(self.dir) / f"{name}.pt"
+
+    def _saved(self, path: Path | None) -> tuple | None:
+        return checked_stage(path, self.fingerprint, self.log, self.code)
+
     def __call__(self, name: str, compute: Callable[[], Any], label: str | None = None) -> tuple[Any, bool]:
-        path = None if self.dir is None else Path(self.dir) / f"{name}.pt"
-        if parallel.world().size == 1:
-            value, loaded = saved_stage(path, compute, self.fingerprint, self.log, self.code)
-        else:
-            value, loaded = self._shared(path, compute, label or name)
-        if loaded:
+        """``(value, loaded)``: the saved stage (``loaded`` True) or ``compute()``, saved as it finishes."""
+        path, world = self._path(name), parallel.world()
+        saved = parallel.broadcast(self._saved(path) if world.main else None,
+                                   f"stage {label or name}: which stages are saved")
+        if saved is not None:
             self.resumed.append(label or name)
-        return value, loaded
+            return saved[0], True
+        value = compute()
+        if world.main and path is not None:
+            save_torch_atomic(path, value, self.fingerprint, self.code)
+        return value, False
 
     def items(self, names: Sequence[str], compute: Callable[[int], Any], step: str) -> list:
         """Stages that are one batch each (``names[i]`` holds ``compute(i)``), computed as one
@@ -249,17 +274,10 @@ class StageStore:
         the others shared out. One process saves each as it finishes; several save theirs (rank 0) after
         the gather."""
         world = parallel.world()
-        paths = [None if self.dir is None else Path(self.dir) / f"{name}.pt" for name in names]
-        saved: dict[int, Any] = {}
-        if world.main:
-            for i, path in enumerate(paths):
-                if path is not None and path.is_file():
-                    value, why = load_torch_checked(path, self.fingerprint, self.code)
-                    if why is None:
-                        saved[i] = value
-                    elif self.log is not None:
-                        self.log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
-        saved = parallel.broadcast(saved, f"{step}: which stages are saved")
+        paths = [self._path(name) for name in names]
+        found = {i: self._saved(path) for i, path in enumerate(paths)} if world.main else {}
+        saved = parallel.broadcast({i: box[0] for i, box in found.items() if box is not None},
+                                   f"{step}: which stages are saved")
         todo = [i for i in range(len(names)) if i not in saved]
 
         def one(i: int) -> Any:
@@ -275,26 +293,6 @@ class StageStore:
                     save_torch_atomic(paths[i], value, self.fingerprint, self.code)
         self.resumed += [names[i] for i in sorted(saved)]
         return [saved[i] if i in saved else computed[i] for i in range(len(names))]
-
-    def _shared(self, path: Path | None, compute: Callable[[], Any], label: str) -> tuple[Any, bool]:
-        """Several processes: rank 0 alone reads and writes the stages. A saved stage that checks out is
-        sent to every rank; otherwise every rank computes (each its share) and rank 0 saves. A stage holds
-        the reduced results, the same for any number of processes, so a run resumes with another."""
-        world = parallel.world()
-        saved = None
-        if world.main and path is not None and path.is_file():
-            value, why = load_torch_checked(path, self.fingerprint, self.code)
-            if why is None:
-                saved = (value,)
-            elif self.log is not None:
-                self.log(f"warning: stage {path.parent.name}/{path.name} not used: {why}; recomputing it")
-        saved = parallel.broadcast(saved, f"stage {label}: which stages are saved")
-        if saved is not None:
-            return saved[0], True
-        value = compute()
-        if world.main and path is not None:
-            save_torch_atomic(path, value, self.fingerprint, self.code)
-        return value, False
 
 
 def write_json(path: Path, data: Any) -> None:

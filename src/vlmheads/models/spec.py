@@ -14,6 +14,7 @@ device map on its own block of the node's GPUs.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
+from functools import cached_property
 from pathlib import Path
 
 from .. import parallel
@@ -52,9 +53,10 @@ class ModelSpec:
         out.pop("threads_reason")
         return out
 
-    @property
+    @cached_property
     def source(self):
-        """The model's source (a local directory, or a hub id), checked to exist (``check_model_source``)."""
+        """The model's source (a local directory, or a hub id), checked to exist (``check_model_source``; once
+        per spec: check, declared_geometry and rendering all read it)."""
         from .loading import check_model_source
 
         return check_model_source(self.model)
